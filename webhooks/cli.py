@@ -14,7 +14,7 @@ from .worker import Worker, install_worker, replay, prune, handlers as default_h
 
 # %% auto #0
 __all__ = ['load_handlers', 'serve_app', 'ensure_demo', 'webhooks_serve', 'webhooks_source', 'sample_event', 'send',
-           'webhooks_send', 'webhooks_events', 'webhooks_worker', 'webhooks_replay', 'webhooks_prune']
+           'webhooks_send', 'webhooks_events', 'webhooks_worker', 'run_async', 'webhooks_replay', 'webhooks_prune']
 
 # %% ../nbs/05_cli.ipynb #588cf4d0
 def load_handlers(module:str|None)->Handlers:
@@ -177,6 +177,13 @@ def _progress(done:int, total:int, width:int=30):
     f = min(done/total, 1)
     print(f"\r[{'#'*int(f*width):<{width}}] {done}/{total}", end='' if done < total else '\n', flush=True)
 
+def run_async(coro):
+    "Run `coro` to completion, also from code that is already inside an event loop (Jupyter)."
+    try: asyncio.get_running_loop()
+    except RuntimeError: return asyncio.run(coro)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(1) as ex: return ex.submit(asyncio.run, coro).result()
+
 def _open(tenant:str, root:str):
     try: return tenant_db(tenant, root, create=False)
     except TenantError as e: sys.exit(e.message)
@@ -202,7 +209,7 @@ def webhooks_replay(tenant:str,           # tenant name
             while True:
                 _progress(_finished(db, ids), n)
                 if not await w.step([tenant]): break
-        asyncio.run(run())
+        run_async(run())
         _progress(n, n)
     elif wait:
         while (k := _finished(db, ids)) < n: _progress(k, n); time.sleep(0.2)
