@@ -1,0 +1,182 @@
+"The worker with real processes: SIGKILL mid-stream, retries, dead letters, the concurrency limit, replay."
+import asyncio, json, os, signal, socket, subprocess, sys, threading, time
+from pathlib import Path
+import pytest
+from webhooks.store import tenant_db, log_webhook_event
+from webhooks.routes import add_source
+from webhooks.worker import Worker, Handlers, replay
+
+SECRET = 'whsec_crash_test_9d2f'
+
+def free_port():
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def serve(root, port, handlers):
+    "Start `webhooks-serve` as its own process; wait until it answers."
+    exe = Path(sys.executable).parent/'webhooks-serve'  # the installed console script, as a user runs it
+    p = subprocess.Popen([str(exe), '--root', str(root), '--port', str(port), '--handlers', str(handlers)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    for _ in range(200):
+        try:
+            with socket.create_connection(('127.0.0.1', port), timeout=0.1): return p
+        except OSError: time.sleep(0.05)
+    p.kill(); raise RuntimeError(p.stdout.read().decode())
+
+SENDER = r'''
+import sys, json, urllib.request, urllib.error
+from webhooks.signatures import sign
+url, secret, acked, n = sys.argv[1], sys.argv[2], open(sys.argv[3], 'a'), int(sys.argv[4])
+for i in range(n):
+    body = json.dumps({"id": f"evt_{i:05d}", "type": "order.paid", "data": {"n": i}}).encode()
+    req = urllib.request.Request(url, data=body, method='POST', headers={'Content-Type': 'application/json', **sign('generic', body, secret)})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            if r.status == 200: acked.write(f"evt_{i:05d}\n"); acked.flush()
+    except (urllib.error.URLError, ConnectionError, OSError): break
+'''
+
+HANDLERS = '''
+import os, time
+from webhooks.worker import Handlers
+handlers = Handlers()
+LOG = {log!r}
+@handlers.on('order.*')
+def paid(ev):
+    with open(LOG, 'a') as f: f.write(f"start {{ev.id}} {{os.getpid()}}\\n")
+    time.sleep(0.004)
+    with open(LOG, 'a') as f: f.write(f"end {{ev.id}} {{os.getpid()}}\\n")
+'''
+
+def test_sigkill_mid_stream_loses_nothing_acknowledged(tmp_path):
+    root, runs, acked = tmp_path/'data', tmp_path/'runs.log', tmp_path/'acked.txt'
+    add_source(tenant_db('shop', root), 'orders', 'generic', SECRET)
+    hfile = tmp_path/'hooks.py'; hfile.write_text(HANDLERS.format(log=str(runs)))
+    port = free_port()
+    server = serve(root, port, hfile)
+    sender = subprocess.Popen([sys.executable, '-c', SENDER, f'http://127.0.0.1:{port}/webhooks/shop/orders', SECRET, str(acked), '100000'])
+    # kill once the sender has been acknowledged for a while and handlers are running
+    deadline = time.time() + 30
+    while time.time() < deadline and (not acked.exists() or len(acked.read_text().split()) < 300 or not runs.exists()): time.sleep(0.05)
+    server.send_signal(signal.SIGKILL); server.wait()
+    sender.wait(timeout=30)
+    acks = acked.read_text().split()
+    assert len(acks) >= 300
+    db = tenant_db('shop', root)
+    stored = {r['id'] for r in db.q('SELECT id FROM webhook_events')}
+    assert set(acks) <= stored, 'an event answered 200 was not in the database after SIGKILL'
+    assert db.q("SELECT count(*) n FROM webhook_events WHERE status != 'completed'")[0]['n'] > 0, 'kill came too late to test recovery'
+
+    server = serve(root, port, hfile)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and db.q("SELECT count(*) n FROM webhook_events WHERE status != 'completed'")[0]['n']: time.sleep(0.1)
+    finally:
+        server.send_signal(signal.SIGTERM); server.wait(timeout=20)
+    rows = {r['id']: r for r in db.q('SELECT id, status FROM webhook_events')}
+    assert all(rows[a]['status'] == 'completed' for a in acks), 'an acknowledged event did not complete after restart'
+    assert all(r['status'] == 'completed' for r in rows.values())
+    ends = {}
+    for line in runs.read_text().splitlines():
+        kind, eid, pid = line.split()
+        if kind == 'end': ends[eid] = ends.get(eid, 0) + 1
+    assert set(ends) == set(rows), 'every stored event ran its handler to the end at least once'
+    twice = {e for e, n in ends.items() if n > 1}
+    lapsed = {r['webhook_id'] for r in db.q("SELECT webhook_id FROM webhook_attempts WHERE outcome='lapsed'")}
+    assert twice <= lapsed, f'completed twice without a lapsed attempt on record: {sorted(twice - lapsed)[:5]}'
+
+def run(coro): return asyncio.run(coro)
+
+def test_fails_twice_then_succeeds_and_dead_letter(tmp_path):
+    db = tenant_db('billing', tmp_path)
+    calls = []
+    h = Handlers()
+    @h.on('invoice.paid')
+    def flaky(ev):
+        calls.append(ev.attempt)
+        if len(calls) < 3: raise ConnectionError('ledger down')
+    @h.on('invoice.voided')
+    async def broken(ev): raise ValueError(f'cannot void {ev.id}')
+    log_webhook_event(db, 'evt_ok', 'stripe', 'invoice.paid', '{"id":"evt_ok"}', 's', 'stripe:evt_ok')
+    log_webhook_event(db, 'evt_bad', 'stripe', 'invoice.voided', '{"id":"evt_bad"}', 's', 'stripe:evt_bad')
+    w = Worker(tmp_path, h, max_attempts=3, backoff=0.01, max_backoff=0.05)
+    async def until_done():
+        for _ in range(400):
+            await w.step()
+            if not db.q("SELECT count(*) n FROM webhook_events WHERE status IN ('pending','processing')")[0]['n']: return
+            await asyncio.sleep(0.01)
+    run(until_done())
+    rows = {r['id']: r for r in db.q('SELECT * FROM webhook_events')}
+    assert (rows['evt_ok']['status'], rows['evt_ok']['attempts']) == ('completed', 3)
+    assert (rows['evt_bad']['status'], rows['evt_bad']['attempts']) == ('failed', 3)
+    assert rows['evt_bad']['error_message'] == 'ValueError: cannot void evt_bad'
+    hist = [(r['webhook_id'], r['attempt'], r['outcome']) for r in db.q('SELECT * FROM webhook_attempts ORDER BY seq')]
+    assert [x for x in hist if x[0] == 'evt_ok'] == [('evt_ok', 1, 'retry'), ('evt_ok', 2, 'retry'), ('evt_ok', 3, 'completed')]
+    assert [x for x in hist if x[0] == 'evt_bad'] == [('evt_bad', 1, 'retry'), ('evt_bad', 2, 'retry'), ('evt_bad', 3, 'failed')]
+
+def test_backoff_grows_with_jitter(tmp_path):
+    w = Worker(tmp_path, Handlers(), backoff=2.0, max_backoff=60)
+    for attempt, base in [(1, 2), (2, 4), (3, 8), (6, 60), (10, 60)]:
+        ds = [w._delay(attempt) for _ in range(200)]
+        assert base*0.5 <= min(ds) and max(ds) <= base
+        assert len(set(ds)) > 1
+
+@pytest.mark.parametrize('kind', ['sync', 'async'])
+def test_1000_events_3_tenants_concurrency_4(tmp_path, kind):
+    names = ['t1', 't2', 't3']
+    for i in range(1000):
+        db = tenant_db(names[i % 3], tmp_path)
+        log_webhook_event(db, f'e{i}', 'src', 'job.done', json.dumps({'id': f'e{i}'}), 's', f'src:e{i}')
+        db.close()
+    lock, state, seen = threading.Lock(), {'now': 0, 'peak': 0}, []
+    h = Handlers()
+    if kind == 'sync':
+        @h.on('*')
+        def handler(ev):
+            with lock: state['now'] += 1; state['peak'] = max(state['peak'], state['now'])
+            time.sleep(0.0005)
+            with lock: state['now'] -= 1; seen.append((ev.tenant, ev.id))
+    else:
+        @h.on('*')
+        async def handler(ev):
+            state['now'] += 1; state['peak'] = max(state['peak'], state['now'])
+            await asyncio.sleep(0.0005)
+            state['now'] -= 1; seen.append((ev.tenant, ev.id))
+    w = Worker(tmp_path, h, concurrency=4, batch=100)
+    assert run(w.drain()) == 1000
+    assert state['peak'] <= 4, f"{state['peak']} handlers ran at once"
+    assert state['peak'] == 4, 'the limit should also be reached, or the test proves nothing'
+    assert len(seen) == len(set(seen)) == 1000
+    for t in names:
+        assert tenant_db(t, tmp_path).q("SELECT status, count(*) n FROM webhook_events GROUP BY status") == [{'status': 'completed', 'n': 334 if t == 't1' else 333}]
+
+def test_replay_after_fix_keeps_history(tmp_path):
+    db = tenant_db('shop', tmp_path)
+    h, fixed = Handlers(), {'on': False}
+    @h.on('order.paid')
+    def handler(ev):
+        if not fixed['on']: raise KeyError('customer')
+    log_webhook_event(db, 'evt_1', 'shop', 'order.paid', '{"id":"evt_1"}', 's', 'shop:evt_1')
+    w = Worker(tmp_path, h, max_attempts=1)
+    run(w.drain())
+    assert db.q("SELECT status FROM webhook_events")[0]['status'] == 'failed'
+    fixed['on'] = True
+    assert replay(db, 'evt_1') == 1
+    run(w.drain())
+    assert db.q("SELECT status, error_message FROM webhook_events")[0] == {'status': 'completed', 'error_message': None}
+    assert [r['outcome'] for r in db.q('SELECT outcome FROM webhook_attempts ORDER BY seq')] == ['failed', 'completed']
+
+def test_graceful_stop_leaves_nothing_processing(tmp_path):
+    db = tenant_db('shop', tmp_path)
+    for i in range(20): log_webhook_event(db, f'e{i}', 's', 'slow', '{}', 's', f's:e{i}')
+    h = Handlers()
+    @h.on('slow')
+    async def slow(ev): await asyncio.sleep(0.05)
+    async def main():
+        w = Worker(tmp_path, h, concurrency=2, batch=5, poll=0.05)
+        w.start()
+        await asyncio.sleep(0.08)
+        await w.stop(grace=5)
+    run(main())
+    assert db.q("SELECT count(*) n FROM webhook_events WHERE status='processing'")[0]['n'] == 0
+    done = db.q("SELECT count(*) n FROM webhook_events WHERE status='completed'")[0]['n']
+    assert 0 < done < 20
