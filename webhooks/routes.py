@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from .signatures import Scheme, SignatureError, get_scheme, verify, fingerprint, delivery_id, event_type, presets
-from .store import tenant_db, store_events, log_webhook_event, update_webhook_status, write_txn, TenantError, _tenant_re
+from .store import tenant_db, tenant_path, store_events, log_webhook_event, update_webhook_status, write_txn, TenantError, _tenant_re
 
 # %% auto #0
 __all__ = ['MAX_BODY', 'Source', 'sources', 'add_source', 'remove_secret', 'answer', 'RequestError', 'read_body', 'parse_event',
@@ -190,17 +190,29 @@ class Receiver:
         self.root,self.max_body,self.max_open,self.busy_timeout = Path(root),max_body,max_open,busy_timeout
         self.pool = ThreadPoolExecutor(writers, thread_name_prefix='webhooks-writer')
         self.open:OrderedDict[str,Tenant] = OrderedDict()
+        self.opening:dict[str,asyncio.Future] = {}
         self.listeners = []
 
-    def tenant(self, name:str)->Tenant:
-        "The open `Tenant` called `name`; `TenantError` if it is invalid or has no database."
+    async def tenant(self, name:str)->Tenant:
+        "The open `Tenant` called `name`; `TenantError` if it is invalid or has no database, `StoreUnavailable` if it can't be opened."
         t = self.open.get(name)
         if t is not None:
             self.open.move_to_end(name)
             return t
-        t = self.open[name] = Tenant(name, self.root, self.pool, self.busy_timeout)
-        while len(self.open) > self.max_open: self.open.popitem(last=False)[1].close()
-        return t
+        tenant_path(name, self.root)  # refuse a bad name before any thread or file is involved
+        opening = self.opening.get(name)
+        if opening is None:  # one open per tenant, however many first requests arrive at once
+            opening = self.opening[name] = asyncio.get_running_loop().run_in_executor(self.pool, Tenant, name, self.root, self.pool, self.busy_timeout)
+            try: t = await opening
+            except TenantError: raise
+            except Exception as e: raise StoreUnavailable(f'cannot open tenant {name!r}: {type(e).__name__}: {e}') from None
+            finally: del self.opening[name]
+            self.open[name] = t
+            while len(self.open) > self.max_open: self.open.popitem(last=False)[1].close()
+            return t
+        try: return await asyncio.shield(opening)
+        except TenantError: raise
+        except Exception as e: raise StoreUnavailable(f'cannot open tenant {name!r}: {type(e).__name__}: {e}') from None
 
     def close(self):
         "Close every open tenant (after its round in flight) and the writer threads."
@@ -212,8 +224,9 @@ class Receiver:
 async def receive(self:Receiver, request:Request, tenant:str, source:str):
     "Handle one delivery to `tenant`'s `source`: the order of operations in one place."
     if request.method != 'POST': return answer(405, 'method_not_allowed', f'{request.method} is not allowed; webhooks are POSTed')
-    try: t = self.tenant(tenant)
+    try: t = await self.tenant(tenant)
     except TenantError as e: return answer(404, 'unknown_tenant', e.message)
+    except StoreUnavailable as e: return answer(503, 'store_unavailable', f'{e}; retry later')
     src = t.source(source)
     if src is None: return answer(404, 'unknown_source', f'tenant {tenant!r} has no source {source[:80]!r}')
     scheme, secrets, tolerance = get_scheme(src[0]), src[1], src[2]

@@ -10,8 +10,9 @@ from pathlib import Path
 from fastlite import Database, database
 
 # %% auto #0
-__all__ = ['STATUSES', 'IDEMPOTENCY_WINDOW', 'LEASE', 'SCHEMA', 'TenantError', 'tenant_path', 'lease_owner', 'tenant_db',
-           'write_txn', 'tenants', 'store_events', 'log_webhook_event', 'check_idempotency', 'update_webhook_status']
+__all__ = ['STATUSES', 'IDEMPOTENCY_WINDOW', 'LEASE', 'SCHEMA_VERSION', 'SCHEMA', 'TenantError', 'tenant_path', 'lease_owner',
+           'tenant_db', 'write_txn', 'tenants', 'store_events', 'log_webhook_event', 'check_idempotency',
+           'update_webhook_status']
 
 # %% ../nbs/01_store.ipynb #f19e7307
 class TenantError(ValueError):
@@ -39,6 +40,7 @@ def lease_owner()->str:
     "'host:pid' of this process: who holds an event while it is `processing`."
     return f'{socket.gethostname()}:{os.getpid()}'
 
+SCHEMA_VERSION = 1
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS webhook_events (
   seq INTEGER PRIMARY KEY,            -- arrival order; the queue's order
@@ -98,7 +100,10 @@ def tenant_db(tenant:str,            # tenant name (see `tenant_path`)
         if not create: raise TenantError('unknown_tenant', f'unknown tenant {tenant!r} (no {p})')
         p.parent.mkdir(parents=True, exist_ok=True)
     db = _configure(database(p))
-    with write_txn(db): db.conn.execute(SCHEMA)
+    if db.execute('PRAGMA user_version').fetchone()[0] != SCHEMA_VERSION:  # only a new or older database takes the write lock
+        with write_txn(db):
+            db.conn.execute(SCHEMA)
+            db.execute(f'PRAGMA user_version={SCHEMA_VERSION}')
     return db
 
 @contextmanager
@@ -134,21 +139,25 @@ def store_events(db:Database,             # tenant database
                  window:float=IDEMPOTENCY_WINDOW, # seconds a key stays a duplicate
                 )->list[bool]:
     "Insert `events` in one transaction (one fsync); True for each event that was new, False for a duplicate."
-    res, conn, owner = [], db.conn, None
+    rows, owner = [], None
+    for wid, source, etype, payload, sig, key, status, at in events:
+        if status not in STATUSES: raise ValueError(f'unknown status {status!r}; use one of {", ".join(STATUSES)}')
+        if not key or not isinstance(key, str): raise ValueError(f'idempotency_key must be a non-empty string, not {key!r}')
+        held = status == 'processing'
+        if held and owner is None: owner = lease_owner()
+        rows.append((wid, source, etype, payload if type(payload) is str else _text(payload), sig, key, status, int(held), at,
+                     at + LEASE if held else None, owner if held else None))
     with write_txn(db):
-        for wid, source, etype, payload, sig, key, status, at in events:
-            if status not in STATUSES: raise ValueError(f'unknown status {status!r}; use one of {", ".join(STATUSES)}')
-            held = status == 'processing'
-            if held and owner is None: owner = lease_owner()
-            row = (wid, source, etype, payload if type(payload) is str else _text(payload), sig, key, status, int(held), at,
-                   at + LEASE if held else None, owner if held else None)
-            conn.execute(_insert, row)
-            new = conn.changes() == 1
-            if not new:
-                conn.execute(_expire, (key, at - window))
-                if conn.changes():
-                    conn.execute(_insert, row)
-                    new = True
+        c = db.conn
+        # one statement for the whole batch: RETURNING names the keys actually inserted (the first of each key, in order)
+        fresh = {}
+        for (k,) in c.executemany(_insert + ' RETURNING idempotency_key', rows): fresh[k] = fresh.get(k, 0) + 1
+        res = []
+        for r in rows:
+            new = fresh.get(r[5], 0) > 0
+            if new: fresh[r[5]] -= 1
+            elif c.execute(_expire, (r[5], r[8] - window)) and c.changes():  # the key's old row is past the window
+                c.execute(_insert, r); new = True
             res.append(new)
     return res
 
