@@ -57,6 +57,8 @@ class Scheme:
             v = getattr(self, f)
             if isinstance(v, str): object.__setattr__(self, f, (v,))
         object.__setattr__(self, '_head', head)
+        object.__setattr__(self, '_lh', self.header.lower())
+        object.__setattr__(self, '_lts', self.ts_header.lower() if self.ts_header else None)
         object.__setattr__(self, '_signs_id', '{id}' in head)
         # the common header shape (one signature; Stripe's 't=…,v1=…'), matched in one step;
         # anything else takes the general path (and its precise error messages)
@@ -226,7 +228,8 @@ def verify(scheme:str|Scheme,       # preset name or a `Scheme`
         if isinstance(body, str): body = body.encode('utf-8', 'surrogatepass')
         elif isinstance(body, (bytearray, memoryview)): body = bytes(body)
         else: raise SignatureError('malformed', f'body must be the raw bytes, not {type(body).__name__}')
-    value = headers.get(s.header) if type(headers) is dict else None  # exact-name hit first; `header` handles the rest
+    d = type(headers) is dict
+    value = headers.get(s.header, headers.get(s._lh)) if d else None  # exact, then lower-case name first; `header` handles the rest
     if type(value) is not str: value = header(headers, s.header)
     if value is None: raise SignatureError('missing_header', f'{s.header} is missing')
     if m := s._fast.fullmatch(value):
@@ -234,7 +237,7 @@ def verify(scheme:str|Scheme,       # preset name or a `Scheme`
         sigs, asym = (sig.lower() if s.encoding=='hex' else sig,), ()
     else: sigs, asym, embedded = _parse(s, value)
     if s.ts_header:
-        ts = headers.get(s.ts_header) if type(headers) is dict else None
+        ts = headers.get(s.ts_header, headers.get(s._lts)) if d else None
         if type(ts) is not str or not (ts.isdigit() and ts.isascii() and len(ts) <= 20): ts, t = _timestamp(s, headers, None)
         else: t = int(ts)
     else: ts, t = _timestamp(s, headers, embedded)

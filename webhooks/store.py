@@ -11,8 +11,8 @@ from fastlite import Database, database
 
 # %% auto #0
 __all__ = ['STATUSES', 'IDEMPOTENCY_WINDOW', 'LEASE', 'SCHEMA_VERSION', 'SCHEMA', 'TenantError', 'tenant_path', 'lease_owner',
-           'tenant_db', 'write_txn', 'tenants', 'store_events', 'log_webhook_event', 'check_idempotency',
-           'update_webhook_status']
+           'tenant_db', 'write_txn', 'tenants', 'insert_events', 'store_events', 'log_webhook_event',
+           'check_idempotency', 'update_webhook_status']
 
 # %% ../nbs/01_store.ipynb #f19e7307
 class TenantError(ValueError):
@@ -134,11 +134,8 @@ def _text(payload)->str:
         except UnicodeDecodeError: raise ValueError('payload is not valid UTF-8; store the body as received text') from None
     return json.dumps(payload, separators=(',', ':'))
 
-def store_events(db:Database,             # tenant database
-                 events:list[tuple],      # (webhook_id, source, event_type, payload, signature, idempotency_key, status, received_at)
-                 window:float=IDEMPOTENCY_WINDOW, # seconds a key stays a duplicate
-                )->list[bool]:
-    "Insert `events` in one transaction (one fsync); True for each event that was new, False for a duplicate."
+def _rows(events:list[tuple])->list[tuple]:
+    "Check and shape `events` into insert parameters; raises before anything is written."
     rows, owner = [], None
     for wid, source, etype, payload, sig, key, status, at in events:
         if status not in STATUSES: raise ValueError(f'unknown status {status!r}; use one of {", ".join(STATUSES)}')
@@ -147,19 +144,30 @@ def store_events(db:Database,             # tenant database
         if held and owner is None: owner = lease_owner()
         rows.append((wid, source, etype, payload if type(payload) is str else _text(payload), sig, key, status, int(held), at,
                      at + LEASE if held else None, owner if held else None))
-    with write_txn(db):
-        c = db.conn
-        # one statement for the whole batch: RETURNING names the keys actually inserted (the first of each key, in order)
-        fresh = {}
-        for (k,) in c.executemany(_insert + ' RETURNING idempotency_key', rows): fresh[k] = fresh.get(k, 0) + 1
-        res = []
-        for r in rows:
-            new = fresh.get(r[5], 0) > 0
-            if new: fresh[r[5]] -= 1
-            elif c.execute(_expire, (r[5], r[8] - window)) and c.changes():  # the key's old row is past the window
-                c.execute(_insert, r); new = True
-            res.append(new)
+    return rows
+
+def insert_events(db:Database, events:list[tuple], window:float=IDEMPOTENCY_WINDOW)->list[bool]:
+    "Insert `events` inside the caller's open write transaction; True for each event that was new."
+    rows, c = _rows(events), db.conn
+    # one statement for the whole batch: RETURNING names the keys actually inserted (the first of each key, in order)
+    fresh = {}
+    for (k,) in c.executemany(_insert + ' RETURNING idempotency_key', rows): fresh[k] = fresh.get(k, 0) + 1
+    res = []
+    for r in rows:
+        new = fresh.get(r[5], 0) > 0
+        if new: fresh[r[5]] -= 1
+        elif c.execute(_expire, (r[5], r[8] - window)) and c.changes():  # the key's old row is past the window
+            c.execute(_insert, r); new = True
+        res.append(new)
     return res
+
+def store_events(db:Database,             # tenant database
+                 events:list[tuple],      # (webhook_id, source, event_type, payload, signature, idempotency_key, status, received_at)
+                 window:float=IDEMPOTENCY_WINDOW, # seconds a key stays a duplicate
+                )->list[bool]:
+    "Insert `events` in one transaction (one fsync); True for each event that was new, False for a duplicate."
+    _rows(events)  # refuse bad input before taking the write lock
+    with write_txn(db): return insert_events(db, events, window)
 
 # %% ../nbs/01_store.ipynb #4d0d42f5
 def log_webhook_event(db:Database,           # tenant database

@@ -1,0 +1,16 @@
+"""The project's receiver as the shared load kit expects it: `webhooks-serve`'s app with tenant(s) `bench*`, a `moda` source, secret `whsec_bench`.
+
+env: BENCH_ROOT (default /tmp/wh-bench-root, wiped at start), BENCH_TENANTS (default 1: tenant `bench`; N>1: `bench`, `bench1`…`bench{N-1}`),
+     BENCH_WORKER (1: run the background worker in the same process, as `webhooks-serve` does; 0: receiver only)."""
+import os, shutil
+from pathlib import Path
+from webhooks.cli import serve_app
+from webhooks.routes import add_source
+from webhooks.store import tenant_db
+
+root = Path(os.environ.get('BENCH_ROOT', '/tmp/wh-bench-root'))
+shutil.rmtree(root, ignore_errors=True)
+n = int(os.environ.get('BENCH_TENANTS', '1'))
+for t in ['bench'] + [f'bench{i}' for i in range(1, n)]:
+    db = tenant_db(t, root); add_source(db, 'moda', 'moda', 'whsec_bench'); db.close()
+app = serve_app(root, worker=os.environ.get('BENCH_WORKER', '1') == '1')
