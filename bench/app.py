@@ -1,6 +1,7 @@
 """The project's receiver as the shared load kit expects it: `webhooks-serve`'s app with tenant(s) `bench*`, a `moda` source, secret `whsec_bench`.
 
-env: BENCH_ROOT (default /tmp/wh-bench-root, wiped at start), BENCH_TENANTS (default 1: tenant `bench`; N>1: `bench`, `bench1`…`bench{N-1}`),
+env: BENCH_ROOT (default /tmp/wh-bench-root, wiped at start), BENCH_TENANTS (default 1: tenant `bench`; N>1: also `bench0`…`bench{N-1}`),
+     BENCH_TOLERANCE (seconds, default 300: long runs replay pre-signed requests older than that),
      BENCH_WORKER (1: run the background worker in the same process, as `webhooks-serve` does; 0: receiver only)."""
 import os, shutil
 from pathlib import Path
@@ -11,6 +12,6 @@ from webhooks.store import tenant_db
 root = Path(os.environ.get('BENCH_ROOT', '/tmp/wh-bench-root'))
 shutil.rmtree(root, ignore_errors=True)
 n = int(os.environ.get('BENCH_TENANTS', '1'))
-for t in ['bench'] + [f'bench{i}' for i in range(1, n)]:
-    db = tenant_db(t, root); add_source(db, 'moda', 'moda', 'whsec_bench'); db.close()
-app = serve_app(root, worker=os.environ.get('BENCH_WORKER', '1') == '1')
+for t in ['bench'] + ([f'bench{i}' for i in range(n)] if n > 1 else []):
+    db = tenant_db(t, root); add_source(db, 'moda', 'moda', 'whsec_bench', int(os.environ.get('BENCH_TOLERANCE', '300'))); db.close()
+app = serve_app(root, worker=os.environ.get('BENCH_WORKER', '1') == '1', writers=int(os.environ.get('BENCH_WRITERS', '8')))
