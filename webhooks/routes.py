@@ -88,11 +88,11 @@ def answer(status:int, error:str|None=None, message:str|None=None, **data)->JSON
 
 def headers_dict(request:Request)->dict:
     "The request's headers as one `{lower-case name: value}` dict (the first value wins), for cheap repeated lookups."
-    return {k.decode('latin-1'): v.decode('latin-1') for k,v in reversed(request.scope['headers'])}
+    return {k.decode('latin-1').lower(): v.decode('latin-1') for k,v in reversed(request.scope['headers'])}
 
 _sig_status = dict(missing_header=400, malformed=400, mismatch=401, stale=401, future=401, no_secret=401)
 
-# %% ../nbs/03_routes.ipynb #4b7f1748
+# %% ../nbs/03_routes.ipynb #4059bafa
 MAX_BODY = 1024*1024  # 1 MiB: far above any provider's event size, far below what hurts
 
 class RequestError(Exception):
@@ -114,7 +114,7 @@ async def read_body(request:Request, limit:int=MAX_BODY)->bytes:
         chunks.append(chunk)
     return b''.join(chunks)
 
-# %% ../nbs/03_routes.ipynb #b1438651
+# %% ../nbs/03_routes.ipynb #017714f2
 def parse_event(scheme:Scheme, body:bytes, headers, content_type:str|None)->tuple:
     "(text, payload, delivery id, event type) of a verified body; `RequestError` 400 if it can't be read."
     try: text = body.decode('utf-8')
@@ -128,7 +128,7 @@ def parse_event(scheme:Scheme, body:bytes, headers, content_type:str|None)->tupl
     did = delivery_id(scheme, headers, payload) or 'sha256:' + hashlib.sha256(body).hexdigest()[:32]
     return text, payload, did, event_type(scheme, headers, payload)
 
-# %% ../nbs/03_routes.ipynb #cb0ad059
+# %% ../nbs/03_routes.ipynb #12b8f7cd
 class StoreUnavailable(Exception):
     "The event could not be committed (locked past the timeout, disk full, I/O error): answer 503."
 
@@ -200,7 +200,7 @@ class Tenant:
     def _close(self):
         self.reader.close(); self.writer.close()
 
-# %% ../nbs/03_routes.ipynb #82f958fc
+# %% ../nbs/03_routes.ipynb #ee540202
 class Receiver:
     "Receives webhooks for every tenant under `root`: verify, parse, group-commit, answer."
     def __init__(self, root:str|Path='data',   # folder of tenant databases
@@ -241,7 +241,7 @@ class Receiver:
         while self.open: self.open.popitem()[1].close()
         self.pool.shutdown(wait=True)
 
-# %% ../nbs/03_routes.ipynb #0b523a78
+# %% ../nbs/03_routes.ipynb #495c4423
 @patch
 async def receive(self:Receiver, request:Request, tenant:str, source:str):
     "Handle one delivery to `tenant`'s `source`: the order of operations in one place."
@@ -265,7 +265,7 @@ async def receive(self:Receiver, request:Request, tenant:str, source:str):
         for f in self.listeners: f(tenant)
     return Response(b'{"ok":true,"id":%s,"duplicate":%s}' % (json.dumps(did).encode(), b'false' if new else b'true'), media_type='application/json')
 
-# %% ../nbs/03_routes.ipynb #27c76453
+# %% ../nbs/03_routes.ipynb #dffcc2c5
 _ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']  # so that non-POST gets our JSON 405, not Starlette's text
 
 def install_webhooks(app,                       # a FastHTML (or Starlette) app
@@ -300,7 +300,7 @@ def on_lifespan(app, start=None, stop=None):
             finally: await call(stop)
     app.router.lifespan_context = lifespan
 
-# %% ../nbs/03_routes.ipynb #1b49e03b
+# %% ../nbs/03_routes.ipynb #e0de195b
 @lru_cache(maxsize=256)
 def _reference_scheme(signature_header:str, idempotency_header:str, event_type_field:str)->Scheme:
     return Scheme('reference', signature_header, 'sha256=', id_header=idempotency_header, id_field=('id',), type_field=(event_type_field,))

@@ -169,7 +169,7 @@ def store_events(db:Database,             # tenant database
     _rows(events)  # refuse bad input before taking the write lock
     with write_txn(db): return insert_events(db, events, window)
 
-# %% ../nbs/01_store.ipynb #4d0d42f5
+# %% ../nbs/01_store.ipynb #949ec0d5
 def log_webhook_event(db:Database,           # tenant database
                       webhook_id:str,        # unique webhook id, e.g. Stripe's `evt_…`
                       source:str,            # source system, e.g. "stripe", "github"
@@ -184,7 +184,7 @@ def log_webhook_event(db:Database,           # tenant database
     if not idempotency_key: raise ValueError('idempotency_key must be a non-empty string')
     return store_events(db, [(webhook_id, source, event_type, payload, signature, idempotency_key, status, time.time() if received_at is None else received_at)])[0]
 
-# %% ../nbs/01_store.ipynb #11d668e6
+# %% ../nbs/01_store.ipynb #ad76397c
 def check_idempotency(db:Database,          # tenant database
                       idempotency_key:str,  # unique key for this webhook event
                       window:float=IDEMPOTENCY_WINDOW, # seconds a key stays a duplicate
@@ -194,7 +194,7 @@ def check_idempotency(db:Database,          # tenant database
     now = time.time() if now is None else now
     return bool(db.execute('SELECT 1 FROM webhook_events WHERE idempotency_key = ? AND received_at >= ?', (idempotency_key, now - window)).fetchone())
 
-# %% ../nbs/01_store.ipynb #b6276a12
+# %% ../nbs/01_store.ipynb #09ad9912
 def update_webhook_status(db:Database,        # tenant database
                           webhook_id:str,     # webhook id to update
                           status:str,         # new status: pending, processing, completed or failed
