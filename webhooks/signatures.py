@@ -58,7 +58,9 @@ class Scheme:
             if isinstance(v, str): object.__setattr__(self, f, (v,))
         object.__setattr__(self, '_head', head)
         object.__setattr__(self, '_lh', self.header.lower())
-        object.__setattr__(self, '_lts', self.ts_header.lower() if self.ts_header else None)
+        for a in ('ts_header', 'id_header', 'type_header'):
+            v = getattr(self, a)
+            object.__setattr__(self, '_l' + a.split('_')[0], v.lower() if v else None)
         object.__setattr__(self, '_signs_id', '{id}' in head)
         # the common header shape (one signature; Stripe's 't=…,v1=…'), matched in one step;
         # anything else takes the general path (and its precise error messages)
@@ -240,8 +242,9 @@ def verify(scheme:str|Scheme,       # preset name or a `Scheme`
         ts = headers.get(s.ts_header, headers.get(s._lts)) if d else None
         if type(ts) is not str or not (ts.isdigit() and ts.isascii() and len(ts) <= 20): ts, t = _timestamp(s, headers, None)
         else: t = int(ts)
-    else: ts, t = _timestamp(s, headers, embedded)
-    mid = header(headers, s.id_header) if s.id_header else None
+    elif s.ts_entry: ts, t = _timestamp(s, headers, embedded)
+    else: ts = t = None
+    mid = _opt(headers, d, s.id_header, s._lid) if s.id_header else None
     if s._head:
         if s._signs_id and not mid: raise SignatureError('missing_header', f'{s.id_header} (message id) is missing')
         msg = s._head.format(timestamp=ts, id=mid).encode('utf-8', 'surrogatepass') + body
@@ -251,7 +254,12 @@ def verify(scheme:str|Scheme,       # preset name or a `Scheme`
         if now is None: now = time.time()
         if t < now - tolerance: raise SignatureError('stale', f'timestamp is {int(now - t)} s old; tolerance is {tolerance} s')
         if t > now + tolerance: raise SignatureError('future', f'timestamp is {min(t - now, 10**12):.0f} s ahead; tolerance is {tolerance} s')
-    return Verified(s.name, idx, fp, t, mid, header(headers, s.type_header) if s.type_header else None)
+    return Verified(s.name, idx, fp, t, mid, _opt(headers, d, s.type_header, s._ltype) if s.type_header else None)
+
+def _opt(headers, d:bool, name:str, lname:str)->str|None:
+    "An optional header: exact or lower-case name of a dict first, else the case-insensitive `header`."
+    v = headers.get(name, headers.get(lname)) if d else None
+    return v if type(v) is str else header(headers, name)
 
 # %% ../nbs/00_signatures.ipynb #fad9a525
 def sign(scheme:str|Scheme,        # preset name or a `Scheme`
