@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_process.ipynb #2143b007
 from __future__ import annotations
-import asyncio, inspect, json, traceback
+import asyncio, inspect, json
 from collections.abc import Callable
 from fastlite import Database
 from .signatures import verify_webhook_signature

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_routes.ipynb #596eaf3a
 from __future__ import annotations
-import apsw, asyncio, hashlib, inspect, json, os, re, time
+import apsw, asyncio, hashlib, inspect, json, os, time
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from concurrent.futures import ThreadPoolExecutor
@@ -142,7 +142,6 @@ class Tenant:
         self.busy_ms = int(busy_timeout*1000)
         self.writer.execute(f'PRAGMA busy_timeout={self.busy_ms}')
         self.pending, self.task, self.closed = [], None, False
-        self.rounds = self.stored = 0
         self._version, self._sources = None, {}
 
     def source(self, name:str)->tuple|None:
@@ -169,7 +168,6 @@ class Tenant:
                     for _,f in batch:
                         if not f.done(): f.set_exception(err)
                     continue
-                self.rounds += 1; self.stored += len(batch)
                 for (_,f),new in zip(batch, res):
                     if not f.done(): f.set_result(new)
         finally:
@@ -255,7 +253,7 @@ async def receive(self:Receiver, request:Request, tenant:str, source:str):
     hd = headers_dict(request)
     try:
         body = await read_body(request, self.max_body)
-        try: v = verify(scheme, body, hd, secrets, tolerance)
+        try: verify(scheme, body, hd, secrets, tolerance)
         except SignatureError as e: raise RequestError(_sig_status[e.reason], e.reason, e.message) from None
         text, payload, did, etype = parse_event(scheme, body, hd, hd.get('content-type'))
         try: new = await t.store((did, source, etype, text, hd.get(scheme._lh), f'{source}:{did}', 'pending', time.time()))
@@ -336,7 +334,7 @@ async def handle_webhook_request(request:Request,                   # the Starle
     if not new: return answer(200, id=did, duplicate=True)
     async def work():
         if run_in_background: update_webhook_status(db, did, 'processing')
-        try: res = await _run(handler, payload)
+        try: await _run(handler, payload)
         except Exception as e:
             update_webhook_status(db, did, 'failed', f'{type(e).__name__}: {e}')
             return dict(status='failed', error=f'{type(e).__name__}: {e}')

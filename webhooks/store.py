@@ -148,7 +148,9 @@ def _rows(events:list[tuple])->list[tuple]:
 
 def insert_events(db:Database, events:list[tuple], window:float=IDEMPOTENCY_WINDOW)->list[bool]:
     "Insert `events` inside the caller's open write transaction; True for each event that was new."
-    rows, c = _rows(events), db.conn
+    return _insert_rows(db.conn, _rows(events), window)
+
+def _insert_rows(c, rows:list[tuple], window:float)->list[bool]:
     # one statement for the whole batch: RETURNING names the keys actually inserted (the first of each key, in order)
     fresh = {}
     for (k,) in c.executemany(_insert + ' RETURNING idempotency_key', rows): fresh[k] = fresh.get(k, 0) + 1
@@ -166,8 +168,8 @@ def store_events(db:Database,             # tenant database
                  window:float=IDEMPOTENCY_WINDOW, # seconds a key stays a duplicate
                 )->list[bool]:
     "Insert `events` in one transaction (one fsync); True for each event that was new, False for a duplicate."
-    _rows(events)  # refuse bad input before taking the write lock
-    with write_txn(db): return insert_events(db, events, window)
+    rows = _rows(events)  # refuse bad input before taking the write lock
+    with write_txn(db): return _insert_rows(db.conn, rows, window)
 
 # %% ../nbs/01_store.ipynb #949ec0d5
 def log_webhook_event(db:Database,           # tenant database

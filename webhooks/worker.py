@@ -8,7 +8,6 @@ import asyncio, fnmatch, inspect, json, os, random, socket, sys, time
 from collections import deque
 from typing import NamedTuple
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from fastcore.basics import patch
 from fastlite import Database
