@@ -195,11 +195,12 @@ def webhooks_replay(tenant:str,           # tenant name
                     root:str='data',      # folder of tenant databases
                     handlers:str=None,    # run here with this module's handlers (else: leave to the worker)
                     wait:bool=False,      # wait until a running worker has finished them
+                    source:str=None,      # only this source's events (when an id was delivered by several)
                    ):
     "Run stored events again through today's handlers, keeping their history."
     db = _open(tenant, root)
     ids = [r['id'] for r in db.q("SELECT id FROM webhook_events WHERE status='failed'")] if failed else [id]
-    try: n = replay(db, id, failed=failed)
+    try: n = replay(db, id, failed=failed, source=source)
     except (ValueError, KeyError) as e: sys.exit(f'webhooks-replay: {e.args[0]}')
     print(f'queued {n} event(s) of {tenant} for replay', flush=True)
     if not n: return

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from .signatures import Scheme, SignatureError, get_scheme, verify, fingerprint, delivery_id, event_type, presets
-from .store import tenant_db, tenant_path, store_events, insert_events, log_webhook_event, update_webhook_status, write_txn, TenantError, _tenant_re
+from .store import tenant_db, tenant_path, store_events, insert_events, log_webhook_event, update_webhook_status, update_event_status, write_txn, TenantError, _tenant_re
 
 # %% auto #0
 __all__ = ['MAX_BODY', 'Source', 'sources', 'add_source', 'remove_secret', 'answer', 'headers_dict', 'RequestError', 'read_body',
@@ -141,7 +141,7 @@ class Tenant:
         # a locked database must turn into a 503 well inside a sender's timeout (GitHub: 10 s)
         self.busy_ms = int(busy_timeout*1000)
         self.writer.execute(f'PRAGMA busy_timeout={self.busy_ms}')
-        self.pending, self.task, self.closed = [], None, False
+        self.pending, self.task, self.closed, self.users = [], None, False, 0
         self._version, self._sources = None, {}
 
     def source(self, name:str)->tuple|None:
@@ -172,7 +172,7 @@ class Tenant:
                     if not f.done(): f.set_result(new)
         finally:
             self.task = None
-            if self.closed: self._close()
+            if self.closed: self.close()
 
     async def _write(self, loop, events:list)->list[bool]:
         "One round: the inserts on the loop if the write lock is free at once, only the fsync'd COMMIT on a thread."
@@ -191,12 +191,13 @@ class Tenant:
         return res
 
     def close(self):
-        "Close both connections now, or after the round in flight."
+        "Close both connections now, or once the round in flight and the requests using them are done."
         self.closed = True
-        if self.task is None: self._close()
+        if self.task is None and self.users == 0 and self.reader is not None: self._close()
 
     def _close(self):
         self.reader.close(); self.writer.close()
+        self.reader = self.writer = None
 
 # %% ../nbs/03_routes.ipynb #ee540202
 class Receiver:
@@ -221,18 +222,19 @@ class Receiver:
             return t
         tenant_path(name, self.root)  # refuse a bad name before any thread or file is involved
         opening = self.opening.get(name)
-        if opening is None:  # one open per tenant, however many first requests arrive at once
+        if opening is None:  # one open per tenant, however many first requests arrive at once (or give up waiting)
             opening = self.opening[name] = asyncio.get_running_loop().run_in_executor(self.pool, Tenant, name, self.root, self.pool, self.busy_timeout)
-            try: t = await opening
-            except TenantError: raise
-            except Exception as e: raise StoreUnavailable(f'cannot open tenant {name!r}: {type(e).__name__}: {e}') from None
-            finally: del self.opening[name]
-            self.open[name] = t
-            while len(self.open) > self.max_open: self.open.popitem(last=False)[1].close()
-            return t
+            opening.add_done_callback(lambda f: self._opened(name, f))
         try: return await asyncio.shield(opening)
         except TenantError: raise
         except Exception as e: raise StoreUnavailable(f'cannot open tenant {name!r}: {type(e).__name__}: {e}') from None
+
+    def _opened(self, name:str, f:asyncio.Future):
+        "Register a tenant once its open finished, whoever is still waiting for it."
+        del self.opening[name]
+        if f.cancelled() or f.exception() is not None: return
+        self.open[name] = f.result()
+        while len(self.open) > self.max_open: self.open.popitem(last=False)[1].close()
 
     def close(self):
         "Close every open tenant (after its round in flight) and the writer threads."
@@ -247,9 +249,18 @@ async def receive(self:Receiver, request:Request, tenant:str, source:str):
     try: t = await self.tenant(tenant)
     except TenantError as e: return answer(404, 'unknown_tenant', e.message)
     except StoreUnavailable as e: return answer(503, 'store_unavailable', f'{e}; retry later')
+    t.users += 1
+    try: return await self._receive(request, t, source)
+    finally:
+        t.users -= 1
+        if t.closed: t.close()
+
+@patch
+async def _receive(self:Receiver, request:Request, t:Tenant, source:str):
     src = t.source(source)
-    if src is None: return answer(404, 'unknown_source', f'tenant {tenant!r} has no source {source[:80]!r}')
-    scheme, secrets, tolerance = get_scheme(src[0]), src[1], src[2]
+    if src is None: return answer(404, 'unknown_source', f'tenant {t.name!r} has no source {source[:80]!r}')
+    try: scheme, secrets, tolerance = get_scheme(src[0]), src[1], src[2]
+    except KeyError as e: return answer(500, 'unknown_scheme', f'source {source!r} uses a scheme this process does not know: {e.args[0]}')
     hd = headers_dict(request)
     try:
         body = await read_body(request, self.max_body)
@@ -260,7 +271,7 @@ async def receive(self:Receiver, request:Request, tenant:str, source:str):
         except StoreUnavailable as e: raise RequestError(503, 'store_unavailable', f'could not commit the event, retry later ({e})') from None
     except RequestError as e: return answer(e.status, e.error, e.message)
     if new:
-        for f in self.listeners: f(tenant)
+        for f in self.listeners: f(t.name)
     return Response(b'{"ok":true,"id":%s,"duplicate":%s}' % (json.dumps(did).encode(), b'false' if new else b'true'), media_type='application/json')
 
 # %% ../nbs/03_routes.ipynb #dffcc2c5
@@ -327,18 +338,20 @@ async def handle_webhook_request(request:Request,                   # the Starle
         try: verify(scheme, body, request.headers, secret)
         except SignatureError as e: raise RequestError(_sig_status[e.reason], e.reason, e.message) from None
         text, payload, did, etype = parse_event(scheme, body, request.headers, request.headers.get('content-type'))
-        try: new = log_webhook_event(db, did, source, etype, text, request.headers.get(signature_header), f'{source}:{did}',
-                                     status='pending' if run_in_background else 'processing')
+        key = f'{source}:{did}'
+        # stored already leased to this process, so a worker leaves it alone unless this process dies before recording
+        try: new = log_webhook_event(db, did, source, etype, text, request.headers.get(signature_header), key, status='processing')
         except Exception as e: raise RequestError(503, 'store_unavailable', f'could not commit the event, retry later ({type(e).__name__}: {e})') from None
     except RequestError as e: return answer(e.status, e.error, e.message)
     if not new: return answer(200, id=did, duplicate=True)
-    async def work():
-        if run_in_background: update_webhook_status(db, did, 'processing')
+    async def work()->dict:
         try: await _run(handler, payload)
-        except Exception as e:
-            update_webhook_status(db, did, 'failed', f'{type(e).__name__}: {e}')
-            return dict(status='failed', error=f'{type(e).__name__}: {e}')
-        update_webhook_status(db, did, 'completed')
-        return dict(status='completed')
-    if run_in_background: return JSONResponse({'ok': True, 'id': did, 'duplicate': False, 'status': 'pending'}, background=BackgroundTask(work))
-    return answer(200, id=did, duplicate=False, **(await work()))
+        except Exception as e: res = dict(status='failed', error=f'{type(e).__name__}: {e}')
+        else: res = dict(status='completed')
+        update_event_status(db, key, res['status'], res.get('error'))
+        return res
+    if run_in_background: return JSONResponse({'ok': True, 'id': did, 'duplicate': False, 'status': 'processing'}, background=BackgroundTask(work))
+    try: res = await work()
+    except Exception as e:  # the handler ran but its outcome could not be recorded; the lease hands the event to a worker later
+        return answer(503, 'store_unavailable', f'handled, but the outcome could not be recorded ({type(e).__name__}: {e})')
+    return JSONResponse({'ok': True, 'id': did, 'duplicate': False, **res})

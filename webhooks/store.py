@@ -10,9 +10,9 @@ from pathlib import Path
 from fastlite import Database, database
 
 # %% auto #0
-__all__ = ['STATUSES', 'IDEMPOTENCY_WINDOW', 'LEASE', 'SCHEMA_VERSION', 'SCHEMA', 'TenantError', 'tenant_path', 'lease_owner',
-           'tenant_db', 'write_txn', 'tenants', 'insert_events', 'store_events', 'log_webhook_event',
-           'check_idempotency', 'update_webhook_status']
+__all__ = ['STATUSES', 'IDEMPOTENCY_WINDOW', 'LEASE', 'SCHEMA_VERSION', 'MIGRATIONS', 'SCHEMA', 'TenantError', 'tenant_path',
+           'lease_owner', 'tenant_db', 'write_txn', 'tenants', 'insert_events', 'store_events', 'log_webhook_event',
+           'check_idempotency', 'update_webhook_status', 'update_event_status']
 
 # %% ../nbs/01_store.ipynb #f19e7307
 class TenantError(ValueError):
@@ -40,7 +40,8 @@ def lease_owner()->str:
     "'host:pid' of this process: who holds an event while it is `processing`."
     return f'{socket.gethostname()}:{os.getpid()}'
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+MIGRATIONS = {1: 'ALTER TABLE webhook_events ADD COLUMN lapses INTEGER NOT NULL DEFAULT 0'}  # from version: statement
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS webhook_events (
   seq INTEGER PRIMARY KEY,            -- arrival order; the queue's order
@@ -58,6 +59,7 @@ CREATE TABLE IF NOT EXISTS webhook_events (
   next_attempt_at REAL NOT NULL DEFAULT 0,
   lease_until REAL,                   -- while processing: when the lease lapses
   lease_owner TEXT,                   -- while processing: 'host:pid' of the process running it
+  lapses INTEGER NOT NULL DEFAULT 0,  -- times a worker stopped mid-run (crash, kill, timeout) holding this event
   note TEXT
 );
 CREATE INDEX IF NOT EXISTS webhook_events_id ON webhook_events(id);
@@ -102,7 +104,12 @@ def tenant_db(tenant:str,            # tenant name (see `tenant_path`)
     db = _configure(database(p))
     if db.execute('PRAGMA user_version').fetchone()[0] != SCHEMA_VERSION:  # only a new or older database takes the write lock
         with write_txn(db):
-            db.conn.execute(SCHEMA)
+            v = db.execute('PRAGMA user_version').fetchone()[0]
+            if v > SCHEMA_VERSION: raise TenantError('unknown_tenant', f'{p} has schema version {v}, newer than this webhooks ({SCHEMA_VERSION})')
+            if v == 0: db.conn.execute(SCHEMA)  # a new database gets today's schema whole
+            else:
+                for from_v in range(v, SCHEMA_VERSION):
+                    if from_v in MIGRATIONS: db.execute(MIGRATIONS[from_v])
             db.execute(f'PRAGMA user_version={SCHEMA_VERSION}')
     return db
 
@@ -110,11 +117,12 @@ def tenant_db(tenant:str,            # tenant name (see `tenant_path`)
 def write_txn(db:Database):
     "A write transaction that takes the write lock up front (`BEGIN IMMEDIATE`) and commits, or rolls back on error."
     db.execute('BEGIN IMMEDIATE')
-    try: yield db
+    try:
+        yield db
+        db.execute('COMMIT')
     except BaseException:
-        db.execute('ROLLBACK')
+        if db.conn.in_transaction: db.execute('ROLLBACK')  # also after a failed COMMIT: never leave the lock held
         raise
-    db.execute('COMMIT')
 
 # %% ../nbs/01_store.ipynb #66a3f7c2
 def tenants(root:str|Path='data')->list[str]:
@@ -203,13 +211,20 @@ def update_webhook_status(db:Database,        # tenant database
                           error_message:str|None=None, # why it failed, if it did
                          )->int:
     "Set the status of `webhook_id` (and `processed_at` when completed or failed); returns rows updated."
+    return _set_status(db, 'id', webhook_id, status, error_message)
+
+def update_event_status(db:Database, idempotency_key:str, status:str, error_message:str|None=None)->int:
+    "`update_webhook_status` for the one event with `idempotency_key` (delivery ids may repeat across sources)."
+    return _set_status(db, 'idempotency_key', idempotency_key, status, error_message)
+
+def _set_status(db:Database, col:str, value:str, status:str, error_message:str|None)->int:
     if status not in STATUSES: raise ValueError(f'unknown status {status!r}; use one of {", ".join(STATUSES)}')
     now = time.time()
     done = now if status in ('completed', 'failed') else None
     lease, owner = (now + LEASE, lease_owner()) if status == 'processing' else (None, None)
     with write_txn(db):
-        db.execute('UPDATE webhook_events SET status=?, error_message=?, processed_at=?, lease_until=?, lease_owner=? WHERE id=?',
-                   (status, error_message, done, lease, owner, webhook_id))
+        db.execute(f'UPDATE webhook_events SET status=?, error_message=?, processed_at=?, lease_until=?, lease_owner=? WHERE {col}=?',
+                   (status, error_message, done, lease, owner, value))
         n = db.conn.changes()
-    if not n: raise KeyError(f'no webhook event with id {webhook_id!r}')
+    if not n: raise KeyError(f'no webhook event with {"id" if col == "id" else col} {value!r}')
     return n

@@ -64,32 +64,49 @@ def _alive(owner:str)->bool:
     except PermissionError: return True
     return True
 
-def reclaim(db:Database, now:float|None=None)->int:
-    "Put `processing` events whose lease lapsed or whose owner died back to `pending`; returns how many."
-    now = time.time() if now is None else now
-    rows = db.execute("SELECT seq, id, attempts, lease_until, lease_owner FROM webhook_events WHERE status='processing'").fetchall()
-    lost = [r for r in rows if (r[3] or 0) < now or not _alive(r[4])]
-    if not lost: return 0
-    with write_txn(db):
-        for seq, wid, attempts, until, owner in lost:
-            db.execute("UPDATE webhook_events SET status='pending', next_attempt_at=?, lease_until=NULL, lease_owner=NULL WHERE seq=? AND status='processing'", (now, seq))
-            if db.conn.changes():
-                db.execute("INSERT INTO webhook_attempts (event_seq, webhook_id, attempt, started_at, finished_at, outcome, error) VALUES (?,?,?,?,?,?,?)",
-                           (seq, wid, attempts, until, None, 'lapsed', f'lease lost ({owner or "no owner"} stopped or timed out); the handler may have run'))
-    return len(lost)
+_lapse = '''UPDATE webhook_events SET lapses=lapses+1, lease_until=NULL, lease_owner=NULL, next_attempt_at=?,
+  status=CASE WHEN lapses+1 >= ? THEN 'failed' ELSE 'pending' END,
+  processed_at=CASE WHEN lapses+1 >= ? THEN ? ELSE NULL END,
+  error_message=CASE WHEN lapses+1 >= ? THEN ? ELSE error_message END
+WHERE seq=? AND status='processing' AND lease_owner IS ? AND lease_until IS ?'''
+
+def _reclaim(db:Database, now:float, max_attempts:int)->int:
+    "Inside the caller's write transaction: take back every lost lease, so no other writer can slip in between."
+    n, alive = 0, {}
+    for seq, wid, attempts, until, owner, lapses in db.execute(
+            "SELECT seq, id, attempts, lease_until, lease_owner, lapses FROM webhook_events WHERE status='processing'").fetchall():
+        if owner not in alive: alive[owner] = _alive(owner)
+        if (until or 0) >= now and alive[owner]: continue
+        dead = f'the process running it ({owner or "no owner"}) stopped mid-run {lapses+1} times: crash, kill or timeout; dead-lettered'
+        db.execute(_lapse, (now, max_attempts, max_attempts, now, max_attempts, dead, seq, owner, until))
+        if db.conn.changes():
+            n += 1
+            db.execute("INSERT INTO webhook_attempts (event_seq, webhook_id, attempt, started_at, finished_at, outcome, error) VALUES (?,?,?,?,?,?,?)",
+                       (seq, wid, attempts, until, None, 'lapsed', f'lease lost ({owner or "no owner"} stopped or timed out); the handler may have run'))
+    return n
+
+def reclaim(db:Database, now:float|None=None, max_attempts:int=5)->int:
+    "Put `processing` events whose lease lapsed or whose owner died back to `pending` (`failed` after `max_attempts` lapses)."
+    with write_txn(db): return _reclaim(db, time.time() if now is None else now, max_attempts)
 
 _claim = '''UPDATE webhook_events SET status='processing', attempts=attempts+1, lease_until=?, lease_owner=?
-WHERE seq IN (SELECT seq FROM webhook_events WHERE status='pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, seq LIMIT ?)
+WHERE seq IN (SELECT seq FROM webhook_events WHERE status='pending' AND next_attempt_at <= ? {} ORDER BY next_attempt_at, seq LIMIT ?)
 RETURNING seq, id, source, event_type, payload, attempts'''
+_suspect = "SELECT 1 FROM webhook_events WHERE status='pending' AND next_attempt_at <= ? AND lapses >= 2 LIMIT 1"
 
 def claim_batch(db:Database,        # tenant database
-                batch:int=256,      # most events to claim
+                batch:int=1000,     # most events to claim
                 lease:float=300.0,  # seconds the claim holds
                 now:float|None=None,
+                max_attempts:int=5, # lapses before an event is dead-lettered
                )->list[tuple]:
-    "Claim up to `batch` due events for this process: (seq, id, source, event_type, payload, attempt), oldest first."
+    "Take back lost leases, then claim up to `batch` due events: (seq, id, source, event_type, payload, attempt), oldest first."
     now = time.time() if now is None else now
-    with write_txn(db): rows = db.execute(_claim, (now + lease, lease_owner(), now, batch)).fetchall()
+    with write_txn(db):
+        _reclaim(db, now, max_attempts)
+        if db.execute(_suspect, (now,)).fetchone():  # lapsed twice: maybe it kills its worker; run it alone so it takes no one with it
+            rows = db.execute(_claim.format('AND lapses >= 2'), (now + lease, lease_owner(), now, 1)).fetchall()
+        else: rows = db.execute(_claim.format(''), (now + lease, lease_owner(), now, batch)).fetchall()
     return sorted(rows)
 
 # %% ../nbs/04_worker.ipynb #371fb908
@@ -111,15 +128,19 @@ class Worker:
                  max_backoff:float=3600.0,         # cap on the delay between attempts
                  poll:float=2.0,                   # seconds between scans when nothing wakes the worker
                  max_open:int=256,                 # tenant databases kept open
+                 timeout:float=60.0,               # seconds a handler may run: coroutines are cancelled, plain functions' leases stop being renewed
+                 flush:float=0.25,                 # seconds between recordings of finished outcomes while a batch runs
                 ):
         self.root,self.handlers = Path(root),(handlers if handlers is not None else globals()['handlers'])
         self.concurrency,self.batch,self.lease,self.max_attempts = concurrency,batch,lease,max_attempts
         self.backoff,self.max_backoff,self.poll,self.max_open = backoff,max_backoff,poll,max_open
+        self.timeout,self.flush = timeout,flush
         self.db_thread = ThreadPoolExecutor(1, thread_name_prefix='webhooks-worker-db')
         self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix='webhooks-handler')
         self._dbs:dict[str,Database] = {}
         self._sem = self._wake = self._task = None
-        self.stopping, self.dirty = False, set()
+        self.stopping, self._skip = False, {}
+        self._started:dict[int,float] = {}  # seq -> start time of plain handlers running now
         self.running = self.peak = self.done = 0
 
     def _db(self, tenant:str)->Database:
@@ -130,9 +151,7 @@ class Worker:
         return db
 
     def _claim(self, tenant:str)->list:
-        db = self._db(tenant)
-        reclaim(db)
-        return claim_batch(db, self.batch, self.lease)
+        return claim_batch(self._db(tenant), self.batch, self.lease, max_attempts=self.max_attempts)
 
     def _delay(self, attempt:int)->float:
         return min(self.max_backoff, self.backoff * 2**(attempt-1)) * (0.5 + random.random()/2)
@@ -141,9 +160,10 @@ class Worker:
 @patch
 def _attempt(self:Worker, fn, ev:Event)->Outcome:
     "Run a plain handler for one event (on a pool thread)."
-    t0 = time.time()
+    t0 = self._started[ev.seq] = time.time()
     try: fn(ev)
     except Exception as e: return self._failed(ev, t0, e)
+    finally: self._started.pop(ev.seq, None)
     return Outcome(ev.seq, ev.id, ev.attempt, t0, time.time(), 'completed')
 
 @patch
@@ -153,61 +173,94 @@ def _failed(self:Worker, ev:Event, t0:float, e:Exception)->Outcome:
 @patch
 async def _aattempt(self:Worker, fn, ev:Event)->Outcome:
     t0 = time.time()
-    try: await fn(ev)
+    try: await asyncio.wait_for(fn(ev), self.timeout)
+    except asyncio.TimeoutError: return self._failed(ev, t0, TimeoutError(f'handler ran longer than {self.timeout:g} s'))
     except Exception as e: return self._failed(ev, t0, e)
     return Outcome(ev.seq, ev.id, ev.attempt, t0, time.time(), 'completed')
 
 @patch
-def _drain_sync(self:Worker, todo:deque)->list[Outcome]:
-    "A puller on a pool thread: run plain handlers until `todo` is empty."
-    res = []
-    while True:
+def _drain_sync(self:Worker, todo:deque, outs:list):
+    "A puller on a pool thread: run plain handlers until `todo` is empty or the worker stops."
+    while not self.stopping:
         try: fn, ev = todo.popleft()
-        except IndexError: return res
-        res.append(self._attempt(fn, ev))
+        except IndexError: return
+        outs.append(self._attempt(fn, ev))
 
 @patch
-async def run_batch(self:Worker, tenant:str, rows:list)->list[Outcome]:
-    "Run the handlers of claimed `rows` of `tenant`, at most `concurrency` at once."
-    outs, sync, coro = [], deque(), deque()
+async def run_batch(self:Worker, tenant:str, rows:list)->int:
+    "Run the handlers of claimed `rows` of `tenant`, at most `concurrency` at once, recording outcomes as they finish."
+    loop, outs, sync, coro = asyncio.get_running_loop(), [], deque(), deque()
     for seq, wid, source, etype, text, attempt in rows:
         fn = self.handlers.find(etype)
         if fn is None: outs.append(Outcome(seq, wid, attempt, time.time(), time.time(), 'ignored')); continue
         ev = Event(_load(text), tenant, seq, wid, source, etype, attempt, text)
         (coro if inspect.iscoroutinefunction(fn) else sync).append((fn, ev))
-    loop = asyncio.get_running_loop()
-    async def pull(kind):
+    async def pull(todo:deque, plain:bool):
         async with self._sem:
             self.running += 1; self.peak = max(self.peak, self.running)
             try:
-                if kind == 'sync': outs.extend(await loop.run_in_executor(self.pool, self._drain_sync, sync))
+                if plain: await loop.run_in_executor(self.pool, self._drain_sync, todo, outs)
                 else:
-                    while coro:
-                        fn, ev = coro.popleft()
+                    while todo and not self.stopping:
+                        fn, ev = todo.popleft()
                         outs.append(await self._aattempt(fn, ev))
             finally: self.running -= 1
-    await asyncio.gather(*[pull('sync') for _ in range(min(self.concurrency, len(sync)))],
-                         *[pull('async') for _ in range(min(self.concurrency, len(coro)))])
-    return outs
+    tasks = {asyncio.ensure_future(pull(sync, True)) for _ in range(min(self.concurrency, len(sync)))}
+    tasks |= {asyncio.ensure_future(pull(coro, False)) for _ in range(min(self.concurrency, len(coro)))}
+    done, renewed = 0, time.time()
+    while True:
+        if tasks: _, tasks = await asyncio.wait(tasks, timeout=self.flush)
+        if outs:
+            chunk = outs[:]; del outs[:len(chunk)]
+            await loop.run_in_executor(self.db_thread, self._record, tenant, chunk)
+            done += len(chunk)
+        now = time.time()
+        stuck = {s for s,t0 in list(self._started.items()) if now - t0 > self.timeout}
+        if not tasks: break
+        if not sync and not coro and stuck and len(stuck) == len(self._started):  # only plain handlers past their timeout are left:
+            await loop.run_in_executor(self.db_thread, self._renew, tenant, stuck)  # let their leases lapse now, and move on
+            break
+        if now - renewed > self.lease / 3:  # a long batch keeps its claims; a handler past its timeout lets its lease lapse
+            await loop.run_in_executor(self.db_thread, self._renew, tenant, stuck); renewed = now
+    left = [ev.seq for _,ev in [*sync, *coro]]
+    if left: await loop.run_in_executor(self.db_thread, self._release, tenant, left)  # stopped before they ran: not an attempt
+    return done
 
 # %% ../nbs/04_worker.ipynb #b5e60674
 _done = '''UPDATE webhook_events SET status=?, processed_at=?, error_message=?, note=?, lease_until=NULL, lease_owner=NULL
-WHERE seq=? AND status='processing' AND lease_owner=?'''
+WHERE seq=? AND status='processing' AND lease_owner=? RETURNING seq'''
 _retry = '''UPDATE webhook_events SET status='pending', next_attempt_at=?, error_message=?, lease_until=NULL, lease_owner=NULL
-WHERE seq=? AND status='processing' AND lease_owner=?'''
+WHERE seq=? AND status='processing' AND lease_owner=? RETURNING seq'''
 _history = 'INSERT INTO webhook_attempts (event_seq, webhook_id, attempt, started_at, finished_at, outcome, error) VALUES (?,?,?,?,?,?,?)'
 
 @patch
 def _record(self:Worker, tenant:str, outs:list[Outcome]):
+    "Record outcomes in one transaction; an outcome whose lease this process lost is dropped, history included."
     db, me = self._db(tenant), lease_owner()
     retry = [(o.finished + self._delay(o.attempt), o.error, o.seq, me) for o in outs if o.outcome == 'retry']
     done = [('failed' if o.outcome=='failed' else 'completed', o.finished, o.error,
              'no handler for this event type' if o.outcome=='ignored' else None, o.seq, me) for o in outs if o.outcome != 'retry']
     with write_txn(db):
-        c = db.conn
-        if retry: c.executemany(_retry, retry)
-        if done: c.executemany(_done, done)
-        c.executemany(_history, [(o.seq, o.id, o.attempt, o.started, o.finished, o.outcome, o.error) for o in outs])
+        c, applied = db.conn, set()
+        if retry: applied.update(s for (s,) in c.executemany(_retry, retry))
+        if done: applied.update(s for (s,) in c.executemany(_done, done))
+        c.executemany(_history, [(o.seq, o.id, o.attempt, o.started, o.finished, o.outcome, o.error) for o in outs if o.seq in applied])
+
+@patch
+def _renew(self:Worker, tenant:str, stuck:set):
+    "Extend this process's leases in `tenant`, except those of handlers past their timeout."
+    db = self._db(tenant)
+    with write_txn(db):
+        db.execute("UPDATE webhook_events SET lease_until=? WHERE status='processing' AND lease_owner=?", (time.time() + self.lease, lease_owner()))
+        for s in stuck: db.execute("UPDATE webhook_events SET lease_until=? WHERE seq=? AND lease_owner=?", (time.time(), s, lease_owner()))
+
+@patch
+def _release(self:Worker, tenant:str, seqs:list):
+    "Give back claims that never started (the worker is stopping): pending again, the attempt not counted."
+    db = self._db(tenant)
+    with write_txn(db):
+        db.conn.executemany("""UPDATE webhook_events SET status='pending', attempts=attempts-1, lease_until=NULL, lease_owner=NULL
+                               WHERE seq=? AND status='processing' AND lease_owner=?""", [(s, lease_owner()) for s in seqs])
 
 @patch
 async def step(self:Worker, names:list[str]|None=None)->int:
@@ -215,12 +268,16 @@ async def step(self:Worker, names:list[str]|None=None)->int:
     if self._sem is None: self._sem = asyncio.Semaphore(self.concurrency)
     loop, n = asyncio.get_running_loop(), 0
     for t in (tenants(self.root) if names is None else names):
-        try: rows = await loop.run_in_executor(self.db_thread, self._claim, t)
+        if self.stopping: break
+        if self._skip.get(t, 0) > time.time(): continue
+        try:
+            rows = await loop.run_in_executor(self.db_thread, self._claim, t)
+            if rows: n += await self.run_batch(t, rows)
         except TenantError: continue
-        if not rows: continue
-        outs = await self.run_batch(t, rows)
-        await loop.run_in_executor(self.db_thread, self._record, t, outs)
-        n += len(outs); self.done += len(outs)
+        except Exception as e:  # one broken or locked tenant database must not hold up the others
+            self._skip[t] = time.time() + 30
+            print(f'webhooks worker: tenant {t}: {type(e).__name__}: {e}; skipping it for 30 s', file=sys.stderr)
+    self.done += n
     return n
 
 @patch
@@ -287,10 +344,16 @@ def install_worker(app,                  # FastHTML/Starlette app
 def replay(db:Database,            # tenant database
            webhook_id:str|None=None, # event to run again
            failed:bool=False,      # or: every `failed` event of the tenant
+           source:str|None=None,   # only this source's events (delivery ids may repeat across sources)
           )->int:
     "Queue stored events to run again through today's handlers, keeping their history; returns how many."
     if (webhook_id is None) == (not failed): raise ValueError('give a webhook_id, or failed=True (not both)')
-    where, args = ("status='failed'", ()) if failed else ('id=?', (webhook_id,))
+    only = (' AND source=?', (source,)) if source is not None else ('', ())
+    if failed: where, args = "status='failed'" + only[0], only[1]
+    else:  # the newest delivery of this id (an older one, past the idempotency window, keeps its history)
+        srcs = [r[0] for r in db.execute('SELECT DISTINCT source FROM webhook_events WHERE id=?' + only[0], (webhook_id, *only[1]))]
+        if len(srcs) > 1: raise ValueError(f'{webhook_id!r} was delivered by several sources ({", ".join(srcs)}): pass source=')
+        where, args = f'seq = (SELECT max(seq) FROM webhook_events WHERE id=?{only[0]})', (webhook_id, *only[1])
     with write_txn(db):
         if db.execute(f'SELECT 1 FROM webhook_events WHERE {where} AND payload IS NULL', args).fetchone():
             raise ValueError(f'{webhook_id or "a failed event"} has been pruned (its body is gone) and cannot be replayed')
@@ -310,8 +373,8 @@ def prune(db:Database,                          # tenant database
          )->dict:
     "Drop old event bodies (keeping their dedupe keys) and delete rows past the idempotency window; returns counts."
     now = time.time() if now is None else now
-    bad = set(statuses) - {'pending', 'processing', 'completed', 'failed'}
-    if bad: raise ValueError(f'unknown status(es) {sorted(bad)}')
+    bad = set(statuses) - {'completed', 'failed'}
+    if bad: raise ValueError(f'cannot prune {sorted(bad)} events: only completed or failed ones (a pending or processing body has not been handled yet)')
     if older_than_days < 0: raise ValueError('older_than_days must be >= 0')
     qs = ','.join('?'*len(statuses))
     with write_txn(db):
