@@ -450,3 +450,64 @@ def test_store_unavailable_on_first_delivery_to_a_tenant(locked_srv):
         lock.execute('ROLLBACK'); lock.close()
     assert expect(c.post('/webhooks/busy/gen', content=body, headers=h), 200) == {'ok': True, 'id': 'evt_cold', 'duplicate': False}
     assert [r['id'] for r in rows(root, 'busy')] == ['evt_cold']
+
+# ---------------------------------------------------------------- the reference API, eviction, custom schemes
+
+def reference_app(root, handler, **kw):
+    from fasthtml.common import FastHTML
+    from webhooks.routes import handle_webhook_request
+    app = FastHTML(sess_cls=None, secret_key='x')
+    @app.post('/hooks/{tenant}/{source}')
+    async def hook(request, tenant:str, source:str):
+        db = tenant_db(tenant, root)
+        return await handle_webhook_request(request, db, source, handler, secret='ref_s3cret', **kw)
+    return app
+
+def test_handle_webhook_request_inline_answers_json_and_records_by_source(tmp_path):
+    def handler(ev):
+        if ev['type'] == 'bad': raise ValueError('cannot book')
+    with Server(reference_app(tmp_path, handler)) as s:
+        ok = httpx.post(f'{s.url}/hooks/shop/a', content=(b := event('evt_1')), headers=signed('generic', b, 'ref_s3cret'))
+        assert expect(ok, 200) == {'ok': True, 'id': 'evt_1', 'duplicate': False, 'status': 'completed'}
+        bad = httpx.post(f'{s.url}/hooks/shop/b', content=(b := event('evt_1', 'bad')), headers=signed('generic', b, 'ref_s3cret'))
+        assert expect(bad, 200) == {'ok': True, 'id': 'evt_1', 'duplicate': False, 'status': 'failed', 'error': 'ValueError: cannot book'}
+        again = httpx.post(f'{s.url}/hooks/shop/a', content=(b := event('evt_1')), headers=signed('generic', b, 'ref_s3cret'))
+        assert expect(again, 200)['duplicate'] is True
+    got = {(r['source'], r['id']): r['status'] for r in rows(tmp_path, 'shop')}
+    assert got == {('a', 'evt_1'): 'completed', ('b', 'evt_1'): 'failed'}, 'one source\'s outcome overwrote the other\'s'
+
+def test_handle_webhook_request_background_is_not_run_twice_by_a_worker(tmp_path):
+    from webhooks.worker import Worker, Handlers
+    import asyncio
+    runs = []
+    async def handler(ev): runs.append(ev['id']); await asyncio.sleep(0.05)
+    with Server(reference_app(tmp_path, handler, run_in_background=True)) as s:
+        for i in range(20):
+            b = event(f'evt_{i}'); expect(httpx.post(f'{s.url}/hooks/shop/a', content=b, headers=signed('generic', b, 'ref_s3cret')), 200)
+        worker_runs = []
+        h = Handlers(); h.on('*')(lambda ev: worker_runs.append(ev.id))
+        asyncio.run(Worker(tmp_path, h).drain())  # a worker sweeping while background tasks run must leave their events alone
+        deadline = time.time() + 10
+        while len(runs) < 20 and time.time() < deadline: time.sleep(0.05)
+    assert sorted(runs) == sorted(f'evt_{i}' for i in range(20)) and worker_runs == []
+
+def test_eviction_never_closes_a_tenant_under_a_request(tmp_path):
+    for t in ('t1', 't2', 't3'): make_source(tmp_path, t, 'src', 'generic', 'k')
+    with Server(serve_app(tmp_path, worker=False, max_open=1)) as s:
+        results = []
+        def send(t, i):
+            b = event(f'evt_{t}_{i}')
+            results.append(httpx.post(f'{s.url}/webhooks/{t}/src', content=b, headers=signed('generic', b, 'k'), timeout=30).status_code)
+        ths = [threading.Thread(target=send, args=(t, i)) for i in range(15) for t in ('t1', 't2', 't3')]
+        for th in ths: th.start()
+        for th in ths: th.join()
+    assert results.count(200) == 45, sorted(set(results))
+    assert sum(len(rows(tmp_path, t)) for t in ('t1', 't2', 't3')) == 45
+
+def test_scheme_unknown_to_this_process_answers_json(tmp_path):
+    db = tenant_db('shop', tmp_path)
+    db.execute("INSERT INTO webhook_sources (name, scheme, secret, fingerprint, tolerance, added_at) VALUES ('acme', 'acme-v2', 'k', 'fp_x', 300, 0)")
+    db.close()
+    with Server(serve_app(tmp_path, worker=False)) as s:
+        b = event()
+        expect(httpx.post(f'{s.url}/webhooks/shop/acme', content=b, headers=signed('generic', b, 'k')), 500, 'unknown_scheme')

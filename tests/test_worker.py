@@ -180,3 +180,113 @@ def test_graceful_stop_leaves_nothing_processing(tmp_path):
     assert db.q("SELECT count(*) n FROM webhook_events WHERE status='processing'")[0]['n'] == 0
     done = db.q("SELECT count(*) n FROM webhook_events WHERE status='completed'")[0]['n']
     assert 0 < done < 20
+
+POISON_RUN = r'''
+import asyncio, os, sys
+from webhooks.worker import Worker, Handlers
+root, log = sys.argv[1], sys.argv[2]
+h = Handlers()
+@h.on('render')
+def render(ev):
+    if ev['poison']: os._exit(9)  # the handler takes the whole process down, like an OOM kill
+    with open(log, 'a') as f: f.write(ev.id + '\n')
+asyncio.run(Worker(root, h, max_attempts=3, concurrency=1).drain())
+'''
+
+def test_poison_event_is_dead_lettered_and_its_batch_mates_complete(tmp_path):
+    db = tenant_db('shop', tmp_path)
+    for i in range(6):
+        log_webhook_event(db, f'e{i}', 's', 'render', json.dumps({'poison': i == 2}), 's', f's:e{i}')
+    log_file = tmp_path/'ran.txt'
+    for run_no in range(12):  # restart the worker after every crash, as a supervisor would
+        r = subprocess.run([sys.executable, '-c', POISON_RUN, str(tmp_path), str(log_file)], timeout=60)
+        if r.returncode == 0: break
+    assert r.returncode == 0, 'the worker kept dying: the poison event was never dead-lettered'
+    rows = {x['id']: x for x in db.q('SELECT id, status, lapses, error_message FROM webhook_events')}
+    assert rows['e2']['status'] == 'failed' and rows['e2']['lapses'] == 3
+    assert 'stopped mid-run 3 times' in rows['e2']['error_message']
+    assert all(rows[f'e{i}']['status'] == 'completed' for i in (0, 1, 3, 4, 5))
+    assert set(log_file.read_text().split()) == {'e0', 'e1', 'e3', 'e4', 'e5'}
+
+def test_stuck_plain_handler_does_not_hold_up_other_events_or_tenants(tmp_path):
+    release = threading.Event()
+    h = Handlers()
+    @h.on('hang')
+    def hang(ev): release.wait(10)
+    @h.on('quick')
+    def quick(ev): pass
+    a, b = tenant_db('a', tmp_path), tenant_db('b', tmp_path)
+    log_webhook_event(a, 'stuck', 's', 'hang', '{}', 's', 's:stuck')
+    for i in range(20): log_webhook_event(a, f'qa{i}', 's', 'quick', '{}', 's', f's:qa{i}')
+    for i in range(5): log_webhook_event(b, f'qb{i}', 's', 'quick', '{}', 's', f's:qb{i}')
+    w = Worker(tmp_path, h, concurrency=2, timeout=0.3, flush=0.05)
+    try:
+        t0 = time.time(); run(w.step())
+        assert time.time() - t0 < 5, 'the step waited for the stuck handler'
+        assert a.q("SELECT count(*) n FROM webhook_events WHERE status='completed'")[0]['n'] == 20
+        assert b.q("SELECT count(*) n FROM webhook_events WHERE status='completed'")[0]['n'] == 5
+        stuck = a.q("SELECT status, lease_until FROM webhook_events WHERE id='stuck'")[0]
+        assert stuck['status'] == 'processing' and stuck['lease_until'] <= time.time(), 'a stuck handler must let its lease lapse'
+    finally: release.set()
+
+def test_async_handler_past_timeout_is_retried(tmp_path):
+    h = Handlers()
+    @h.on('slow')
+    async def slow(ev): await asyncio.sleep(5)
+    db = tenant_db('a', tmp_path)
+    log_webhook_event(db, 'e', 's', 'slow', '{}', 's', 's:e')
+    run(Worker(tmp_path, h, timeout=0.1, max_attempts=1).drain())
+    assert db.q('SELECT status, error_message FROM webhook_events')[0] == {'status': 'failed', 'error_message': 'TimeoutError: handler ran longer than 0.1 s'}
+
+def test_long_batch_keeps_its_leases(tmp_path):
+    "Events queued behind slow handlers must not lapse under a live worker (another worker would run them too)."
+    h, runs = Handlers(), []
+    @h.on('work')
+    async def work(ev): runs.append(ev.id); await asyncio.sleep(0.25)
+    db = tenant_db('a', tmp_path)
+    for i in range(8): log_webhook_event(db, f'e{i}', 's', 'work', '{}', 's', f's:e{i}')
+    stop, lapses = threading.Event(), []
+    def other_worker():  # what a second worker does before each claim
+        own = tenant_db('a', tmp_path)
+        while not stop.is_set():
+            from webhooks.worker import reclaim
+            lapses.append(reclaim(own)); time.sleep(0.05)
+    th = threading.Thread(target=other_worker); th.start()
+    try: run(Worker(tmp_path, h, concurrency=1, lease=0.6, flush=0.05).drain())
+    finally: stop.set(); th.join()
+    assert sum(lapses) == 0 and sorted(runs) == [f'e{i}' for i in range(8)]
+    assert db.q("SELECT count(*) n FROM webhook_attempts WHERE outcome='lapsed'")[0]['n'] == 0
+
+def test_stop_gives_back_claims_that_never_started(tmp_path):
+    db = tenant_db('shop', tmp_path)
+    for i in range(30): log_webhook_event(db, f'e{i}', 's', 'slow', '{}', 's', f's:e{i}')
+    h = Handlers()
+    @h.on('slow')
+    def slow(ev): time.sleep(0.02)
+    async def main():
+        w = Worker(tmp_path, h, concurrency=1, poll=0.05, flush=0.05)
+        w.start(); await asyncio.sleep(0.15); await w.stop(grace=5)
+    run(main())
+    rows = db.q('SELECT status, attempts FROM webhook_events')
+    assert {r['status'] for r in rows} <= {'completed', 'pending'}
+    assert all(r['attempts'] == 0 for r in rows if r['status'] == 'pending'), 'an unstarted claim was counted as an attempt'
+    assert 0 < sum(r['status'] == 'completed' for r in rows) < 30
+
+def test_broken_tenant_does_not_starve_the_others(tmp_path, capsys):
+    (tmp_path/'acme.db').write_bytes(b'this is not a database' * 100)
+    z = tenant_db('zeta', tmp_path)
+    for i in range(3): log_webhook_event(z, f'e{i}', 's', 't', '{}', 's', f's:e{i}')
+    assert run(Worker(tmp_path, Handlers()).drain()) == 3
+    assert z.q("SELECT count(*) n FROM webhook_events WHERE status='completed'")[0]['n'] == 3
+    assert 'tenant acme' in capsys.readouterr().err
+
+def test_prune_refuses_unhandled_and_replay_asks_which_source(tmp_path):
+    from webhooks.worker import prune
+    db = tenant_db('shop', tmp_path)
+    with pytest.raises(ValueError, match='only completed or failed'): prune(db, 0, statuses=('pending',))
+    log_webhook_event(db, 'evt_1', 'stripe', 't', '{}', 's', 'stripe:evt_1')
+    log_webhook_event(db, 'evt_1', 'github', 't', '{}', 's', 'github:evt_1')
+    db.execute("UPDATE webhook_events SET status='completed'")
+    with pytest.raises(ValueError, match='several sources'): replay(db, 'evt_1')
+    assert replay(db, 'evt_1', source='github') == 1
+    assert db.q("SELECT source, status FROM webhook_events ORDER BY source") == [{'source': 'github', 'status': 'pending'}, {'source': 'stripe', 'status': 'completed'}]

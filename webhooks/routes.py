@@ -246,10 +246,12 @@ class Receiver:
 async def receive(self:Receiver, request:Request, tenant:str, source:str):
     "Handle one delivery to `tenant`'s `source`: the order of operations in one place."
     if request.method != 'POST': return answer(405, 'method_not_allowed', f'{request.method} is not allowed; webhooks are POSTed')
-    try: t = await self.tenant(tenant)
+    try:
+        t = await self.tenant(tenant)
+        while t.reader is None: t = await self.tenant(tenant)  # evicted and closed before this request's turn: open it again
     except TenantError as e: return answer(404, 'unknown_tenant', e.message)
     except StoreUnavailable as e: return answer(503, 'store_unavailable', f'{e}; retry later')
-    t.users += 1
+    t.users += 1  # no await since the check above: eviction now waits for this request
     try: return await self._receive(request, t, source)
     finally:
         t.users -= 1
