@@ -41,7 +41,8 @@ def lease_owner()->str:
     return f'{socket.gethostname()}:{os.getpid()}'
 
 SCHEMA_VERSION = 2
-MIGRATIONS = {1: 'ALTER TABLE webhook_events ADD COLUMN lapses INTEGER NOT NULL DEFAULT 0'}  # from version: statement
+MIGRATIONS = {1: '''ALTER TABLE webhook_events ADD COLUMN lapses INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX webhook_events_suspect ON webhook_events(next_attempt_at) WHERE status = 'pending' AND lapses >= 2;'''}  # from version: statements
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS webhook_events (
   seq INTEGER PRIMARY KEY,            -- arrival order; the queue's order
@@ -65,6 +66,7 @@ CREATE TABLE IF NOT EXISTS webhook_events (
 CREATE INDEX IF NOT EXISTS webhook_events_id ON webhook_events(id);
 CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events(next_attempt_at) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS webhook_events_leased ON webhook_events(lease_until) WHERE status = 'processing';
+CREATE INDEX IF NOT EXISTS webhook_events_suspect ON webhook_events(next_attempt_at) WHERE status = 'pending' AND lapses >= 2;
 CREATE INDEX IF NOT EXISTS webhook_events_received ON webhook_events(received_at);
 CREATE TABLE IF NOT EXISTS webhook_attempts (
   seq INTEGER PRIMARY KEY,

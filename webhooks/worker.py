@@ -171,12 +171,23 @@ def _failed(self:Worker, ev:Event, t0:float, e:Exception)->Outcome:
     return Outcome(ev.seq, ev.id, ev.attempt, t0, time.time(), 'failed' if ev.attempt >= self.max_attempts else 'retry', f'{type(e).__name__}: {e}')
 
 @patch
-async def _aattempt(self:Worker, fn, ev:Event)->Outcome:
-    t0 = time.time()
-    try: await asyncio.wait_for(fn(ev), self.timeout)
+async def _aattempt(self:Worker, fn, ev:Event, awaiting:dict)->Outcome:
+    "Await a coroutine handler; `run_batch`'s watchdog cancels it past `timeout` (one check per batch, no timer per event)."
+    me, t0 = asyncio.current_task(), time.time()
+    awaiting[me] = [t0, ev, False]
+    try:
+        if _uncancel: await fn(ev)
+        else: await asyncio.wait_for(fn(ev), self.timeout)  # Python 3.10: a timer per event
+    except asyncio.CancelledError:
+        if not awaiting.get(me, [0, 0, False])[2]: raise  # not ours: the worker is being cancelled
+        me.uncancel()
+        return self._failed(ev, t0, TimeoutError(f'handler ran longer than {self.timeout:g} s'))
     except asyncio.TimeoutError: return self._failed(ev, t0, TimeoutError(f'handler ran longer than {self.timeout:g} s'))
     except Exception as e: return self._failed(ev, t0, e)
+    finally: awaiting.pop(me, None)
     return Outcome(ev.seq, ev.id, ev.attempt, t0, time.time(), 'completed')
+
+_uncancel = hasattr(asyncio.Task, 'uncancel')  # Python 3.11+
 
 @patch
 def _drain_sync(self:Worker, todo:deque, outs:list):
@@ -203,13 +214,16 @@ async def run_batch(self:Worker, tenant:str, rows:list)->int:
                 else:
                     while todo and not self.stopping:
                         fn, ev = todo.popleft()
-                        outs.append(await self._aattempt(fn, ev))
+                        outs.append(await self._aattempt(fn, ev, awaiting))
             finally: self.running -= 1
+    awaiting = {}  # coroutine puller -> [start, event, timed out?]
     tasks = {asyncio.ensure_future(pull(sync, True)) for _ in range(min(self.concurrency, len(sync)))}
     tasks |= {asyncio.ensure_future(pull(coro, False)) for _ in range(min(self.concurrency, len(coro)))}
     done, renewed = 0, time.time()
     while True:
-        if tasks: _, tasks = await asyncio.wait(tasks, timeout=self.flush)
+        if tasks: _, tasks = await asyncio.wait(tasks, timeout=min(self.flush, self.timeout/2))
+        for task, w in list(awaiting.items()):  # the watchdog: a coroutine handler past its timeout is cancelled
+            if not w[2] and time.time() - w[0] > self.timeout: w[2] = True; task.cancel()
         if outs:
             chunk = outs[:]; del outs[:len(chunk)]
             await loop.run_in_executor(self.db_thread, self._record, tenant, chunk)
