@@ -131,6 +131,11 @@ def webhooks_send(url:str,              # receiver URL, e.g. http://127.0.0.1:50
     if status >= 300: sys.exit(1)
 
 # %% ../nbs/05_cli.ipynb #da67055b
+def _open(tenant:str, root:str, cmd:str='webhooks'):
+    "An existing tenant's database, or exit with the reason (a command never creates a tenant by looking at it)."
+    try: return tenant_db(tenant, root, create=False)
+    except TenantError as e: sys.exit(f'{cmd}: {e.message}')
+
 def _when(t): return time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t)) if t else '-'
 
 @call_parse
@@ -141,8 +146,7 @@ def webhooks_events(tenant:str,         # tenant name
                     payload:bool=False, # also print each body
                    ):
     "List a tenant's stored events, newest first."
-    try: db = tenant_db(tenant, root, create=False)
-    except TenantError as e: sys.exit(f'webhooks-events: {e.message}')
+    db = _open(tenant, root, 'webhooks-events')
     where, args = ('WHERE status=?', (status, limit)) if status else ('', (limit,))
     rows = db.q(f'SELECT * FROM webhook_events {where} ORDER BY seq DESC LIMIT ?', args)
     for r in rows:
@@ -184,10 +188,6 @@ def run_async(coro):
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(1) as ex: return ex.submit(asyncio.run, coro).result()
 
-def _open(tenant:str, root:str):
-    try: return tenant_db(tenant, root, create=False)
-    except TenantError as e: sys.exit(e.message)
-
 @call_parse(pos=['id'])
 def webhooks_replay(tenant:str,           # tenant name
                     id:str=None,          # webhook id to replay
@@ -198,7 +198,7 @@ def webhooks_replay(tenant:str,           # tenant name
                     source:str=None,      # only this source's events (when an id was delivered by several)
                    ):
     "Run stored events again through today's handlers, keeping their history."
-    db = _open(tenant, root)
+    db = _open(tenant, root, 'webhooks-replay')
     ids = [r['id'] for r in db.q("SELECT id FROM webhook_events WHERE status='failed'")] if failed else [id]
     try: n = replay(db, id, failed=failed, source=source)
     except (ValueError, KeyError) as e: sys.exit(f'webhooks-replay: {e.args[0]}')
@@ -231,6 +231,6 @@ def webhooks_prune(tenant:str=None,           # tenant name (default: every tena
                   ):
     "Drop old event bodies (keys stay for the idempotency window) and delete rows past it."
     for t in ([tenant] if tenant else tenants(root)):
-        try: r = prune(_open(t, root), days, tuple(s.strip() for s in status.split(',')))
+        try: r = prune(_open(t, root, 'webhooks-prune'), days, tuple(s.strip() for s in status.split(',')))
         except ValueError as e: sys.exit(f'webhooks-prune: {e.args[0]}')
         print(f"{t}: {r['emptied']} bodies dropped, {r['deleted']} rows deleted")

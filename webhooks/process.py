@@ -8,7 +8,7 @@ import asyncio, inspect, json
 from collections.abc import Callable
 from fastlite import Database
 from .signatures import verify_webhook_signature
-from .store import check_idempotency, log_webhook_event, update_webhook_status
+from .store import check_idempotency, log_webhook_event, update_webhook_status, error_text
 
 # %% auto #0
 __all__ = ['process_webhook', 'aprocess_webhook']
@@ -25,15 +25,13 @@ def _payload(payload, raw_body):
     if isinstance(payload, (str, bytes)): return json.loads(payload)
     return json.loads(raw_body) if payload is None else payload
 
-def _error(e:BaseException)->str: return f'{type(e).__name__}: {e}'
-
 def _finish(db, webhook_id, result=None, error:BaseException|None=None)->dict:
     "Step 5: record the outcome and say what happened."
     if error is None:
         update_webhook_status(db, webhook_id, 'completed')
         return dict(status='completed', id=webhook_id, result=result)
-    update_webhook_status(db, webhook_id, 'failed', _error(error))
-    return dict(status='failed', id=webhook_id, error=_error(error))
+    update_webhook_status(db, webhook_id, 'failed', error_text(error))
+    return dict(status='failed', id=webhook_id, error=error_text(error))
 
 # %% ../nbs/02_process.ipynb #1b98ab0f
 def process_webhook(db:Database,          # tenant database

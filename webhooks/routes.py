@@ -19,12 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from .signatures import Scheme, SignatureError, get_scheme, verify, fingerprint, delivery_id, event_type, presets
-from .store import tenant_db, tenant_path, store_events, insert_events, log_webhook_event, update_webhook_status, update_event_status, write_txn, TenantError, _tenant_re
+from .store import tenant_db, tenant_path, store_events, insert_events, log_webhook_event, update_event_status, error_text, write_txn, TenantError, _tenant_re
 
 # %% auto #0
-__all__ = ['MAX_BODY', 'Source', 'sources', 'add_source', 'remove_secret', 'answer', 'headers_dict', 'RequestError', 'read_body',
-           'parse_event', 'StoreUnavailable', 'Tenant', 'Receiver', 'install_webhooks', 'on_lifespan',
-           'handle_webhook_request']
+__all__ = ['MAX_BODY', 'Source', 'sources', 'add_source', 'remove_secret', 'answer', 'headers_dict', 'check_signature',
+           'RequestError', 'read_body', 'parse_event', 'StoreUnavailable', 'Tenant', 'Receiver', 'install_webhooks',
+           'on_lifespan', 'handle_webhook_request']
 
 # %% ../nbs/03_routes.ipynb #899b721c
 @dataclass(frozen=True)
@@ -91,6 +91,11 @@ def headers_dict(request:Request)->dict:
     return {k.decode('latin-1').lower(): v.decode('latin-1') for k,v in reversed(request.scope['headers'])}
 
 _sig_status = dict(missing_header=400, malformed=400, mismatch=401, stale=401, future=401, no_secret=401)
+
+def check_signature(scheme:Scheme, body:bytes, headers, secrets, tolerance:int=300):
+    "`verify`, with a failure turned into the `RequestError` (400 or 401) the receiver answers."
+    try: verify(scheme, body, headers, secrets, tolerance)
+    except SignatureError as e: raise RequestError(_sig_status[e.reason], e.reason, e.message) from None
 
 # %% ../nbs/03_routes.ipynb #4059bafa
 MAX_BODY = 1024*1024  # 1 MiB: far above any provider's event size, far below what hurts
@@ -164,7 +169,7 @@ class Tenant:
                 batch, self.pending = self.pending, []
                 try: res = await self._write(loop, [e for e,_ in batch])
                 except Exception as e:
-                    err = StoreUnavailable(f'{type(e).__name__}: {e}')
+                    err = StoreUnavailable(error_text(e))
                     for _,f in batch:
                         if not f.done(): f.set_exception(err)
                     continue
@@ -266,8 +271,7 @@ async def _receive(self:Receiver, request:Request, t:Tenant, source:str):
     hd = headers_dict(request)
     try:
         body = await read_body(request, self.max_body)
-        try: verify(scheme, body, hd, secrets, tolerance)
-        except SignatureError as e: raise RequestError(_sig_status[e.reason], e.reason, e.message) from None
+        check_signature(scheme, body, hd, secrets, tolerance)
         text, payload, did, etype = parse_event(scheme, body, hd, hd.get('content-type'))
         try: new = await t.store((did, source, etype, text, hd.get(scheme._lh), f'{source}:{did}', 'pending', time.time()))
         except StoreUnavailable as e: raise RequestError(503, 'store_unavailable', f'could not commit the event, retry later ({e})') from None
@@ -337,8 +341,7 @@ async def handle_webhook_request(request:Request,                   # the Starle
     scheme = _reference_scheme(signature_header, idempotency_header, event_type_field)
     try:
         body = await read_body(request, max_body)
-        try: verify(scheme, body, request.headers, secret)
-        except SignatureError as e: raise RequestError(_sig_status[e.reason], e.reason, e.message) from None
+        check_signature(scheme, body, request.headers, secret)
         text, payload, did, etype = parse_event(scheme, body, request.headers, request.headers.get('content-type'))
         key = f'{source}:{did}'
         # stored already leased to this process, so a worker leaves it alone unless this process dies before recording
@@ -348,7 +351,7 @@ async def handle_webhook_request(request:Request,                   # the Starle
     if not new: return answer(200, id=did, duplicate=True)
     async def work()->dict:
         try: await _run(handler, payload)
-        except Exception as e: res = dict(status='failed', error=f'{type(e).__name__}: {e}')
+        except Exception as e: res = dict(status='failed', error=error_text(e))
         else: res = dict(status='completed')
         update_event_status(db, key, res['status'], res.get('error'))
         return res

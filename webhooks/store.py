@@ -12,7 +12,7 @@ from fastlite import Database, database
 # %% auto #0
 __all__ = ['STATUSES', 'IDEMPOTENCY_WINDOW', 'LEASE', 'SCHEMA_VERSION', 'MIGRATIONS', 'SCHEMA', 'TenantError', 'tenant_path',
            'lease_owner', 'tenant_db', 'write_txn', 'tenants', 'insert_events', 'store_events', 'log_webhook_event',
-           'check_idempotency', 'update_webhook_status', 'update_event_status']
+           'check_idempotency', 'update_webhook_status', 'error_text', 'update_event_status']
 
 # %% ../nbs/01_store.ipynb #f19e7307
 class TenantError(ValueError):
@@ -214,6 +214,10 @@ def update_webhook_status(db:Database,        # tenant database
                          )->int:
     "Set the status of `webhook_id` (and `processed_at` when completed or failed); returns rows updated."
     return _set_status(db, 'id', webhook_id, status, error_message)
+
+def error_text(e:BaseException)->str:
+    "How an exception is recorded on an event: `ExceptionType: message`, no traceback (tables are read by people)."
+    return f'{type(e).__name__}: {e}'
 
 def update_event_status(db:Database, idempotency_key:str, status:str, error_message:str|None=None)->int:
     "`update_webhook_status` for the one event with `idempotency_key` (delivery ids may repeat across sources)."

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from fastcore.basics import patch
 from fastlite import Database
-from .store import tenant_db, tenants, write_txn, lease_owner, IDEMPOTENCY_WINDOW, TenantError
+from .store import tenant_db, tenants, write_txn, lease_owner, error_text, IDEMPOTENCY_WINDOW, TenantError
 
 # %% auto #0
 __all__ = ['handlers', 'on', 'Handlers', 'Event', 'reclaim', 'claim_batch', 'Outcome', 'Worker', 'install_worker', 'replay',
@@ -64,6 +64,7 @@ def _alive(owner:str)->bool:
     except PermissionError: return True
     return True
 
+_history = 'INSERT INTO webhook_attempts (event_seq, webhook_id, attempt, started_at, finished_at, outcome, error) VALUES (?,?,?,?,?,?,?)'
 _lapse = '''UPDATE webhook_events SET lapses=lapses+1, lease_until=NULL, lease_owner=NULL, next_attempt_at=?,
   status=CASE WHEN lapses+1 >= ? THEN 'failed' ELSE 'pending' END,
   processed_at=CASE WHEN lapses+1 >= ? THEN ? ELSE NULL END,
@@ -81,8 +82,7 @@ def _reclaim(db:Database, now:float, max_attempts:int)->int:
         db.execute(_lapse, (now, max_attempts, max_attempts, now, max_attempts, dead, seq, owner, until))
         if db.conn.changes():
             n += 1
-            db.execute("INSERT INTO webhook_attempts (event_seq, webhook_id, attempt, started_at, finished_at, outcome, error) VALUES (?,?,?,?,?,?,?)",
-                       (seq, wid, attempts, until, None, 'lapsed', f'lease lost ({owner or "no owner"} stopped or timed out); the handler may have run'))
+            db.execute(_history, (seq, wid, attempts, until, None, 'lapsed', f'lease lost ({owner or "no owner"} stopped or timed out); the handler may have run'))
     return n
 
 def reclaim(db:Database, now:float|None=None, max_attempts:int=5)->int:
@@ -168,7 +168,7 @@ def _attempt(self:Worker, fn, ev:Event)->Outcome:
 
 @patch
 def _failed(self:Worker, ev:Event, t0:float, e:Exception)->Outcome:
-    return Outcome(ev.seq, ev.id, ev.attempt, t0, time.time(), 'failed' if ev.attempt >= self.max_attempts else 'retry', f'{type(e).__name__}: {e}')
+    return Outcome(ev.seq, ev.id, ev.attempt, t0, time.time(), 'failed' if ev.attempt >= self.max_attempts else 'retry', error_text(e))
 
 @patch
 async def _aattempt(self:Worker, fn, ev:Event, awaiting:dict)->Outcome:
@@ -245,7 +245,6 @@ _done = '''UPDATE webhook_events SET status=?, processed_at=?, error_message=?, 
 WHERE seq=? AND status='processing' AND lease_owner=? RETURNING seq'''
 _retry = '''UPDATE webhook_events SET status='pending', next_attempt_at=?, error_message=?, lease_until=NULL, lease_owner=NULL
 WHERE seq=? AND status='processing' AND lease_owner=? RETURNING seq'''
-_history = 'INSERT INTO webhook_attempts (event_seq, webhook_id, attempt, started_at, finished_at, outcome, error) VALUES (?,?,?,?,?,?,?)'
 
 @patch
 def _record(self:Worker, tenant:str, outs:list[Outcome]):
