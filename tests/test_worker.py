@@ -277,13 +277,13 @@ def test_broken_tenant_does_not_starve_the_others(tmp_path, capsys):
     z = tenant_db('zeta', tmp_path)
     for i in range(3): log_webhook_event(z, f'e{i}', 's', 't', '{}', 's', f's:e{i}')
     assert run(Worker(tmp_path, Handlers()).drain()) == 3
-    assert z.q("SELECT count(*) n FROM webhook_events WHERE status='completed'")[0]['n'] == 3
+    assert z.q("SELECT count(*) n FROM webhook_events WHERE status='unhandled'")[0]['n'] == 3  # no handler: nothing ran
     assert 'tenant acme' in capsys.readouterr().err
 
 def test_prune_refuses_unhandled_and_replay_asks_which_source(tmp_path):
     from webhooks.worker import prune
     db = tenant_db('shop', tmp_path)
-    with pytest.raises(ValueError, match='only completed or failed'): prune(db, 0, statuses=('pending',))
+    with pytest.raises(ValueError, match='only completed, failed, unhandled'): prune(db, 0, statuses=('pending',))
     log_webhook_event(db, 'evt_1', 'stripe', 't', '{}', 's', 'stripe:evt_1')
     log_webhook_event(db, 'evt_1', 'github', 't', '{}', 's', 'github:evt_1')
     db.execute("UPDATE webhook_events SET status='completed'")
