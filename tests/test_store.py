@@ -1,14 +1,14 @@
-"Races and path safety for the per-tenant store: what a documentation page can't show."
+"Races and path safety for the per-tenant store: what a documentation page can't show (the races on every backend: `store`)."
 import os, threading
 from pathlib import Path
 import pytest
-from webhooks.store import tenant_db, log_webhook_event, check_idempotency, store_events, TenantError
+from webhooks.store import as_store, tenant_db, log_webhook_event, check_idempotency, store_events, TenantError
 
-def test_eight_threads_log_one_key_once(tmp_path):
-    tenant_db('race', tmp_path).close()
+def test_eight_threads_log_one_key_once(store, q):
+    store.open('race', create=True).close()
     n, barrier, results, errors = 8, threading.Barrier(8), [], []
     def deliver(i):
-        db = tenant_db('race', tmp_path)  # each thread its own connection, as apsw requires
+        db = store.open('race')  # each thread its own tenant (its own connection), as apsw requires
         try:
             barrier.wait()
             results.append(log_webhook_event(db, 'evt_race', 'stripe', 'charge.succeeded', '{"id":"evt_race"}', f'sig{i}', 'stripe:evt_race'))
@@ -19,15 +19,15 @@ def test_eight_threads_log_one_key_once(tmp_path):
     for t in ts: t.join()
     assert errors == []
     assert sorted(results) == [False]*7 + [True]
-    db = tenant_db('race', tmp_path)
-    assert db.q("SELECT count(*) n FROM webhook_events WHERE idempotency_key='stripe:evt_race'")[0]['n'] == 1
+    db = store.open('race')
+    assert q(db, "SELECT count(*) n FROM webhook_events WHERE idempotency_key='stripe:evt_race'")[0]['n'] == 1
 
-def test_many_rounds_of_races(tmp_path):
+def test_many_rounds_of_races(store, q):
     "Repeat the race with fresh keys so a lucky interleaving can't pass by chance."
-    tenant_db('race', tmp_path).close()
+    store.open('race', create=True).close()
     firsts = {}
     def deliver(i, keys, barrier):
-        db = tenant_db('race', tmp_path)
+        db = store.open('race')
         barrier.wait()
         for k in keys:
             if log_webhook_event(db, k, 'src', 't', '{}', 's', k): firsts[k] = firsts.get(k, 0) + 1
@@ -38,19 +38,19 @@ def test_many_rounds_of_races(tmp_path):
     for t in ts: t.start()
     for t in ts: t.join()
     assert firsts == {k: 1 for k in keys}
-    assert tenant_db('race', tmp_path).q('SELECT count(*) n FROM webhook_events')[0]['n'] == 200
+    assert q(store.open('race'), 'SELECT count(*) n FROM webhook_events')[0]['n'] == 200
 
-def test_batch_dedupes_inside_itself(tmp_path):
-    db = tenant_db('batch', tmp_path)
+def test_batch_dedupes_inside_itself(store):
+    db = store.open('batch', create=True)
     ev = lambda k: ('id-'+k, 'src', 't', '{}', 's', k, 'pending', 1.0e9)
     assert store_events(db, [ev('a'), ev('b'), ev('a')]) == [True, True, False]
     assert store_events(db, [ev('b'), ev('c')]) == [False, True]
 
-def test_bad_status_in_batch_writes_nothing(tmp_path):
-    db = tenant_db('batch', tmp_path)
+def test_bad_status_in_batch_writes_nothing(store, q):
+    db = store.open('batch', create=True)
     good, bad = ('i1', 's', 't', '{}', 'x', 'k1', 'pending', 1.0e9), ('i2', 's', 't', '{}', 'x', 'k2', 'done', 1.0e9)
     with pytest.raises(ValueError, match='unknown status'): store_events(db, [good, bad])
-    assert db.q('SELECT count(*) n FROM webhook_events')[0]['n'] == 0
+    assert q(db, 'SELECT count(*) n FROM webhook_events')[0]['n'] == 0
 
 @pytest.mark.parametrize('name', ['../x', 'a/b', '..', '%2e%2e', '/etc/passwd', 'a\\b', 'x\x00', 'ca fé', '', 'x'*65])
 def test_bad_tenant_names_touch_no_file(tmp_path, name, monkeypatch):
@@ -67,10 +67,12 @@ def test_unknown_tenant_without_create(tmp_path):
     assert e.value.reason == 'unknown_tenant'
     assert list(tmp_path.iterdir()) == []
 
-def test_acknowledged_event_survives_reopen(tmp_path):
-    db = tenant_db('durable', tmp_path)
+def test_acknowledged_event_survives_reopen(store, where):
+    db = store.open('durable', create=True)
     assert log_webhook_event(db, 'e1', 's', 't', '{"a":1}', 'sig', 'k1')
-    db.close()
-    db2 = tenant_db('durable', tmp_path, create=False)
+    db.close(); store.close()
+    again = as_store(where(store))
+    db2 = again.open('durable')
     assert check_idempotency(db2, 'k1')
-    assert db2.q('SELECT payload FROM webhook_events')[0]['payload'] == '{"a":1}'
+    assert db2.events()[0].payload == '{"a":1}'
+    db2.close(); again.close()

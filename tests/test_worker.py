@@ -11,10 +11,11 @@ SECRET = 'whsec_crash_test_9d2f'
 def free_port():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
-def serve(root, port, handlers):
-    "Start `webhooks-serve` as its own process; wait until it answers."
+def serve(where, port, handlers):
+    "Start `webhooks-serve` on `where` (a folder, or a PostgreSQL URL) as its own process; wait until it answers."
     exe = Path(sys.executable).parent/'webhooks-serve'  # the installed console script, as a user runs it
-    p = subprocess.Popen([str(exe), '--root', str(root), '--port', str(port), '--handlers', str(handlers)],
+    store = ['--db', where] if where.startswith('postgresql://') else ['--root', where]
+    p = subprocess.Popen([str(exe), *store, '--port', str(port), '--handlers', str(handlers)],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     for _ in range(200):
         try:
@@ -47,12 +48,12 @@ def paid(ev):
     with open(LOG, 'a') as f: f.write(f"end {{ev.id}} {{os.getpid()}}\\n")
 '''
 
-def test_sigkill_mid_stream_loses_nothing_acknowledged(tmp_path):
-    root, runs, acked = tmp_path/'data', tmp_path/'runs.log', tmp_path/'acked.txt'
-    add_source(tenant_db('shop', root), 'orders', 'generic', SECRET)
+def test_sigkill_mid_stream_loses_nothing_acknowledged(tmp_path, store, q, where):
+    runs, acked = tmp_path/'runs.log', tmp_path/'acked.txt'
+    add_source(store.open('shop', create=True), 'orders', 'generic', SECRET)
     hfile = tmp_path/'hooks.py'; hfile.write_text(HANDLERS.format(log=str(runs)))
     port = free_port()
-    server = serve(root, port, hfile)
+    server = serve(where(store), port, hfile)
     sender = subprocess.Popen([sys.executable, '-c', SENDER, f'http://127.0.0.1:{port}/webhooks/shop/orders', SECRET, str(acked), '100000'])
     # kill once the sender has been acknowledged for a while and handlers are running
     deadline = time.time() + 30
@@ -61,18 +62,18 @@ def test_sigkill_mid_stream_loses_nothing_acknowledged(tmp_path):
     sender.wait(timeout=30)
     acks = acked.read_text().split()
     assert len(acks) >= 300
-    db = tenant_db('shop', root)
-    stored = {r['id'] for r in db.q('SELECT id FROM webhook_events')}
+    db = store.open('shop')
+    stored = {r['id'] for r in q(db, 'SELECT id FROM webhook_events')}
     assert set(acks) <= stored, 'an event answered 200 was not in the database after SIGKILL'
-    assert db.q("SELECT count(*) n FROM webhook_events WHERE status != 'completed'")[0]['n'] > 0, 'kill came too late to test recovery'
+    assert q(db, "SELECT count(*) n FROM webhook_events WHERE status != 'completed'")[0]['n'] > 0, 'kill came too late to test recovery'
 
-    server = serve(root, port, hfile)
+    server = serve(where(store), port, hfile)
     try:
         deadline = time.time() + 60
-        while time.time() < deadline and db.q("SELECT count(*) n FROM webhook_events WHERE status != 'completed'")[0]['n']: time.sleep(0.1)
+        while time.time() < deadline and q(db, "SELECT count(*) n FROM webhook_events WHERE status != 'completed'")[0]['n']: time.sleep(0.1)
     finally:
         server.send_signal(signal.SIGTERM); server.wait(timeout=20)
-    rows = {r['id']: r for r in db.q('SELECT id, status FROM webhook_events')}
+    rows = {r['id']: r for r in q(db, 'SELECT id, status FROM webhook_events')}
     assert all(rows[a]['status'] == 'completed' for a in acks), 'an acknowledged event did not complete after restart'
     assert all(r['status'] == 'completed' for r in rows.values())
     ends = {}
@@ -81,13 +82,13 @@ def test_sigkill_mid_stream_loses_nothing_acknowledged(tmp_path):
         if kind == 'end': ends[eid] = ends.get(eid, 0) + 1
     assert set(ends) == set(rows), 'every stored event ran its handler to the end at least once'
     twice = {e for e, n in ends.items() if n > 1}
-    lapsed = {r['webhook_id'] for r in db.q("SELECT webhook_id FROM webhook_attempts WHERE outcome='lapsed'")}
+    lapsed = {r['webhook_id'] for r in q(db, "SELECT webhook_id FROM webhook_attempts WHERE outcome='lapsed'")}
     assert twice <= lapsed, f'completed twice without a lapsed attempt on record: {sorted(twice - lapsed)[:5]}'
 
 def run(coro): return asyncio.run(coro)
 
-def test_fails_twice_then_succeeds_and_dead_letter(tmp_path):
-    db = tenant_db('billing', tmp_path)
+def test_fails_twice_then_succeeds_and_dead_letter(store, q):
+    db = store.open('billing', create=True)
     calls = []
     h = Handlers()
     @h.on('invoice.paid')
@@ -98,18 +99,18 @@ def test_fails_twice_then_succeeds_and_dead_letter(tmp_path):
     async def broken(ev): raise ValueError(f'cannot void {ev.id}')
     log_webhook_event(db, 'evt_ok', 'stripe', 'invoice.paid', '{"id":"evt_ok"}', 's', 'stripe:evt_ok')
     log_webhook_event(db, 'evt_bad', 'stripe', 'invoice.voided', '{"id":"evt_bad"}', 's', 'stripe:evt_bad')
-    w = Worker(tmp_path, h, max_attempts=3, backoff=0.01, max_backoff=0.05)
+    w = Worker(store, h, max_attempts=3, backoff=0.01, max_backoff=0.05)
     async def until_done():
         for _ in range(400):
             await w.step()
-            if not db.q("SELECT count(*) n FROM webhook_events WHERE status IN ('pending','processing')")[0]['n']: return
+            if not q(db, "SELECT count(*) n FROM webhook_events WHERE status IN ('pending','processing')")[0]['n']: return
             await asyncio.sleep(0.01)
     run(until_done())
-    rows = {r['id']: r for r in db.q('SELECT * FROM webhook_events')}
+    rows = {r['id']: r for r in q(db, 'SELECT * FROM webhook_events')}
     assert (rows['evt_ok']['status'], rows['evt_ok']['attempts']) == ('completed', 3)
     assert (rows['evt_bad']['status'], rows['evt_bad']['attempts']) == ('failed', 3)
     assert rows['evt_bad']['error_message'] == 'ValueError: cannot void evt_bad'
-    hist = [(r['webhook_id'], r['attempt'], r['outcome']) for r in db.q('SELECT * FROM webhook_attempts ORDER BY seq')]
+    hist = [(r['webhook_id'], r['attempt'], r['outcome']) for r in q(db, 'SELECT * FROM webhook_attempts ORDER BY seq')]
     assert [x for x in hist if x[0] == 'evt_ok'] == [('evt_ok', 1, 'retry'), ('evt_ok', 2, 'retry'), ('evt_ok', 3, 'completed')]
     assert [x for x in hist if x[0] == 'evt_bad'] == [('evt_bad', 1, 'retry'), ('evt_bad', 2, 'retry'), ('evt_bad', 3, 'failed')]
 
@@ -121,10 +122,10 @@ def test_backoff_grows_with_jitter(tmp_path):
         assert len(set(ds)) > 1
 
 @pytest.mark.parametrize('kind', ['sync', 'async'])
-def test_1000_events_3_tenants_concurrency_4(tmp_path, kind):
+def test_1000_events_3_tenants_concurrency_4(store, q, kind):
     names = ['t1', 't2', 't3']
     for i in range(1000):
-        db = tenant_db(names[i % 3], tmp_path)
+        db = store.open(names[i % 3], create=True)
         log_webhook_event(db, f'e{i}', 'src', 'job.done', json.dumps({'id': f'e{i}'}), 's', f'src:e{i}')
         db.close()
     lock, state, seen = threading.Lock(), {'now': 0, 'peak': 0}, []
@@ -141,44 +142,44 @@ def test_1000_events_3_tenants_concurrency_4(tmp_path, kind):
             state['now'] += 1; state['peak'] = max(state['peak'], state['now'])
             await asyncio.sleep(0.0005)
             state['now'] -= 1; seen.append((ev.tenant, ev.id))
-    w = Worker(tmp_path, h, concurrency=4, batch=100)
+    w = Worker(store, h, concurrency=4, batch=100)
     assert run(w.drain()) == 1000
     assert state['peak'] <= 4, f"{state['peak']} handlers ran at once"
     assert state['peak'] == 4, 'the limit should also be reached, or the test proves nothing'
     assert len(seen) == len(set(seen)) == 1000
     for t in names:
-        assert tenant_db(t, tmp_path).q("SELECT status, count(*) n FROM webhook_events GROUP BY status") == [{'status': 'completed', 'n': 334 if t == 't1' else 333}]
+        assert q(store.open(t), "SELECT status, count(*) n FROM webhook_events GROUP BY status") == [{'status': 'completed', 'n': 334 if t == 't1' else 333}]
 
-def test_replay_after_fix_keeps_history(tmp_path):
-    db = tenant_db('shop', tmp_path)
+def test_replay_after_fix_keeps_history(store, q):
+    db = store.open('shop', create=True)
     h, fixed = Handlers(), {'on': False}
     @h.on('order.paid')
     def handler(ev):
         if not fixed['on']: raise KeyError('customer')
     log_webhook_event(db, 'evt_1', 'shop', 'order.paid', '{"id":"evt_1"}', 's', 'shop:evt_1')
-    w = Worker(tmp_path, h, max_attempts=1)
+    w = Worker(store, h, max_attempts=1)
     run(w.drain())
-    assert db.q("SELECT status FROM webhook_events")[0]['status'] == 'failed'
+    assert q(db, "SELECT status FROM webhook_events")[0]['status'] == 'failed'
     fixed['on'] = True
     assert replay(db, 'evt_1') == 1
     run(w.drain())
-    assert db.q("SELECT status, error_message FROM webhook_events")[0] == {'status': 'completed', 'error_message': None}
-    assert [r['outcome'] for r in db.q('SELECT outcome FROM webhook_attempts ORDER BY seq')] == ['failed', 'completed']
+    assert q(db, "SELECT status, error_message FROM webhook_events")[0] == {'status': 'completed', 'error_message': None}
+    assert [r['outcome'] for r in q(db, 'SELECT outcome FROM webhook_attempts ORDER BY seq')] == ['failed', 'completed']
 
-def test_graceful_stop_leaves_nothing_processing(tmp_path):
-    db = tenant_db('shop', tmp_path)
+def test_graceful_stop_leaves_nothing_processing(store, q):
+    db = store.open('shop', create=True)
     for i in range(20): log_webhook_event(db, f'e{i}', 's', 'slow', '{}', 's', f's:e{i}')
     h = Handlers()
     @h.on('slow')
     async def slow(ev): await asyncio.sleep(0.05)
     async def main():
-        w = Worker(tmp_path, h, concurrency=2, batch=5, poll=0.05)
+        w = Worker(store, h, concurrency=2, batch=5, poll=0.05)
         w.start()
         await asyncio.sleep(0.08)
         await w.stop(grace=5)
     run(main())
-    assert db.q("SELECT count(*) n FROM webhook_events WHERE status='processing'")[0]['n'] == 0
-    done = db.q("SELECT count(*) n FROM webhook_events WHERE status='completed'")[0]['n']
+    assert q(db, "SELECT count(*) n FROM webhook_events WHERE status='processing'")[0]['n'] == 0
+    done = q(db, "SELECT count(*) n FROM webhook_events WHERE status='completed'")[0]['n']
     assert 0 < done < 20
 
 POISON_RUN = r'''
@@ -193,81 +194,81 @@ def render(ev):
 asyncio.run(Worker(root, h, max_attempts=3, concurrency=1).drain())
 '''
 
-def test_poison_event_is_dead_lettered_and_its_batch_mates_complete(tmp_path):
-    db = tenant_db('shop', tmp_path)
+def test_poison_event_is_dead_lettered_and_its_batch_mates_complete(tmp_path, store, q, where):
+    db = store.open('shop', create=True)
     for i in range(6):
         log_webhook_event(db, f'e{i}', 's', 'render', json.dumps({'poison': i == 2}), 's', f's:e{i}')
     log_file = tmp_path/'ran.txt'
     for run_no in range(12):  # restart the worker after every crash, as a supervisor would
-        r = subprocess.run([sys.executable, '-c', POISON_RUN, str(tmp_path), str(log_file)], timeout=60)
+        r = subprocess.run([sys.executable, '-c', POISON_RUN, where(store), str(log_file)], timeout=60)
         if r.returncode == 0: break
     assert r.returncode == 0, 'the worker kept dying: the poison event was never dead-lettered'
-    rows = {x['id']: x for x in db.q('SELECT id, status, lapses, error_message FROM webhook_events')}
+    rows = {x['id']: x for x in q(db, 'SELECT id, status, lapses, error_message FROM webhook_events')}
     assert rows['e2']['status'] == 'failed' and rows['e2']['lapses'] == 3
     assert 'stopped mid-run 3 times' in rows['e2']['error_message']
     assert all(rows[f'e{i}']['status'] == 'completed' for i in (0, 1, 3, 4, 5))
     assert set(log_file.read_text().split()) == {'e0', 'e1', 'e3', 'e4', 'e5'}
 
-def test_stuck_plain_handler_does_not_hold_up_other_events_or_tenants(tmp_path):
+def test_stuck_plain_handler_does_not_hold_up_other_events_or_tenants(store, q):
     release = threading.Event()
     h = Handlers()
     @h.on('hang')
     def hang(ev): release.wait(10)
     @h.on('quick')
     def quick(ev): pass
-    a, b = tenant_db('a', tmp_path), tenant_db('b', tmp_path)
+    a, b = store.open('a', create=True), store.open('b', create=True)
     log_webhook_event(a, 'stuck', 's', 'hang', '{}', 's', 's:stuck')
     for i in range(20): log_webhook_event(a, f'qa{i}', 's', 'quick', '{}', 's', f's:qa{i}')
     for i in range(5): log_webhook_event(b, f'qb{i}', 's', 'quick', '{}', 's', f's:qb{i}')
-    w = Worker(tmp_path, h, concurrency=2, timeout=0.3, flush=0.05)
+    w = Worker(store, h, concurrency=2, timeout=0.3, flush=0.05)
     try:
         t0 = time.time(); run(w.step())
         assert time.time() - t0 < 5, 'the step waited for the stuck handler'
-        assert a.q("SELECT count(*) n FROM webhook_events WHERE status='completed'")[0]['n'] == 20
-        assert b.q("SELECT count(*) n FROM webhook_events WHERE status='completed'")[0]['n'] == 5
-        stuck = a.q("SELECT status, lease_until FROM webhook_events WHERE id='stuck'")[0]
+        assert q(a, "SELECT count(*) n FROM webhook_events WHERE status='completed'")[0]['n'] == 20
+        assert q(b, "SELECT count(*) n FROM webhook_events WHERE status='completed'")[0]['n'] == 5
+        stuck = q(a, "SELECT status, lease_until FROM webhook_events WHERE id='stuck'")[0]
         assert stuck['status'] == 'processing' and stuck['lease_until'] <= time.time(), 'a stuck handler must let its lease lapse'
     finally: release.set()
 
-def test_async_handler_past_timeout_is_retried(tmp_path):
+def test_async_handler_past_timeout_is_retried(store, q):
     h = Handlers()
     @h.on('slow')
     async def slow(ev): await asyncio.sleep(5)
-    db = tenant_db('a', tmp_path)
+    db = store.open('a', create=True)
     log_webhook_event(db, 'e', 's', 'slow', '{}', 's', 's:e')
-    run(Worker(tmp_path, h, timeout=0.1, max_attempts=1).drain())
-    assert db.q('SELECT status, error_message FROM webhook_events')[0] == {'status': 'failed', 'error_message': 'TimeoutError: handler ran longer than 0.1 s'}
+    run(Worker(store, h, timeout=0.1, max_attempts=1).drain())
+    assert q(db, 'SELECT status, error_message FROM webhook_events')[0] == {'status': 'failed', 'error_message': 'TimeoutError: handler ran longer than 0.1 s'}
 
-def test_long_batch_keeps_its_leases(tmp_path):
+def test_long_batch_keeps_its_leases(store, q):
     "Events queued behind slow handlers must not lapse under a live worker (another worker would run them too)."
     h, runs = Handlers(), []
     @h.on('work')
     async def work(ev): runs.append(ev.id); await asyncio.sleep(0.25)
-    db = tenant_db('a', tmp_path)
+    db = store.open('a', create=True)
     for i in range(8): log_webhook_event(db, f'e{i}', 's', 'work', '{}', 's', f's:e{i}')
     stop, lapses = threading.Event(), []
     def other_worker():  # what a second worker does before each claim
-        own = tenant_db('a', tmp_path)
+        own = store.open('a')
         while not stop.is_set():
             from webhooks.worker import reclaim
             lapses.append(reclaim(own)); time.sleep(0.05)
     th = threading.Thread(target=other_worker); th.start()
-    try: run(Worker(tmp_path, h, concurrency=1, lease=0.6, flush=0.05).drain())
+    try: run(Worker(store, h, concurrency=1, lease=0.6, flush=0.05).drain())
     finally: stop.set(); th.join()
     assert sum(lapses) == 0 and sorted(runs) == [f'e{i}' for i in range(8)]
-    assert db.q("SELECT count(*) n FROM webhook_attempts WHERE outcome='lapsed'")[0]['n'] == 0
+    assert q(db, "SELECT count(*) n FROM webhook_attempts WHERE outcome='lapsed'")[0]['n'] == 0
 
-def test_stop_gives_back_claims_that_never_started(tmp_path):
-    db = tenant_db('shop', tmp_path)
+def test_stop_gives_back_claims_that_never_started(store, q):
+    db = store.open('shop', create=True)
     for i in range(30): log_webhook_event(db, f'e{i}', 's', 'slow', '{}', 's', f's:e{i}')
     h = Handlers()
     @h.on('slow')
     def slow(ev): time.sleep(0.02)
     async def main():
-        w = Worker(tmp_path, h, concurrency=1, poll=0.05, flush=0.05)
+        w = Worker(store, h, concurrency=1, poll=0.05, flush=0.05)
         w.start(); await asyncio.sleep(0.15); await w.stop(grace=5)
     run(main())
-    rows = db.q('SELECT status, attempts FROM webhook_events')
+    rows = q(db, 'SELECT status, attempts FROM webhook_events')
     assert {r['status'] for r in rows} <= {'completed', 'pending'}
     assert all(r['attempts'] == 0 for r in rows if r['status'] == 'pending'), 'an unstarted claim was counted as an attempt'
     assert 0 < sum(r['status'] == 'completed' for r in rows) < 30
@@ -280,13 +281,13 @@ def test_broken_tenant_does_not_starve_the_others(tmp_path, capsys):
     assert z.q("SELECT count(*) n FROM webhook_events WHERE status='unhandled'")[0]['n'] == 3  # no handler: nothing ran
     assert 'tenant acme' in capsys.readouterr().err
 
-def test_prune_refuses_unhandled_and_replay_asks_which_source(tmp_path):
+def test_prune_refuses_unhandled_and_replay_asks_which_source(store, q):
     from webhooks.worker import prune
-    db = tenant_db('shop', tmp_path)
+    db = store.open('shop', create=True)
     with pytest.raises(ValueError, match='only completed, failed, unhandled'): prune(db, 0, statuses=('pending',))
     log_webhook_event(db, 'evt_1', 'stripe', 't', '{}', 's', 'stripe:evt_1')
     log_webhook_event(db, 'evt_1', 'github', 't', '{}', 's', 'github:evt_1')
-    db.execute("UPDATE webhook_events SET status='completed'")
+    q(db, "UPDATE webhook_events SET status='completed'")
     with pytest.raises(ValueError, match='several sources'): replay(db, 'evt_1')
     assert replay(db, 'evt_1', source='github') == 1
-    assert db.q("SELECT source, status FROM webhook_events ORDER BY source") == [{'source': 'github', 'status': 'pending'}, {'source': 'stripe', 'status': 'completed'}]
+    assert q(db, "SELECT source, status FROM webhook_events ORDER BY source") == [{'source': 'github', 'status': 'pending'}, {'source': 'stripe', 'status': 'completed'}]

@@ -1,0 +1,109 @@
+"""PostgreSQL, side by side in one run: ingest against a handwritten Starlette + psycopg receiver, and worker drain.
+
+Run: `python bench/pg.py [--seconds 8] [--drain 20000] [--skip-ingest] [--skip-drain]`
+Needs wrk (apt-get install -y wrk) and PostgreSQL's server binaries (apt-get install -y postgresql). Starts a throwaway
+server as the `postgres` user in /tmp/wh-pg-bench (port 54329; fsync and synchronous_commit on: a committed event is on
+disk before its 200), with a fresh database for every measurement.
+
+1. Ingest: `webhooks-serve --db …`'s app (bench/app.py with BENCH_DB, receiver only: `--no-worker`) and
+   bench/pg_peer.py (verify, INSERT … ON CONFLICT DO NOTHING, one transaction per request), each one uvicorn worker
+   under ../shared/bench/run.sh, wrk 1 thread × 32 connections, the same fresh pre-signed deliveries. Prints req/s, p50,
+   p99 and the ratio (goal: ≥ 2× the peer's throughput, p99 ≤ 25 ms).
+2. Drain: --drain pending events, then 1, 2 and 4 `webhooks-worker --db …` processes with a no-op handler; events/s
+   from the moment the events are committed to the moment the last one is `completed`.
+Absolute numbers drift on this shared 2-vCPU VM; compare within a run.
+"""
+import argparse, glob, os, shutil, subprocess, sys, time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SHARED = (HERE/'..'/'..'/'shared'/'bench').resolve()
+PY, BIN = sys.executable, Path(sys.executable).parent
+DATA, PGPORT = Path('/tmp/wh-pg-bench'), 54329
+BASE = f'postgresql://postgres@127.0.0.1:{PGPORT}'
+
+def as_pg(*cmd, **kw):
+    "Run a server binary as the postgres user (pg_ctl refuses root)."
+    pre = ['runuser', '-u', 'postgres', '--'] if os.geteuid() == 0 else []
+    return subprocess.run(pre + [str(c) for c in cmd], check=True, capture_output=True, text=True, **kw)
+
+def start_postgres():
+    bins = sorted(glob.glob('/usr/lib/postgresql/*/bin'), reverse=True)
+    if not bins: sys.exit('PostgreSQL server binaries missing: apt-get install -y postgresql')
+    b = Path(bins[0])
+    subprocess.run(['runuser', '-u', 'postgres', '--', str(b/'pg_ctl'), '-D', str(DATA/'data'), 'stop', '-m', 'immediate'],
+                   capture_output=True)
+    shutil.rmtree(DATA, ignore_errors=True); DATA.mkdir(parents=True)
+    if os.geteuid() == 0: shutil.chown(DATA, 'postgres', 'postgres')
+    as_pg(b/'initdb', '-D', DATA/'data', '-U', 'postgres', '--auth=trust', '-E', 'UTF8')
+    opts = f'-p {PGPORT} -k {DATA} -c listen_addresses=127.0.0.1 -c max_connections=200 -c synchronous_commit=on -c fsync=on'
+    as_pg(b/'pg_ctl', '-D', DATA/'data', '-o', opts, '-l', DATA/'log', '-w', 'start')
+    return b
+
+def stop_postgres(b): as_pg(b/'pg_ctl', '-D', DATA/'data', 'stop', '-m', 'fast')
+
+def fresh_db(name:str)->str:
+    import psycopg
+    with psycopg.connect(f'{BASE}/postgres', autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS {name} WITH (FORCE)'); c.execute(f'CREATE DATABASE {name}')
+    return f'{BASE}/{name}'
+
+def run_sh(label, app, seconds, reqs, **env):
+    e = {**os.environ, 'REQS': reqs, **{k: str(v) for k, v in env.items()}}
+    out = subprocess.run([f'{SHARED}/run.sh', label, PY, str(HERE), app, str(seconds)], env=e, capture_output=True, text=True).stdout
+    line = next((l for l in out.splitlines() if 'rps=' in l), None)
+    if line is None: print(f'{label}: no result\n{out}'); return None
+    print(line, flush=True)
+    return {k: float(v) for k, v in (kv.split('=') for kv in line.split() if '=' in kv and kv.split('=')[1].replace('.', '').isdigit())}
+
+def ingest(seconds:int):
+    if not shutil.which('wrk'): sys.exit('wrk missing: apt-get install -y wrk')
+    reqs = '/tmp/wh-pg-reqs.tsv'
+    print('== ingest: 32 connections, one uvicorn worker each, durable commit before the 200', flush=True)
+    res = {}
+    for label, app, db in [('starlette+psycopg (peer)', 'pg_peer:app', 'wh_peer'), ('webhooks-serve --db', 'app:app', 'wh_ours')]:
+        subprocess.run([PY, f'{SHARED}/gen_requests.py', '200000', reqs, 'whsec_bench', '400'], check=True)
+        res[label] = run_sh(label, app, seconds, reqs, BENCH_DB=fresh_db(db), BENCH_WORKER=0)
+    ours, peer = res['webhooks-serve --db'], res['starlette+psycopg (peer)']
+    if ours and peer:
+        print(f"ratio: {ours['rps']/peer['rps']:.2f}x the peer's req/s (goal >= 2x); p99 {ours['p99_ms']:g} ms "
+              f"(goal <= 25 ms) vs the peer's {peer['p99_ms']:g} ms", flush=True)
+    return res
+
+HANDLER = "from webhooks.worker import on\n@on('*')\ndef noop(ev): pass\n"
+
+def drain(n:int, procs:int)->float:
+    "events/s for `procs` worker processes draining `n` pending events of one tenant."
+    from webhooks.postgres import PgStore
+    from webhooks.store import NewEvent
+    url = fresh_db('wh_drain')
+    st = PgStore(url); t = st.open('drain', create=True)
+    hooks = DATA/'noop_hooks.py'; hooks.write_text(HANDLER)
+    ws = [subprocess.Popen([str(BIN/'webhooks-worker'), '--db', url, '--handlers', str(hooks), '--concurrency', '4'],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(procs)]
+    for w in ws: w.stdout.readline()  # its banner: started and listening
+    body = '{"id":"x","type":"task.succeeded","data":{"id":"tsk","result":{"canvas_url":"https://example.test/c/1"}}}'
+    evs = [NewEvent(f'evt_{i}', 'moda', 'task.succeeded', body, None, f'moda:evt_{i}') for i in range(n)]
+    for i in range(0, n, 5000): t.log(evs[i:i+5000])
+    t0 = time.perf_counter()
+    while t.q("SELECT count(*) AS n FROM webhook_events WHERE status = 'completed'")[0]['n'] < n: time.sleep(0.05)
+    dt = time.perf_counter() - t0
+    for w in ws: w.terminate()
+    for w in ws: w.wait(20)
+    st.close()
+    return n / dt
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--seconds', type=int, default=8); ap.add_argument('--drain', type=int, default=20000)
+    ap.add_argument('--skip-ingest', action='store_true'); ap.add_argument('--skip-drain', action='store_true')
+    a = ap.parse_args()
+    b = start_postgres()
+    try:
+        if not a.skip_ingest: ingest(a.seconds)
+        if not a.skip_drain:
+            print(f'== drain: {a.drain} pending events, no-op handler, concurrency 4 per process', flush=True)
+            for k in (1, 2, 4): print(f'{k} worker process(es): {drain(a.drain, k):,.0f} events/s', flush=True)
+    finally: stop_postgres(b)
+
+if __name__ == '__main__': main()

@@ -1,0 +1,283 @@
+"""What only PostgreSQL has to prove: schemas as tenants, hostile names, dedupe and claims across stores (standing in for
+hosts), LISTEN/NOTIFY, stale owners, and that both backends keep the same columns, records and type filters.
+The behaviour every store must have runs on both backends in test_store, test_worker and test_engine (`store` fixture)."""
+import asyncio, os, subprocess, sys, threading, time
+from pathlib import Path
+import pytest
+from webhooks.store import NewEvent, Outcome, TenantError, tenant_db, log_webhook_event
+
+if os.environ.get('CI', '').lower() != 'true': pytest.importorskip('psycopg', reason='pip install -e ".[dev]"')
+import psycopg
+from webhooks.store import SqliteTenant
+from webhooks.postgres import PgStore, glob_regex, schema_name
+
+def ev(i, source='stripe', type='invoice.paid', payload=None, at=None, **kw):
+    return NewEvent(i, source, type, payload if payload is not None else f'{{"id":"{i}"}}', 'v1=sig', f'{source}:{i}',
+                    received_at=at, **kw)
+
+def schemas(url):
+    with psycopg.connect(url) as c: return sorted(r[0] for r in c.execute("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'"))
+
+def test_notebook_lessons_run_against_a_server(pg_url):
+    "The `postgres`-flagged cells of nbs/06_postgres.ipynb, which `nbdev-test` alone skips."
+    nb = Path(__file__).parents[1]/'nbs'/'06_postgres.ipynb'
+    r = subprocess.run([str(Path(sys.executable).parent/'nbdev-test'), '--flags', 'postgres', str(nb)], capture_output=True,
+                       text=True, env={**os.environ, 'WEBHOOKS_TEST_DB': pg_url}, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+def test_a_schema_per_tenant(pg_url):
+    s = PgStore(pg_url)
+    try:
+        acme, globex = s.open('acme', create=True), s.open('Globex-EU', create=True)
+        for t in (acme, globex):
+            t.add_source('stripe', 'stripe', f'whsec_{t.name}_0123456789abcdef0123')
+            assert t.log([ev('evt_1')]) != [None]  # the same delivery id and key in each tenant: two events
+        assert [e.id for e in acme.events()] == [e.id for e in globex.events()] == ['evt_1']
+        assert acme.source('stripe').secrets != globex.source('stripe').secrets
+        with psycopg.connect(pg_url, autocommit=True) as c:  # what an operator might have beside the tenants
+            c.execute('CREATE SCHEMA wh_reporting; CREATE SCHEMA analytics')
+        assert s.tenants() == ['Globex-EU', 'acme']
+        assert set(schemas(pg_url)) >= {'wh_acme', 'wh_Globex-EU', 'wh_reporting', 'analytics', 'public'}
+        with pytest.raises(TenantError, match='not marked'): s.open('reporting', create=True)  # someone else's: left alone
+        with psycopg.connect(pg_url, autocommit=True) as c: assert c.execute("SELECT count(*) FROM pg_tables WHERE schemaname='wh_reporting'").fetchone()[0] == 0
+        with psycopg.connect(pg_url, autocommit=True) as c: c.execute('DROP SCHEMA wh_acme CASCADE')  # one tenant dropped alone
+        assert s.tenants() == ['Globex-EU']
+        with pytest.raises(TenantError) as e: s.open('acme')
+        assert e.value.code == 'unknown_tenant'
+        assert len(globex.events()) == 1
+    finally: s.close()
+
+def test_a_long_tenant_name_keeps_its_own_schema(pg_url):
+    s = PgStore(pg_url)
+    try:
+        a, b = 'x'*60 + 'aaaa', 'x'*60 + 'bbbb'  # PostgreSQL would cut both to the same 63 bytes
+        assert schema_name(a) != schema_name(b) and max(len(schema_name(a)), len(schema_name(b))) <= 63
+        s.open(a, create=True).log([ev('evt_1')]); s.open(b, create=True)
+        assert s.tenants() == [a, b]
+        assert [len(s.open(n).events()) for n in (a, b)] == [1, 0]
+    finally: s.close()
+
+@pytest.mark.parametrize('name', ['../x', 'a/b', '..', 'acme"; DROP SCHEMA public CASCADE; --', "acme'", 'x\x00', 'ca fé', '',
+                                  'x'*65, 'a.b', 'wh_acme"."webhook_events'])
+def test_bad_tenant_names_never_reach_the_server(name):
+    s = PgStore('postgresql://nobody@127.0.0.1:1/nowhere')  # nothing listens there: any connection attempt would fail
+    with pytest.raises(TenantError, match='invalid tenant name'): s.open(name, create=True)
+    async def receive():
+        async with s.receiving(name): pass
+    with pytest.raises(TenantError, match='invalid tenant name'): asyncio.run(receive())
+
+def test_create_races_make_one_tenant(pg_url):
+    stores = [PgStore(pg_url) for _ in range(4)]
+    barrier, errors = threading.Barrier(4), []
+    def create(s):
+        barrier.wait()
+        try: s.open('acme', create=True)
+        except Exception as e: errors.append(e)
+    ts = [threading.Thread(target=create, args=(s,)) for s in stores]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    try:
+        assert errors == [] and stores[0].tenants() == ['acme']
+    finally:
+        for s in stores: s.close()
+
+def test_group_commits_of_two_stores_dedupe_atomically(pg_url):
+    "Two stores (two receivers' pools, standing in for two hosts) race with the same keys, in opposite orders."
+    PgStore(pg_url).open('acme', create=True)
+    keys = [f'evt_{i:04d}' for i in range(300)]
+    answers, barrier = {0: [], 1: []}, threading.Barrier(2)
+    def receiver(n):
+        s = PgStore(pg_url)
+        async def main():
+            async with s.receiving('acme') as inbox:
+                barrier.wait()
+                for lo in range(0, len(keys), 50):  # rounds of concurrent deliveries, each key delivered twice per receiver
+                    chunk = keys[lo:lo+50] * 2
+                    if n: chunk.reverse()
+                    seqs = await asyncio.gather(*(inbox.submit(ev(k)) for k in chunk))
+                    answers[n] += list(zip(chunk, seqs))
+            await s.aclose()
+        asyncio.run(main())
+    ts = [threading.Thread(target=receiver, args=(n,)) for n in (0, 1)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    new = {}
+    for k, seq in answers[0] + answers[1]:
+        if seq is not None: new.setdefault(k, []).append(seq)
+    assert {k: len(v) for k, v in new.items()} == {k: 1 for k in keys}, 'each key is new for exactly one delivery'
+    s = PgStore(pg_url)
+    try:
+        rows = s.open('acme').q('SELECT idempotency_key, count(*) n FROM webhook_events GROUP BY 1')
+        assert {r['idempotency_key']: r['n'] for r in rows} == {f'stripe:{k}': 1 for k in keys}
+        assert sorted(v[0] for v in new.values()) == sorted(r['seq'] for r in s.open('acme').q('SELECT seq FROM webhook_events'))
+    finally: s.close()
+
+def test_skip_locked_claims_of_four_workers_never_overlap(pg_url):
+    s = PgStore(pg_url)
+    s.open('acme', create=True).log([ev(f'evt_{i}') for i in range(2000)])
+    claimed, barrier = [], threading.Barrier(4)
+    def worker(n):
+        own = PgStore(pg_url)
+        t = own.open('acme'); t.owner = f'worker-{n}.internal:{100+n}'
+        barrier.wait()
+        while cs := t.claim(batch=25):
+            claimed.extend(c.seq for c in cs)
+            assert t.record([Outcome(c.seq, c.id, c.attempt, time.time(), time.time(), 'completed') for c in cs]) == {c.seq for c in cs}
+        own.close()
+    ts = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for th in ts: th.start()
+    for th in ts: th.join()
+    try:
+        assert len(claimed) == len(set(claimed)) == 2000
+        assert s.open('acme').q("SELECT status, attempts, count(*) n FROM webhook_events GROUP BY 1, 2") == [{'status': 'completed', 'attempts': 1, 'n': 2000}]
+        assert s.open('acme').q("SELECT count(*) n FROM webhook_attempts")[0]['n'] == 2000
+    finally: s.close()
+
+def test_listen_wakes_a_worker_on_new_events_only(pg_url):
+    s, writer = PgStore(pg_url), PgStore(pg_url)
+    acme = writer.open('acme', create=True)
+    async def main():
+        woken = []
+        task = asyncio.create_task(s.listen(woken.append))
+        async def until(n):
+            for _ in range(300):
+                if len(woken) >= n: return
+                await asyncio.sleep(0.01)
+        await until(1)
+        assert woken == [None]  # listening
+        await asyncio.to_thread(acme.log, [ev('evt_1')])  # another store: another host's receiver
+        await until(2)
+        await asyncio.to_thread(acme.log, [ev('evt_1')])  # a duplicate: nothing new
+        await asyncio.to_thread(acme.log, [ev('evt_2', status='processing')])  # run by its receiver: no worker needed
+        await asyncio.sleep(0.3)
+        task.cancel()
+        return woken
+    try: assert asyncio.run(main()) == [None, 'acme']
+    finally: s.close(); writer.close()
+
+def test_a_stale_owner_cannot_touch_a_reclaimed_event(pg_url):
+    s = PgStore(pg_url)
+    try:
+        w1, w2 = s.open('acme', create=True), s.open('acme')
+        w1.owner, w2.owner = 'worker-1.internal:812', 'worker-2.internal:377'
+        w1.log([ev('evt_1')])
+        now = time.time()
+        (c1,) = w1.claim(lease=30, now=now - 60)   # its lease ran out 30 s ago
+        (c2,) = w2.claim(lease=600, now=now)       # taken over: attempt 2
+        assert (c2.seq, c2.attempt) == (c1.seq, 2)
+        until = w2.q('SELECT lease_until FROM webhook_events')[0]['lease_until']
+        w1.renew(lease=3600, lapse=[(c1.seq, 1), (c1.seq, 2)])
+        w1.release([c1, c2])
+        assert w1.record([Outcome(c1.seq, c1.id, 1, now, now, 'failed', 'RuntimeError: late'),
+                          Outcome(c1.seq, c1.id, 2, now, now, 'completed')]) == set()
+        row = w2.q('SELECT status, attempts, lease_owner, lease_until, error_message FROM webhook_events')[0]
+        assert row == {'status': 'processing', 'attempts': 2, 'lease_owner': w2.owner, 'lease_until': until, 'error_message': None}
+        assert [a.outcome for a in w2.attempts(c1.seq)] == ['lapsed']
+        assert w2.record([Outcome(c2.seq, c2.id, 2, now, now, 'completed')]) == {c2.seq}
+        assert [a.outcome for a in w2.attempts(c1.seq)] == ['lapsed', 'completed']
+    finally: s.close()
+
+def test_record_writes_history_only_for_the_attempt_it_applied(pg_url):
+    "A stale outcome in the same batch as the current one of the same event gets no history row."
+    s = PgStore(pg_url)
+    try:
+        t = s.open('acme', create=True)
+        t.log([ev('evt_1')])
+        now = time.time()
+        t.claim(lease=1, now=now - 10); (c,) = t.claim(now=now)  # attempt 1 lapsed, attempt 2 is this process's again
+        assert t.record([Outcome(c.seq, c.id, 1, now, now, 'completed'), Outcome(c.seq, c.id, 2, now, now, 'completed')]) == {c.seq}
+        assert [(a.attempt, a.outcome) for a in t.attempts(c.seq)] == [(1, 'lapsed'), (2, 'completed')]
+    finally: s.close()
+
+def test_sources_changed_elsewhere_reach_a_receiving_store_at_once(pg_url):
+    admin, rcv = PgStore(pg_url), PgStore(pg_url)
+    acme = admin.open('acme', create=True)
+    old = acme.add_source('stripe', 'stripe', 'whsec_old_0123456789abcdef0123456789')
+    async def main():
+        async with rcv.receiving('acme') as inbox: assert len(inbox.source('stripe').secrets) == 1
+        await asyncio.sleep(0.2)  # the sources watch is listening
+        await asyncio.to_thread(acme.add_source, 'stripe', 'stripe', 'whsec_new_0123456789abcdef0123456789')
+        await asyncio.to_thread(acme.remove_secret, 'stripe', old.fingerprints[0])
+        for _ in range(200):
+            async with rcv.receiving('acme') as inbox:
+                if inbox.source('stripe').secrets == ('whsec_new_0123456789abcdef0123456789',): return True
+            await asyncio.sleep(0.01)
+        return False
+    try: assert asyncio.run(main()), 'the retired secret still verified on the other store'
+    finally: rcv.close(); admin.close()
+
+def test_durability_whatever_the_database_default(pg_url):
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        c.execute(f'ALTER DATABASE "{c.info.dbname}" SET synchronous_commit = off')
+    s = PgStore(pg_url)
+    try:
+        assert s.open('acme', create=True).q('SHOW synchronous_commit') == [{'synchronous_commit': 'on'}]
+        async def receiving_setting():
+            async with (await s._receiving_pool()).connection() as c:
+                return (await (await c.execute('SHOW synchronous_commit')).fetchone())[0]
+        assert asyncio.run(receiving_setting()) == 'on'
+    finally: s.close()
+
+def test_bodies_and_text_postgres_cannot_hold(pg_url):
+    s = PgStore(pg_url)
+    try:
+        t = s.open('acme', create=True)
+        t.log([ev('evt_bin', payload=b'\x1f\x8b\x08\x00\x00'), ev('evt_nul', payload=b'a=1\x00b=2'), ev('evt_\x00x')])
+        got = {e.id: e.payload for e in t.events()}
+        assert got['evt_bin'] == b'\x1f\x8b\x08\x00\x00' and got['evt_nul'] == 'a=1\x00b=2'
+        assert 'evt_\ufffdx' in got  # text columns cannot hold NUL
+        assert t.log([ev('evt_\x00x')]) == [None]  # and the delivery is still a duplicate
+    finally: s.close()
+
+def test_same_columns_and_records_as_sqlite(pg_url, tmp_path):
+    s = PgStore(pg_url)
+    try:
+        pg, lite = s.open('acme', create=True), tenant_db('acme', tmp_path)
+        for table in ('webhook_events', 'webhook_attempts', 'webhook_sources'):
+            cols = [r['column_name'] for r in pg.q('SELECT column_name FROM information_schema.columns WHERE table_schema=%s '
+                                                  'AND table_name=%s ORDER BY ordinal_position', (pg.schema, table))]
+            assert cols == [c.name for c in lite.t[table].columns], table
+        batch = [ev('evt_1', at=1795342447.25, headers='{"user-agent":"Stripe/1.0"}'), ev('evt_2', payload=b'\xff', at=1795342448.5),
+                 ev('evt_1', at=1795342449.0)]
+        lt = SqliteTenant(lite)
+        assert [s is not None for s in pg.log(batch)] == [s is not None for s in lt.log(batch)] == [True, True, False]
+        assert [e._replace(seq=None) for e in pg.events()] == [e._replace(seq=None) for e in lt.events()]
+    finally: s.close()
+
+PATTERNS = ['invoice.*', 'invoice.?aid', '*.paid', 'charge.[a-f]*', 'charge.[^a-f]*', '[]x]*', '*[*]*', 'a[', 'x\\y*', '*', '',
+            'invoice.paid', '[a-]*', '*[.]*', 'a?c', '(x)*', 'x+y', '$*', '^*', '[^]]*', '*\n*']
+SUBJECTS = ['invoice.paid', 'invoice.', 'invoices.paid', 'charge.refunded', 'charge.failed', 'charge.z', ']x', 'x]', 'a*b', 'a[',
+            'x\\yz', '', 'INVOICE.PAID', 'abc', 'a-c', '-', '(x)', 'x+y', 'xxy', '$', '^', 'line1\nline2', 'évènement.créé']
+
+def test_type_wildcards_match_as_sqlite_glob_does(pg_url):
+    import apsw
+    lite = apsw.Connection(':memory:')
+    pairs = [(p, x) for p in PATTERNS for x in SUBJECTS]
+    want = [bool(lite.execute('SELECT ? GLOB ?', (x, p)).fetchone()[0]) for p, x in pairs]
+    with psycopg.connect(pg_url) as c:
+        got = [r[0] for r in c.execute('SELECT x ~ p FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS t(x, p, n) ORDER BY n',
+                                       ([x for _, x in pairs], [glob_regex(p) for p, _ in pairs]))]
+    assert [(p, x) for (p, x), w, g in zip(pairs, want, got) if w != g] == []
+
+def test_copy_sqlite_to_postgres_and_back_keeps_everything_once(pg_url, tmp_path):
+    from webhooks.store import copy_tenant
+    s = PgStore(pg_url)
+    try:
+        lite, pg, back = SqliteTenant(tenant_db('acme', tmp_path/'a')), s.open('acme', create=True), SqliteTenant(tenant_db('acme', tmp_path/'b'))
+        lite.add_source('stripe', 'stripe', 'whsec_old_0123456789abcdef0123456789')
+        lite.add_source('stripe', 'stripe', 'whsec_new_0123456789abcdef0123456789', max_body=65536)
+        lite.log([ev(f'evt_{i}', at=1795342447.0 + i, headers='{"user-agent":"Stripe/1.0"}') for i in range(2500)]
+                 + [ev('evt_bin', payload=b'\xff\xfe', at=1795345000.5)])
+        (c,) = lite.claim(batch=1, now=1795346000.0)
+        lite.record([Outcome(c.seq, c.id, 1, 1795346000.0, 1795346001.0, 'failed', 'ValueError: no customer')])
+        lite.claim(batch=1, now=1795346002.0)  # one event is processing when the copy is made
+        assert copy_tenant(lite, pg, page=1000) == dict(sources=2, events=2501, attempts=1, skipped=0)
+        assert copy_tenant(lite, pg, page=1000) == dict(sources=0, events=0, attempts=0, skipped=2501)
+        assert copy_tenant(pg, back, page=700) == dict(sources=2, events=2501, attempts=1, skipped=0)
+        for t in (pg, back):
+            assert t.sources() == lite.sources() and t.source('stripe') == lite.source('stripe')
+            assert [e._replace(seq=None) for e in t.events(limit=3000) if e.id != 'evt_1'] == \
+                   [e._replace(seq=None) for e in lite.events(limit=3000) if e.id != 'evt_1']
+            assert t.events(id='evt_1')[0].status == 'pending'  # its lease was the old store's
+            assert [a.outcome for a in t.attempts(t.find('evt_0'))] == ['failed']
+    finally: s.close()
