@@ -112,3 +112,44 @@ def test_metrics_need_the_admin_token_health_checks_do_not(root):
     assert re.search(r'webhooks_ingest_seconds_count \d', m) and 'webhooks_queue_lag_seconds{tenant="acme"}' in m
     with Serve('--root', root) as s2: assert 'Created the admin token' not in s2.out and token not in s2.out  # once only
     assert (root/'.admin-token').stat().st_mode & 0o777 == 0o600
+
+def test_dead_letter_alert_is_posted(root, tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    got = []
+    class H(BaseHTTPRequestHandler):
+        def do_POST(self):
+            got.append(json.loads(self.rfile.read(int(self.headers['content-length']))))
+            self.send_response(204); self.end_headers()
+        def log_message(self, *a): pass
+    srv = HTTPServer(('127.0.0.1', 0), H); threading.Thread(target=srv.serve_forever, daemon=True).start()
+    (tmp_path/'hooks.py').write_text("from webhooks.worker import on\n@on('*')\ndef boom(ev): raise RuntimeError('crm down')\n")
+    t = SqliteStore(root).open('acme')
+    from webhooks.store import NewEvent
+    seq, = t.log([NewEvent('evt_dead', 'stripe', 'invoice.paid', '{}', None, 'stripe:evt_dead')])
+    t.c.execute('UPDATE webhook_events SET attempts=4 WHERE seq=?', (seq,))  # its last attempt comes next
+    try:
+        with Serve('--root', root, '--handlers', tmp_path/'hooks.py', '--alert-url', f'http://127.0.0.1:{srv.server_port}/alert') as s:
+            deadline = time.monotonic() + 15
+            while not got and time.monotonic() < deadline: time.sleep(0.05)
+    finally: srv.shutdown()
+    a = got[0]
+    assert (a['kind'], a['tenant'], a['event_id']) == ('dead_letter', 'acme', 'evt_dead') and 'RuntimeError: crm down' in a['error'], a
+    assert 'alert dead_letter on acme' in s.err
+
+def test_lag_and_refusal_burst_alerts(root):
+    import asyncio
+    from webhooks.store import NewEvent, Rejection
+    from webhooks.worker import Alerts
+    t = SqliteStore(root).open('acme')
+    t.log([NewEvent('evt_old', 'stripe', 'x', '{}', None, 'stripe:evt_old', received_at=time.time() - 900)])
+    t.reject([Rejection(time.time(), 'stripe', None, 'invalid_signature', 'x', None, None, 0)] * 3)
+    seen = []
+    al = Alerts(hook=seen.append, lag=600, rejections=3, per_tenant={'quiet': {'lag': 10**9}})
+    async def go():
+        await al.check(SqliteStore(root)); await al.check(SqliteStore(root))  # the second round repeats nothing
+        await asyncio.sleep(0.05)
+    asyncio.run(go())
+    assert sorted(a['kind'] for a in seen) == ['queue_lag', 'rejections'], seen
+    lag = next(a for a in seen if a['kind'] == 'queue_lag')
+    assert lag['tenant'] == 'acme' and lag['lag'] > 890 and 'limit 600 s' in lag['message']
