@@ -3,10 +3,11 @@
 env: BENCH_ROOT (default /tmp/wh-bench-root, wiped at start), BENCH_TENANTS (default 1: tenant `bench`; N>1: also `bench0`…`bench{N-1}`),
      BENCH_TOLERANCE (seconds, default 300: long runs replay pre-signed requests older than that),
      BENCH_WORKER (1: run the background worker in the same process, as `webhooks-serve` does; 0: receiver only),
-     BENCH_DB (a postgresql:// URL: the tenants live there instead of BENCH_ROOT), BENCH_POOL (its pool size)."""
+     BENCH_DB (a postgresql:// URL: the tenants live there instead of BENCH_ROOT), BENCH_POOL (its pool size),
+     BENCH_LOG (text|json: log a line per request to stderr, as `webhooks-serve` does)."""
 import os, shutil
 from pathlib import Path
-from webhooks.cli import serve_app
+from webhooks.cli import serve_app, setup_logging
 from webhooks.routes import add_source
 from webhooks.store import as_store, tenant_db
 
@@ -24,3 +25,5 @@ else:
     for t in names:
         db = tenant_db(t, root); add_source(db, 'moda', 'moda', 'whsec_bench', tol); db.close()
     app = serve_app(root, worker=worker, writers=int(os.environ.get('BENCH_WRITERS', '8')))
+
+if fmt := os.environ.get('BENCH_LOG'): setup_logging(fmt)

@@ -190,7 +190,12 @@ def test_serve_banner_lists_tenants_sources_and_urls(root):
         assert f'{s.url}/webhooks/acme/gen   (generic)' in s.out and f'{s.url}/webhooks/beta/stripe   (stripe)' in s.out
         assert f'Health: {s.url}/healthz  ready: {s.url}/readyz' in s.out and 'Worker: running here' in s.out
         assert f'Metrics: {s.url}/metrics (Authorization: Bearer <admin token>)' in s.out
-    with Serve('--root', root, '--no-worker') as s: assert 'Worker: not in this process (--no-worker)' in s.out
+        assert f'Admin: {s.url}/admin (log in with the admin token)' in s.out
+        r = httpx.get(f'{s.url}/admin/', follow_redirects=False)
+        assert r.status_code in (302, 303, 307) and '/admin/login' in r.headers['location']
+    with Serve('--root', root, '--no-worker', '--no-dashboard') as s:
+        assert 'Worker: not in this process (--no-worker)' in s.out and 'Admin:' not in s.out
+        assert httpx.get(f'{s.url}/admin/').status_code == 404
 
 def test_bodies_that_are_not_utf8_or_json_are_stored_intact(root):
     pdf, form = b'%PDF-1.7\n\xe2\xe3\xcf\xd3 statement', 'caf\xe9=1&id=F-7'.encode('latin-1')
