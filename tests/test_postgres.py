@@ -229,6 +229,23 @@ def test_bodies_and_text_postgres_cannot_hold(pg_url):
         assert t.log([ev('evt_\x00x')]) == [None]  # and the delivery is still a duplicate
     finally: s.close()
 
+def test_a_nul_in_an_error_and_whole_second_times_are_recorded(pg_url):
+    "A handler error holding NUL is recorded (not a failed `record` that loses the outcome); int times mix with floats."
+    s = PgStore(pg_url)
+    try:
+        t = s.open('acme', create=True)
+        t.log([ev('evt_1', at=1795342447), ev('evt_2', at=1795342447.5)])
+        c1, c2 = t.claim()
+        now = int(time.time())
+        outs = [Outcome(c1.seq, c1.id, 1, now, now, 'retry', 'ValueError: bad byte \x00 in input'),
+                Outcome(c2.seq, c2.id, 1, now, time.time(), 'completed')]
+        assert t.record(outs, retry_at=lambda o: int(o.finished) + 60) == {c1.seq, c2.seq}
+        assert t.q('SELECT status, error_message, next_attempt_at FROM webhook_events ORDER BY seq') == [
+            {'status': 'pending', 'error_message': 'ValueError: bad byte \ufffd in input', 'next_attempt_at': now + 60},
+            {'status': 'completed', 'error_message': None, 'next_attempt_at': 0}]
+        assert [a.outcome for a in t.attempts(c1.seq)] == ['retry']
+    finally: s.close()
+
 def test_same_columns_and_records_as_sqlite(pg_url, tmp_path):
     s = PgStore(pg_url)
     try:

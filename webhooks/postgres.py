@@ -120,24 +120,28 @@ def stored_body(b:bytes|None,  # a `payload` as PostgreSQL returns it
 
 # %% ../nbs/06_postgres.ipynb #543e5c44
 _SQL = dict(
-  insert='''INSERT INTO {s}.webhook_events (id, source, event_type, payload, signature, idempotency_key, status, attempts,
+  insert='''WITH new AS (
+INSERT INTO {s}.webhook_events (id, source, event_type, payload, signature, idempotency_key, status, attempts,
   received_at, next_attempt_at, lease_until, lease_owner, headers)
 SELECT id, source, event_type, payload, signature, idempotency_key, status, attempts, received_at, 0, lease_until,
   lease_owner, headers
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::int[],
-            %s::float8[], %s::float8[], %s::text[], %s::text[])
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[], %b::text[], %b::text[], %b::int[],
+            %b::float8[], %b::float8[], %b::text[], %b::text[])
   WITH ORDINALITY AS r(id, source, event_type, payload, signature, idempotency_key, status, attempts,
                        received_at, lease_until, lease_owner, headers, n)
 ORDER BY n
-ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq, idempotency_key''',
-  expire='''UPDATE {s}.webhook_events e SET idempotency_key=NULL FROM unnest(%s::text[], %s::float8[]) AS d(k, cutoff)
+ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq, idempotency_key, status)
+SELECT seq, idempotency_key, CASE WHEN status = 'pending' THEN pg_notify(%b, %b) END FROM new''',
+  expire='''UPDATE {s}.webhook_events e SET idempotency_key=NULL FROM unnest(%b::text[], %b::float8[]) AS d(k, cutoff)
 WHERE e.idempotency_key = d.k AND e.received_at < d.cutoff RETURNING d.k''',
   notify='SELECT pg_notify(%s, %s)',
   seen='SELECT 1 FROM {s}.webhook_events WHERE idempotency_key=%s AND received_at >= %s',
   sources='''SELECT name, scheme, secret, tolerance, fingerprint, max_body FROM {s}.webhook_sources
 ORDER BY added_at DESC''',
+  holders='''SELECT DISTINCT lease_owner FROM {s}.webhook_events
+WHERE status='processing' AND starts_with(lease_owner, %s) AND lease_owner <> %s''',
   lost='''SELECT seq, id, attempts, lease_until, lease_owner, lapses FROM {s}.webhook_events
-WHERE status='processing' AND (lease_until IS NULL OR lease_until < %s OR (starts_with(lease_owner, %s) AND lease_owner <> %s))
+WHERE status='processing' AND (lease_until IS NULL OR lease_until < %s OR lease_owner = ANY(%s))
 ORDER BY seq FOR UPDATE SKIP LOCKED''',
   lapse='''UPDATE {s}.webhook_events SET lapses=lapses+1, lease_until=NULL, lease_owner=NULL, next_attempt_at=%(now)s,
   status=CASE WHEN attempts >= %(max)s THEN 'failed' ELSE 'pending' END,
@@ -156,12 +160,21 @@ RETURNING seq, id, source, event_type, payload, attempts''',
 WHERE seq = ANY(ARRAY(SELECT seq FROM {s}.webhook_events WHERE status='pending' AND next_attempt_at <= %s AND lapses >= 2
                       ORDER BY next_attempt_at, seq LIMIT %s FOR UPDATE SKIP LOCKED))
 RETURNING seq, id, source, event_type, payload, attempts''',
-  finish='''UPDATE {s}.webhook_events SET status=%s, processed_at=%s, error_message=%s, note=%s, lease_until=NULL,
-  lease_owner=NULL
-WHERE seq=%s AND status='processing' AND lease_owner=%s AND attempts=%s RETURNING seq, attempts''',
-  retry='''UPDATE {s}.webhook_events SET status='pending', next_attempt_at=%s, error_message=%s, lease_until=NULL,
-  lease_owner=NULL
-WHERE seq=%s AND status='processing' AND lease_owner=%s AND attempts=%s RETURNING seq, attempts''',
+  record='''WITH o AS (
+SELECT * FROM unnest(%b::bigint[], %b::int[], %b::text[], %b::float8[], %b::text[], %b::text[], %b::text[],
+                     %b::float8[], %b::float8[], %b::text[])
+  WITH ORDINALITY AS o(seq, attempt, status, next_at, note, id, outcome, started, finished, error, n)),
+done AS (
+UPDATE {s}.webhook_events e SET status=o.status, error_message=o.error, lease_until=NULL, lease_owner=NULL,
+  processed_at=CASE WHEN o.status = 'pending' THEN e.processed_at ELSE o.finished END,
+  note=CASE WHEN o.status = 'pending' THEN e.note ELSE o.note END,
+  next_attempt_at=CASE WHEN o.status = 'pending' THEN o.next_at ELSE e.next_attempt_at END
+FROM o WHERE e.seq = o.seq AND e.status = 'processing' AND e.lease_owner = %b AND e.attempts = o.attempt
+RETURNING o.n),
+history AS (
+INSERT INTO {s}.webhook_attempts (event_seq, webhook_id, attempt, started_at, finished_at, outcome, error)
+SELECT seq, id, attempt, started, finished, outcome, error FROM o WHERE n IN (SELECT n FROM done) ORDER BY n)
+SELECT o.seq FROM o JOIN done USING (n)''',
   renew="UPDATE {s}.webhook_events SET lease_until=%s WHERE status='processing' AND lease_owner=%s",
   lapse_now='UPDATE {s}.webhook_events SET lease_until=%s WHERE seq=%s AND attempts=%s AND lease_owner=%s',
   release='''UPDATE {s}.webhook_events SET status='pending', attempts=attempts-1, lease_until=NULL, lease_owner=NULL
@@ -421,7 +434,7 @@ def pg_rows(events:list,  # `NewEvent`s (or plain 8- or 9-tuples in its order)
     for wid, source, etype, payload, sig, key, status, at, *hd in events:  # 8-tuples (no headers) still work
         if status not in STATUSES: raise ValueError(f'unknown status {status!r}; use one of {", ".join(STATUSES)}')
         if not key or not isinstance(key, str): raise ValueError(f'idempotency_key must be a non-empty string, not {key!r}')
-        at, held = now if at is None else at, status == 'processing'
+        at, held = float(now if at is None else at), status == 'processing'  # float8[] in binary: ints would not mix
         body = body_value(payload)
         rows.append((_text(wid), _text(source), _text(etype), body.encode() if isinstance(body, str) else body, _text(sig),
                      _text(key), status, int(held), at, at + LEASE if held else None, owner if held else None,
@@ -435,8 +448,8 @@ def log_steps(stmt:dict,       # the tenant's `statements`
               tenant:str,      # the tenant's name, the notification's payload
              ):
     "The statements of one `log`: yields (query, parameters), is sent each one's rows; returns each row's seq or None."
-    got = yield stmt['insert'], [list(col) for col in zip(*rows)]
-    fresh = {k: s for s, k in got}
+    got = yield stmt['insert'], [*map(list, zip(*rows)), channel, tenant]
+    fresh = {k: s for s, k, _ in got}
     res, taken, old = [], set(), {}
     for i, r in enumerate(rows):
         s = fresh.pop(r[5], None)  # the first row of a key gets its seq
@@ -447,10 +460,8 @@ def log_steps(stmt:dict,       # the tenant's `statements`
         expired = yield stmt['expire'], [list(old), [rows[i][8] - window for i in old.values()]]
         again = sorted(old[k] for (k,) in expired)
         if again:
-            got = yield stmt['insert'], [list(col) for col in zip(*[rows[i] for i in again])]
-            for s, k in got: res[old[k]] = s
-    if any(s is not None and rows[i][6] == 'pending' for i, s in enumerate(res)):
-        yield stmt['notify'], (channel, tenant)
+            got = yield stmt['insert'], [*map(list, zip(*[rows[i] for i in again])), channel, tenant]
+            for s, k, _ in got: res[old[k]] = s
     return res
 
 def _run(c, steps):
@@ -461,11 +472,13 @@ def _run(c, steps):
     except StopIteration as e: return e.value
 
 async def _arun(c, steps):
-    "Run `log_steps` on async connection `c`; their result."
-    try:
-        step = next(steps)
-        while True: step = steps.send(await (await c.execute(*step)).fetchall())
+    "Run `log_steps` on async autocommit connection `c`: the insert is its own transaction, the rest (if any) one more."
+    try: step = steps.send(await (await c.execute(*next(steps))).fetchall())
     except StopIteration as e: return e.value
+    async with c.transaction():  # a key taken by an event past the window: release it and insert again
+        try:
+            while True: step = steps.send(await (await c.execute(*step)).fetchall())
+        except StopIteration as e: return e.value
 
 # %% ../nbs/06_postgres.ipynb #2abda5c6
 @patch
@@ -566,11 +579,9 @@ def set_status(self:PgTenant,
 @patch
 def _reclaim(self:PgTenant, c, now:float, max_attempts:int)->int:
     "Inside the caller's transaction on `c`: take back every lost lease."
-    n, alive = 0, {}
-    host = self.owner.rpartition(':')[0] + ':'
-    for seq, wid, attempts, until, owner, lapses in c.execute(self.stmt['lost'], (now, host, self.owner)).fetchall():
-        if owner not in alive: alive[owner] = _alive(owner)
-        if (until or 0) >= now and alive[owner]: continue
+    n, host = 0, self.owner.rpartition(':')[0] + ':'
+    dead = [o for (o,) in c.execute(self.stmt['holders'], (host, self.owner)) if not _alive(o)]
+    for seq, wid, attempts, until, owner, lapses in c.execute(self.stmt['lost'], (now, dead)).fetchall():
         who = owner or 'no owner'
         dead = (f'the process running it ({who}) stopped mid-run {lapses+1} times (crash, kill or timeout); '
                 f'dead-lettered after {attempts} attempts')
@@ -608,32 +619,21 @@ def claim(self:PgTenant,
     return [Claim(seq, wid, src, typ, stored_body(p), a) for seq, wid, src, typ, p, a in sorted(rows)]
 
 # %% ../nbs/06_postgres.ipynb #dcaadbfd
-def _returned(c, query:str, rows:list)->set:
-    "Run `query` once per row of `rows` (pipelined); everything their RETURNING gave."
-    cur, got = c.cursor(), set()
-    cur.executemany(query, rows, returning=True)
-    while True:
-        got.update(cur.fetchall())
-        if not cur.nextset(): return got
-
 @patch
 def record(self:PgTenant,
            outcomes:list[Outcome],  # what handler runs came to
            retry_at:Callable=lambda o: o.finished, # when a 'retry' outcome is due again
           )->set[int]:
     "Record outcomes in one transaction; the `seq`s applied. An outcome of a lost claim is dropped, history included."
-    me = self.owner
-    retry = [(retry_at(o), o.error, o.seq, me, o.attempt) for o in outcomes if o.outcome == 'retry']
-    done = [(_final[o.outcome], o.finished, o.error, 'no handler for this event type' if o.outcome == 'ignored' else None,
-             o.seq, me, o.attempt) for o in outcomes if o.outcome != 'retry']
-    with self._conn() as c, c.transaction():
-        applied = set()  # (seq, attempt) pairs: a stale outcome beside the current one of the same event gets no history
-        if retry: applied |= _returned(c, self.stmt['retry'], retry)
-        if done: applied |= _returned(c, self.stmt['finish'], done)
-        hist = [(o.seq, o.id, o.attempt, o.started, o.finished, o.outcome, o.error)
-                for o in outcomes if (o.seq, o.attempt) in applied]
-        if hist: c.cursor().executemany(self.stmt['history'], hist)
-    return {s for s,_ in applied}
+    if not outcomes: return set()
+    first = {}  # one outcome per claim (seq, attempt); a stale outcome of an older claim matches no row
+    for o in outcomes: first.setdefault((o.seq, o.attempt), o)
+    rows = [(o.seq, o.attempt, 'pending' if o.outcome == 'retry' else _final[o.outcome],
+             float(retry_at(o)) if o.outcome == 'retry' else None,
+             'no handler for this event type' if o.outcome == 'ignored' else None,
+             _text(o.id), o.outcome, float(o.started), float(o.finished), _text(o.error)) for o in first.values()]
+    with self._conn() as c:
+        return {s for (s,) in c.execute(self.stmt['record'], [*map(list, zip(*rows)), self.owner])}
 
 @patch
 def renew(self:PgTenant,
@@ -808,13 +808,12 @@ class PgInbox:
             raise StoreUnavailable(f'cannot read the sources of tenant {self.name!r}: {error_text(e)}') from None
 
     async def _write(self, events:list[NewEvent])->list[int|None]:
-        "One round: one transaction, its rows in key order."
+        "One round: one statement (its own transaction), its rows in key order."
         rows = pg_rows(events, self.owner)
         order = sorted(range(len(rows)), key=lambda i: rows[i][5])
         async with (await self.store._receiving_pool()).connection() as c:
-            async with c.transaction():
-                seqs = await _arun(c, log_steps(self.stmt, [rows[i] for i in order], IDEMPOTENCY_WINDOW,
-                                                self.store.channel, self.name))
+            seqs = await _arun(c, log_steps(self.stmt, [rows[i] for i in order], IDEMPOTENCY_WINDOW,
+                                            self.store.channel, self.name))
         res = [None]*len(rows)
         for j, i in enumerate(order): res[i] = seqs[j]
         return res
