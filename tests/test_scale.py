@@ -15,7 +15,7 @@ HOOKS = '''import os, time
 from webhooks.worker import on
 @on('*')
 def work(ev):
-    time.sleep(0.01)    # a little real work, so the kill lands while handlers run
+    time.sleep(0.02)    # a little real work, so the kill lands while handlers run
 '''
 
 def start(*args, env=None)->subprocess.Popen:
@@ -73,9 +73,11 @@ def test_two_receivers_two_workers_one_killed(pg_url, tmp_path, q):
         sender.start()
         t = st.open('shop')
         deadline = time.monotonic() + 60
-        while q(t, "SELECT count(*) n FROM webhook_events WHERE status='completed'")[0]['n'] < N // 10:
+        mine = "SELECT count(*) n FROM webhook_events WHERE status='processing' AND lease_owner LIKE ?"
+        while (q(t, "SELECT count(*) n FROM webhook_events WHERE status='completed'")[0]['n'] < N // 10
+               or not q(t, mine, (f'%:{wk[0].pid}',))[0]['n']):   # kill it while it holds claims
             assert time.monotonic() < deadline, 'workers made no progress'
-            time.sleep(0.02)
+            time.sleep(0.005)
         wk[0].send_signal(signal.SIGKILL); wk[0].wait()
         done_at_kill = q(t, "SELECT count(*) n FROM webhook_events WHERE status='completed'")[0]['n']
         held = q(t, "SELECT count(*) n FROM webhook_events WHERE status='processing' AND lease_owner LIKE ?", (f'%:{wk[0].pid}',))[0]['n']
