@@ -7,6 +7,7 @@ go to docs/screenshots/ (shown in nbs/07_dashboard.ipynb and the README).
 
 Without Chromium or Playwright the module is skipped (apt-get install chromium; pip install -e ".[dev]"),
 except with CI=true, where that is a failure."""
+import tempfile
 import inspect, json, os, re, secrets, socket, threading, time
 from contextlib import closing
 from types import SimpleNamespace
@@ -19,7 +20,8 @@ import uvicorn
 CHROMIUM = '/usr/bin/chromium'
 ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync',
         '--no-first-run']
-SHOTS = Path(__file__).resolve().parent.parent/'docs'/'screenshots'
+SHOTS = Path(__file__).resolve().parent.parent/'docs'/'screenshots'  # rewritten only with WEBHOOKS_SCREENSHOTS=1
+TMP_SHOTS = Path(tempfile.gettempdir())/'webhooks-screenshots'    # otherwise: a test run leaves the checkout as it was
 
 def _browser_missing():
     try: import playwright.sync_api  # noqa: F401
@@ -151,8 +153,9 @@ def admin(site, browser):
 def shot(site, page, name):
     "Save a screenshot of `page` as docs/screenshots/<name>.png (from the SQLite run)."
     if not site.screenshots: return
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS/f'{name}.png'), full_page=True)
+    where = SHOTS if os.environ.get('WEBHOOKS_SCREENSHOTS') == '1' else TMP_SHOTS
+    where.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(where/f'{name}.png'), full_page=True)
 
 def events(store, **kw):
     with closing(store.open('acme')) as t: return t.events(limit=1000, **kw)
