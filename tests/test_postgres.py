@@ -4,7 +4,7 @@ The behaviour every store must have runs on both backends in test_store, test_wo
 import asyncio, os, subprocess, sys, threading, time
 from pathlib import Path
 import pytest
-from webhooks.store import NewEvent, Outcome, TenantError, tenant_db, log_webhook_event
+from webhooks.store import NewEvent, Outcome, Rejection, TenantError, tenant_db, log_webhook_event
 
 if os.environ.get('CI', '').lower() != 'true': pytest.importorskip('psycopg', reason='pip install -e ".[dev]"')
 import psycopg
@@ -250,7 +250,7 @@ def test_same_columns_and_records_as_sqlite(pg_url, tmp_path):
     s = PgStore(pg_url)
     try:
         pg, lite = s.open('acme', create=True), tenant_db('acme', tmp_path)
-        for table in ('webhook_events', 'webhook_attempts', 'webhook_sources'):
+        for table in ('webhook_events', 'webhook_attempts', 'webhook_sources', 'webhook_rejections', 'webhook_retired'):
             cols = [r['column_name'] for r in pg.q('SELECT column_name FROM information_schema.columns WHERE table_schema=%s '
                                                   'AND table_name=%s ORDER BY ordinal_position', (pg.schema, table))]
             assert cols == [c.name for c in lite.t[table].columns], table
@@ -298,3 +298,238 @@ def test_copy_sqlite_to_postgres_and_back_keeps_everything_once(pg_url, tmp_path
             assert t.events(id='evt_1')[0].status == 'pending'  # its lease was the old store's
             assert [a.outcome for a in t.attempts(t.find('evt_0'))] == ['failed']
     finally: s.close()
+
+# ---------------------------------------------------------------- schema 4: the operator's tables, on PostgreSQL too
+
+def v1_layout(tenant:str)->str:
+    "Tenant `tenant`'s schema as layout 1 made it (no rejections, no retired secrets, no `last_matched`), marked version 1."
+    import json, re
+    from psycopg import sql
+    from webhooks.postgres import PG_REJECTION_SCHEMA, PG_SCHEMA
+    from webhooks.store import STATUSES
+    ddl = re.sub(r'\n  last_matched double precision,[^\n]*', '', PG_SCHEMA.replace(PG_REJECTION_SCHEMA, ''))
+    assert 'rejections' not in ddl and 'retired' not in ddl and 'last_matched' not in ddl and 'webhook_events_status' not in ddl
+    return sql.SQL(ddl).format(s=sql.Identifier(schema_name(tenant)), statuses=sql.SQL(', ').join(map(sql.Literal, STATUSES)),
+                               mark=sql.Literal(json.dumps({'webhooks_tenant': tenant, 'schema_version': 1}))).as_string(None)
+
+def layout(url, schema):
+    "Columns (in order) and index definitions of `schema`'s tables, the schema's name taken out."
+    with psycopg.connect(url) as c:
+        cols = c.execute('SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema=%s '
+                         'ORDER BY table_name, ordinal_position', (schema,)).fetchall()
+        idx = c.execute('SELECT indexdef FROM pg_indexes WHERE schemaname=%s ORDER BY indexname', (schema,)).fetchall()
+        mark = c.execute("SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname=%s", (schema,)).fetchone()[0]
+    return cols, [d.replace(f'"{schema}".', '').replace(f'{schema}.', '') for (d,) in idx], mark.replace(schema[3:], '')
+
+def test_an_old_layout_schema_migrates_in_place_and_keeps_its_rows(pg_url):
+    "Schemas made by layout 1 are brought up to date when opened (once, by racing stores) or first received for."
+    from webhooks.postgres import PG_SCHEMA_VERSION
+    from webhooks.signatures import fingerprint
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        for t in ('acme', 'globex'):
+            c.execute(v1_layout(t))
+            s = schema_name(t)
+            c.execute(f'''INSERT INTO "{s}".webhook_events (id, source, event_type, payload, idempotency_key, status, received_at)
+                          VALUES ('evt_old', 'stripe', 'invoice.paid', '{{"id":"evt_old"}}', 'stripe:evt_old', 'failed', 1767225600)''')
+            c.execute(f'''INSERT INTO "{s}".webhook_sources VALUES ('stripe', 'stripe', 'whsec_old_0123456789abcdef', %s, 300,
+                          1767225000, NULL)''', (fingerprint('whsec_old_0123456789abcdef'),))
+    stores = [PgStore(pg_url) for _ in range(4)]
+    try:
+        assert stores[0].tenants() == ['acme', 'globex']
+        barrier, opened, errors = threading.Barrier(4), [], []
+        def open_it(s):
+            barrier.wait()
+            try: opened.append(s.open('acme'))
+            except Exception as e: errors.append(e)
+        ts = [threading.Thread(target=open_it, args=(s,)) for s in stores]
+        for th in ts: th.start()
+        for th in ts: th.join()
+        assert errors == [] and len(opened) == 4
+        t = opened[0]
+        fresh = stores[0].open('fresh', create=True)
+        assert layout(pg_url, 'wh_acme') == layout(pg_url, 'wh_fresh'), 'a migrated schema is the one a new tenant gets'
+        assert f'"schema_version": {PG_SCHEMA_VERSION}' in layout(pg_url, 'wh_acme')[2] and PG_SCHEMA_VERSION == 2
+        (e,) = t.events()
+        assert (e.id, e.payload, e.status, e.received_at) == ('evt_old', '{"id":"evt_old"}', 'failed', 1767225600)
+        assert t.source('stripe') == ('stripe', ('whsec_old_0123456789abcdef',), 300, None, ())
+        assert [(x.added_at, x.last_matched) for x in t.secrets('stripe')] == [(1767225000, None)]
+        assert t.reject([Rejection(1767225700.5, 'stripe', '203.0.113.7', 'invalid_signature', 'no match', None, b'{}', 2)]) == 1
+        assert t.replay('evt_old') == [e.seq]
+        del fresh
+        async def receive():  # globex is first opened by a receiver: migrated there
+            s = PgStore(pg_url)
+            async with s.receiving('globex') as inbox:
+                seq = await inbox.submit(ev('evt_new', at=1767226000.25, secret=fingerprint('whsec_old_0123456789abcdef')))
+            await s.aclose()
+            return seq
+        assert asyncio.run(receive()) is not None
+        g = stores[1].open('globex')
+        assert [x.id for x in g.events()] == ['evt_new', 'evt_old']
+        assert [x.last_matched for x in g.secrets('stripe')] == [1767226000.25]
+        assert layout(pg_url, 'wh_globex')[:2] == layout(pg_url, 'wh_fresh')[:2]
+    finally:
+        for s in stores: s.close()
+
+def test_operator_views_match_sqlite(pg_url, tmp_path):
+    "Rejections, counts, secrets, stats, hourly buckets, retired secrets and the new filters: the same on both stores."
+    from webhooks.signatures import fingerprint
+    from webhooks.store import SqliteStore
+    ps, ls = PgStore(pg_url), SqliteStore(tmp_path/'data')
+    try:
+        pg, lite = ps.open('acme', create=True), ls.open('acme', create=True)
+        now = 1795442400.0 + 1234.5  # 20 minutes into an hour
+        old, new = 'whsec_old_0123456789abcdef0123456789', 'whsec_new_0123456789abcdef0123456789'
+        rej = [Rejection(now - 600*i, 'stripe' if i % 3 else 'paypal', f'203.0.113.{i}', code, f'diagnosis {i}',
+                         '{"stripe-signature":"t=1795…"}' if i % 2 else None, bytes([i]) * (i % 5) or None, i * 100)
+               for i, code in zip(range(40, 0, -1), ['invalid_signature', 'stale_timestamp', 'unknown_source', 'invalid_signature'] * 10)]
+        for t in (pg, lite):
+            t.add_source('stripe', 'stripe', old); t.add_source('stripe', 'stripe', new); t.add_source('github', 'github', 'gh-secret-0123456789')
+            events = [ev(f'evt_{i}', type=['invoice.paid', 'charge.failed', 'customer.created'][i % 3], at=now - 900*i,
+                         secret=fingerprint(old if i > 20 else new) if i % 4 else None) for i in range(60, 0, -1)]
+            t.log(events[:30]); t.log(events[30:])
+            cs = t.claim(batch=45, now=now)
+            t.record([Outcome(c.seq, c.id, c.attempt, now - 1000*j, now - 1000*j + 1.5, ['completed', 'failed', 'ignored', 'retry'][j % 4],
+                              None if j % 4 == 0 else 'ValueError: no customer') for j, c in enumerate(cs)], retry_at=lambda o: now + 60)
+            assert t.reject(rej[:25], cap=20) == 25 and t.reject(rej[25:], cap=20) == 15
+            t.remove_secret('stripe', fingerprint(old))
+        same = lambda f: (f(pg), f(lite))
+        ordered = lambda d: list(d.values()) == sorted(d.values(), reverse=True)
+        for name, f in dict(
+                rejections=lambda t: t.rejections(limit=100),
+                page=lambda t: t.rejections(limit=5, before=t.rejections(limit=3)[-1].seq, code='invalid_signature'),
+                recent=lambda t: t.rejections(since=now - 3000),
+                counts=lambda t: (t.rejection_counts(), ordered(t.rejection_counts())),  # ties may come in either order
+                counts_1h=lambda t: t.rejection_counts(since=now - 3600),
+                secrets=lambda t: [(x.fingerprint, x.last_matched) for x in t.secrets('stripe')],
+                github=lambda t: t.secrets('github')[0].last_matched,
+                retired=lambda t: [sec for sec, _ in t.source('stripe').retired],
+                stats=lambda t: t.stats(now=now),
+                hourly=lambda t: t.hourly(now=now),
+                hourly_72=lambda t: t.hourly(72, now=now + 7200),
+                until=lambda t: [(e.id, e.status) for e in t.events(until=now - 30000, limit=100)],
+                replay_until=lambda t: len(t.replay(until=now - 20000, dry_run=True)),
+                count=lambda t: t.count(range(40_000, 0, -1)),  # past SQLite's slices of 10,000
+                ).items():
+            a, b = same(f)
+            assert a == b, name
+        # the equalities above are about something: every view holds rows
+        assert pg.stats(now=now) == dict(counts={'pending': 26, 'processing': 0, 'completed': 12, 'failed': 11, 'unhandled': 11},
+                                         oldest_pending=now - 900*57, rejected_1h=6)  # the 4th claimed was retried
+        h = pg.hourly(now=now)
+        assert [sum(x[k] for x in h) for k in ('received', 'completed', 'failed', 'rejected')] == [60, 12, 11, 20]
+        assert len(pg.rejections(limit=100)) == 20 and {type(r.body) for r in pg.rejections(limit=100)} == {bytes, type(None)}
+        assert pg.secrets('stripe')[0].last_matched == now - 900  # the newest event verified by the new secret
+        assert same(lambda t: t.prune(30, statuses=('completed', 'failed', 'unhandled'), now=now + 86400*30 - 3000)) == \
+            (dict(emptied=34, deleted=34, rejections=15),) * 2
+        for t in (pg, lite): t.set_status('unhandled', seq=t.events(status='pending', limit=1)[0].seq)
+        assert same(lambda t: t.events(status='unhandled', limit=1)[0].processed_at is not None) == (True, True)
+    finally: ps.close(); ls.close()
+
+BAD_CALLS = [('events', dict(status='done')), ('events', dict(status=('failed', 'lost'))),
+             ('replay', dict()), ('replay', dict(status='pending')), ('replay', dict(status='done')),
+             ('replay', dict(failed=True, status='completed')), ('replay', dict(id='evt_1', status='failed')),
+             ('replay', dict(id='evt_1', until=1795440000.0)), ('replay', dict(id='evt_nope')), ('replay', dict(id='evt_2')),
+             ('prune', dict(older_than_days=30, statuses=('pending',))), ('prune', dict(older_than_days=-1)),
+             ('set_status', dict(status='done', seq=1)), ('set_status', dict(status='completed', id='evt_nope')),
+             ('set_status', dict(status='completed', seq=10**9)), ('find', dict(id='evt_dup')),
+             ('remove_secret', dict(name='stripe', fingerprint='fp_0000000000')),
+             ('add_source', dict(name='stripe', scheme='github', secret='gh-secret-0123456789'))]
+
+def test_errors_are_the_sqlite_stores(pg_url, tmp_path):
+    "Every refusal of a bad call is the same exception with the same message on both stores."
+    from webhooks.store import SqliteStore
+    ps, ls = PgStore(pg_url), SqliteStore(tmp_path/'data')
+    try:
+        pg, lite = ps.open('acme', create=True), ls.open('acme', create=True)
+        for t in (pg, lite):
+            t.add_source('stripe', 'stripe', 'whsec_0123456789abcdef0123456789')
+            t.log([ev('evt_1', at=1795440000.5), ev('evt_2', at=1795440001.5), ev('evt_dup', at=1795440002.5),
+                   ev('evt_dup', source='github', at=1795440003.5)])
+            t.set_status('completed', seq=t.find('evt_2')); t.prune(0, now=1795440100.0)
+        def refusal(t, method, kw):
+            try: getattr(t, method)(**kw)
+            except Exception as e: return type(e).__name__, str(e)
+        got = [(m, kw, refusal(pg, m, kw), refusal(lite, m, kw)) for m, kw in BAD_CALLS]
+        assert [g for g in got if g[2] != g[3]] == []
+        assert all(g[2] is not None for g in got), [g for g in got if g[2] is None]
+    finally: ps.close(); ls.close()
+
+def test_admin_token_made_once_by_racing_stores(pg_url):
+    stores = [PgStore(pg_url) for _ in range(4)]
+    barrier, got = threading.Barrier(4), []
+    def first_run(s):
+        barrier.wait()
+        got.append(s.admin_token())
+    ts = [threading.Thread(target=first_run, args=(s,)) for s in stores]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    try:
+        (token,) = {tok for tok, _ in got}
+        assert token.startswith('adm_') and len(token) >= 36 and sorted(made for _, made in got) == [False, False, False, True]
+        assert stores[0].admin_token() == (token, False) and PgStore(pg_url).admin_token() == (token, False)
+        assert stores[0].tenants() == [] and 'webhooks' in schemas(pg_url)  # the store's own schema is no tenant
+    finally:
+        for s in stores: s.close()
+
+def test_receiving_records_matches_retired_secrets_and_refusals(pg_url):
+    "An inbox round sets `last_matched`; the cached sources carry retired secrets; refusals go in through the async pool."
+    from webhooks.signatures import fingerprint
+    admin, rcv = PgStore(pg_url), PgStore(pg_url)
+    acme = admin.open('acme', create=True)
+    old, new = 'whsec_old_0123456789abcdef0123456789', 'whsec_new_0123456789abcdef0123456789'
+    acme.add_source('stripe', 'stripe', old); acme.add_source('stripe', 'stripe', new)
+    forged = [Rejection(1795440000.0 + i, 'stripe', '203.0.113.7', 'invalid_signature', 'no match', '{"a":"b\x00"}', b'\x00\xff', 2)
+              for i in range(3)]
+    async def main():
+        async with rcv.receiving('acme') as inbox:
+            seqs = await asyncio.gather(*(inbox.submit(ev(f'evt_{i}', at=1795440000.0 + i, secret=fingerprint(old if i < 5 else new)))
+                                          for i in range(8)), inbox.submit(ev('evt_7', at=1795440009.0, secret=fingerprint(new))))
+        await asyncio.to_thread(acme.remove_secret, 'stripe', fingerprint(old))
+        for _ in range(200):  # the sources watch reloads the cache
+            async with rcv.receiving('acme') as inbox:
+                if inbox.source('stripe').secrets == (new,): break
+            await asyncio.sleep(0.01)
+        keys = inbox.source('stripe')
+        n = await rcv.reject('acme', forged)
+        with pytest.raises(TenantError): await rcv.reject('nobody', forged)
+        await rcv.aclose()
+        return seqs, keys, n
+    try:
+        seqs, keys, n = asyncio.run(main())
+        assert seqs[-1] is None and None not in seqs[:-1]
+        assert [(x.fingerprint, x.last_matched) for x in acme.secrets('stripe')] == [(fingerprint(new), 1795440009.0)]  # duplicates too
+        assert keys.secrets == (new,) and [s for s, _ in keys.retired] == [old] and keys == acme.source('stripe')
+        assert n == 3 and [(r.received_at, r.body, r.headers) for r in acme.rejections()] == \
+            [(1795440000.0 + i, b'\x00\xff', '{"a":"b\ufffd"}') for i in (2, 1, 0)]
+    finally: rcv.close(); admin.close()
+
+def test_a_delivery_signed_with_a_retired_secret_is_diagnosed_over_http(pg_url):
+    "A real receiver on PostgreSQL: the retired secret is named in the refusal's diagnosis; the current one's use is recorded."
+    import json, socket
+    import httpx, uvicorn
+    from webhooks.cli import serve_app
+    from webhooks.signatures import fingerprint, sign
+    s = PgStore(pg_url)
+    acme = s.open('acme', create=True)
+    old, new = 'whsec_old_0123456789abcdef0123456789', 'whsec_new_0123456789abcdef0123456789'
+    acme.add_source('stripe', 'stripe', old); acme.add_source('stripe', 'stripe', new)
+    acme.remove_secret('stripe', fingerprint(old))
+    with socket.socket() as sock: sock.bind(('127.0.0.1', 0)); port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(serve_app(PgStore(pg_url), worker=False), host='127.0.0.1', port=port, log_level='warning'))
+    th = threading.Thread(target=server.run, daemon=True); th.start()
+    try:
+        while not server.started: assert th.is_alive(); time.sleep(0.01)
+        def post(i, secret):
+            body = json.dumps({'id': f'evt_{i}', 'object': 'event', 'type': 'invoice.paid'}).encode()
+            return httpx.post(f'http://127.0.0.1:{port}/webhooks/acme/stripe', content=body, timeout=10,
+                              headers={'Content-Type': 'application/json', **sign('stripe', body, secret)})
+        sent = time.time()
+        assert post(1, old).status_code == 401 and post(2, new).status_code == 200
+        while not acme.rejections(): assert time.time() - sent < 2, 'the refusal was not recorded'; time.sleep(0.02)
+        (r,) = acme.rejections()
+        assert r.code == 'invalid_signature' and r.diagnosis.startswith(
+            f"signed with a secret retired on {time.strftime('%Y-%m-%d', time.gmtime())} ({fingerprint(old)})"), r.diagnosis
+        (info,) = acme.secrets('stripe')
+        assert info.fingerprint == fingerprint(new) and sent <= info.last_matched <= time.time()
+    finally:
+        server.should_exit = True; th.join(20); s.close()
