@@ -26,4 +26,6 @@ else:
         db = tenant_db(t, root); add_source(db, 'moda', 'moda', 'whsec_bench', tol); db.close()
     app = serve_app(root, worker=worker, writers=int(os.environ.get('BENCH_WRITERS', '8')))
 
-if fmt := os.environ.get('BENCH_LOG'): setup_logging(fmt)
+if fmt := os.environ.get('BENCH_LOG'):  # as webhooks-serve does
+    from webhooks.routes import AccessLog
+    setup_logging(fmt); app.state.webhooks.access = AccessLog(fmt)
