@@ -786,9 +786,11 @@ def replay(self:PgTenant,
         if c.execute(f'SELECT 1 FROM {t} WHERE {where} AND payload IS NULL LIMIT 1', args).fetchone():
             raise ValueError(f'{id or "a matching event"} has been pruned (its body is gone) and cannot be replayed')
         if dry_run or not seqs: return seqs
-        return sorted(s for (s,) in c.execute(f"""UPDATE {t} SET status='pending', attempts=0, next_attempt_at=%s,
+        queued = sorted(s for (s,) in c.execute(f"""UPDATE {t} SET status='pending', attempts=0, next_attempt_at=%s,
                 processed_at=NULL, lease_until=NULL, lease_owner=NULL, note='replayed' WHERE {where} RETURNING seq""",
                 (time.time(), *args)))
+        if queued: c.execute(self.stmt['notify'], (self.store.channel, self.name))  # workers run them now, not at their next poll
+        return queued
 
 @patch
 def prune(self:PgTenant,
