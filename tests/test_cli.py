@@ -1,12 +1,12 @@
 """The command line as a newcomer meets it: every command run for real in a subprocess, its exit status and its words
 checked, and no Python traceback, ever, for a mistake a person can make."""
-import base64, json, os, re, shutil, signal, socket, subprocess, sys, time
+import base64, json, os, re, shutil, signal, socket, subprocess, time
 from pathlib import Path
 import httpx, pytest
 from webhooks.signatures import sign
 from webhooks.store import NewEvent, SqliteStore, tenant_db
 
-BIN = Path(sys.executable).parent
+from helpers import BIN, Serve, free_port
 REPO = Path(__file__).resolve().parents[1]
 SECRET = 'whsec_cli_test_0123456789'
 
@@ -25,34 +25,6 @@ def refused(p, *words):
     assert len(lines) == 1, p.stderr
     for w in words: assert w in lines[0], (w, lines[0])
     return lines[0]
-
-def free_port()->int:
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-class Serve:
-    "`webhooks-serve` in a subprocess, up once it has printed its banner."
-    def __init__(self, *args, cwd=None, env=None):
-        self.port = free_port()
-        self.url = f'http://127.0.0.1:{self.port}'
-        self.p = subprocess.Popen([str(BIN/'webhooks-serve'), '--port', str(self.port), *map(str, args)], cwd=cwd,
-                                  env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.out = ''
-        deadline = time.monotonic() + 30
-        while 'Worker:' not in self.out:
-            line = self.p.stdout.readline()
-            if not line or time.monotonic() > deadline: raise AssertionError(f'webhooks-serve did not start: {self.out}{self.p.stderr.read()}')
-            self.out += line
-        while time.monotonic() < deadline:
-            try: httpx.get(self.url + '/', timeout=1); break
-            except httpx.HTTPError: time.sleep(0.05)
-    def __enter__(self): return self
-    def __exit__(self, *a):
-        self.p.send_signal(signal.SIGINT)
-        try: _, err = self.p.communicate(timeout=20)
-        except subprocess.TimeoutExpired: self.p.kill(); _, err = self.p.communicate()
-        lines = err.splitlines()  # the only traceback allowed is a handler's, in the log line saying it failed
-        for i, l in enumerate(lines):
-            if l.startswith('Traceback'): assert i and 'webhooks.worker: handler for' in lines[i-1], err
 
 def post(url, scheme, body, secret=SECRET, ctype='application/json', **kw):
     return httpx.post(url, content=body, headers={'Content-Type': ctype, **sign(scheme, body, secret, **kw)}, timeout=30)

@@ -8,14 +8,13 @@ go to docs/screenshots/ (shown in nbs/07_dashboard.ipynb and the README).
 Without Chromium or Playwright the module is skipped (apt-get install chromium; pip install -e ".[dev]"),
 except with CI=true, where that is a failure."""
 import tempfile
-import inspect, json, os, re, secrets, socket, threading, time
+import inspect, json, os, re, secrets, time
 from contextlib import closing
 from types import SimpleNamespace
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 CHROMIUM = '/usr/bin/chromium'
 ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync',
@@ -47,26 +46,7 @@ NEEDS = ('stats', 'hourly', 'rejections', 'rejection_counts', 'secrets')  # stor
 
 # ---------------------------------------------------------------- server, data, browser
 
-class Server:
-    "Run `app` with uvicorn on 127.0.0.1 in a background thread (lifespan included)."
-    def __init__(self, app):
-        with socket.socket() as s:
-            s.bind(('127.0.0.1', 0)); self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=self.port, log_level='warning'))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.url = f'http://127.0.0.1:{self.port}'
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline: raise RuntimeError('uvicorn did not start')
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(30)
+from helpers import Server
 
 def deliver(url, etype, secret=STRIPE, source='stripe', extra=None, **kw):
     body = json.dumps({'id': 'evt_' + secrets.token_hex(8), 'object': 'event', 'type': etype,

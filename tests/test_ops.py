@@ -1,37 +1,13 @@
 """What an operator sees of a running `webhooks-serve`: refused deliveries on record with a diagnosis (within a second,
 never slowing the 4xx), a log line per request (text or JSON, no secrets), handler failures with their traceback,
 Prometheus metrics behind the admin token, and unauthenticated health checks."""
-import json, os, re, signal, subprocess, sys, time
-from pathlib import Path
+import json, re, subprocess, time
 import httpx, pytest
 from webhooks.signatures import sign
 from webhooks.store import SqliteStore
 
-BIN = Path(sys.executable).parent
+from helpers import BIN, Serve
 SECRET = 'whsec_ops_test_0123456789'
-
-def free_port()->int:
-    import socket
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-class Serve:
-    def __init__(self, *args, env=None):
-        self.port = free_port(); self.url = f'http://127.0.0.1:{self.port}'
-        self.p = subprocess.Popen([str(BIN/'webhooks-serve'), '--port', str(self.port), *map(str, args)],
-                                  env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.out, deadline = '', time.monotonic() + 30
-        while 'Worker:' not in self.out:
-            line = self.p.stdout.readline()
-            assert line and time.monotonic() < deadline, self.out + self.p.stderr.read()
-            self.out += line
-        while True:
-            try: httpx.get(self.url + '/healthz', timeout=1); break
-            except httpx.HTTPError: time.sleep(0.05)
-    def __enter__(self): return self
-    def __exit__(self, *a):
-        self.p.send_signal(signal.SIGINT)
-        try: self.err = self.p.communicate(timeout=20)[1]
-        except subprocess.TimeoutExpired: self.p.kill(); self.err = self.p.communicate()[1]
 
 @pytest.fixture
 def root(tmp_path):

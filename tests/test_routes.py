@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 import stripe
 from standardwebhooks.webhooks import Webhook as StdWebhook
@@ -26,26 +25,7 @@ STANDARD = 'whsec_' + base64.b64encode(b'standard-webhooks-test-key-32byt').deco
 
 # ---------------------------------------------------------------- servers and helpers
 
-class Server:
-    "Run `app` with uvicorn on 127.0.0.1 in a background thread (lifespan included)."
-    def __init__(self, app):
-        with socket.socket() as s:
-            s.bind(('127.0.0.1', 0)); self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=self.port, log_level='warning'))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline: raise RuntimeError('uvicorn did not start')
-            time.sleep(0.01)
-        self.url = f'http://127.0.0.1:{self.port}'
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(30)
+from helpers import Server
 
 def make_source(root, tenant, source, scheme, secret, **kw):
     db = root.open(tenant, create=True) if hasattr(root, 'receiving') else tenant_db(tenant, root)  # a folder, or a `Store`

@@ -2,12 +2,11 @@
 `webhooks-worker`s share one database; every id is delivered to both receivers; one worker is SIGKILLed mid-run.
 Every acknowledged event is stored once and ends `completed`, exactly one delivery per id is answered as new, and every
 handler run has its attempt row (a run cut by the kill may repeat: at-least-once, never lost)."""
-import asyncio, json, os, random, signal, subprocess, sys, time
-from pathlib import Path
+import asyncio, json, os, random, signal, subprocess, time
 import httpx, pytest
 from webhooks.signatures import sign
 
-BIN = Path(sys.executable).parent
+from helpers import BIN, free_port
 SECRET = 'whsec_scale_test_0123456789'
 N = 2000  # distinct ids, each delivered twice (once to each receiver, in random order)
 
@@ -29,10 +28,6 @@ def wait_line(p:subprocess.Popen, word:str, timeout:float=30)->str:
         if not line or time.monotonic() > deadline: raise AssertionError(f'{p.args[0]} did not say {word!r}: {out}{p.stderr.read()}')
         out += line
     return out
-
-def free_port()->int:
-    import socket
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 async def deliver(urls:list[str])->dict:
     "Send every id to every receiver (shuffled, 32 at a time); {id: [duplicate flags of the 200 answers]}."

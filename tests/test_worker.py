@@ -8,8 +8,7 @@ from webhooks.worker import Worker, Handlers, replay
 
 SECRET = 'whsec_crash_test_9d2f'
 
-def free_port():
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+from helpers import free_port
 
 def serve(where, port, handlers):
     "Start `webhooks-serve` on `where` (a folder, or a PostgreSQL URL) as its own process; wait until it answers."
