@@ -48,7 +48,7 @@ def redact(headers:Mapping,  # request headers
            scheme:Scheme|None, # the source's scheme: its signature header is masked, its secret headers dropped
           )->dict:
     "`headers` with lower-case names, safe to store and show: signatures masked after a short prefix, secrets dropped."
-    sig = scheme.header.lower() if scheme else None   # no scheme (an unknown source): mask whatever looks like a signature
+    sig = scheme._lh if scheme else None   # no scheme (an unknown source), or one that signs in the body: mask what looks like a signature
     drop = DROP_HEADERS | {h.lower() for h in scheme.secret_headers} if scheme and scheme.secret_headers else DROP_HEADERS
     res = {}
     for k, v in headers.items():
@@ -79,12 +79,15 @@ def accept(scheme:Scheme,             # the source's scheme
            id:str|None=None,          # the delivery id, when the caller knows it
            type:str|None=None,        # the event type, when the caller knows it
            key:str|None=None,         # the idempotency key (default: '<source>:<id>')
+           url:str|None=None,         # the URL the sender posted to, for schemes that sign it
+           method:str='POST',         # the request's method, for schemes that sign it
           )->Delivery:
     "Verify `body`'s signature, then parse it into the event to log; `WebhookError` if either fails."
-    v = verify(scheme, body, headers, secrets, tolerance)
+    v = verify(scheme, body, headers, secrets, tolerance, url=url, method=method)
     text, payload, did, etype = parse_event(scheme, body, headers, content_type or header(headers, 'Content-Type'))
     did, shown = id or did, _json(redact(headers, scheme))
-    ev = NewEvent(did, source, type or etype, text, header(headers, scheme.header), key or f'{source}:{did}', status,
+    sig = header(headers, scheme.header) if scheme._fast is not None else None  # a shared token (GitLab) is a secret: never stored
+    ev = NewEvent(did, source, type or etype, text, sig, key or f'{source}:{did}', status,
                   headers=shown, secret=v.fingerprint)
     return Delivery(ev, payload, v)
 

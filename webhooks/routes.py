@@ -14,15 +14,15 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from .signatures import Scheme, WebhookError, fingerprint, get_scheme, presets, verify
+from .signatures import Reply, Scheme, WebhookError, fingerprint, get_scheme, greet, handshakes, presets, reply, verify
 from .store import (REJECTED_BODY, Rejection, SourceKeys, Store, StoreUnavailable, TenantStore, as_store, as_tenant,
                             error_text)
 from .store import add_source, remove_secret, sources  # still importable from here, where they used to live
 from .process import accept, finish, redact, run_handler
 
 # %% auto #0
-__all__ = ['MAX_BODY', 'log', 'answer', 'refuse', 'headers_dict', 'read_body', 'Receiver', 'diagnose', 'AccessLog', 'Metrics',
-           'install_ops', 'install_webhooks', 'on_lifespan', 'reference_scheme', 'handle_webhook_request']
+__all__ = ['MAX_BODY', 'log', 'answer', 'refuse', 'headers_dict', 'read_body', 'Receiver', 'public_url', 'diagnose', 'AccessLog',
+           'Metrics', 'install_ops', 'install_webhooks', 'on_lifespan', 'reference_scheme', 'handle_webhook_request']
 
 # %% ../nbs/03_routes.ipynb #12558b21
 def answer(status:int,           # HTTP status
@@ -97,9 +97,7 @@ async def receive(self:Receiver,
                  )->Response:
     "Handle one delivery to `tenant`'s `source`: the order of operations in one place."
     t0 = time.perf_counter()
-    if request.method != 'POST':
-        self._done(tenant, source, 405, 'method_not_allowed', None, t0)
-        return answer(405, 'method_not_allowed', f'{request.method} is not allowed; webhooks are POSTed')
+    method = request.method
     inbox = keys = scheme = body = None
     try:
         async with self.store.receiving(tenant) as inbox:
@@ -110,12 +108,19 @@ async def receive(self:Receiver,
                 msg = f'source {source!r} uses a scheme this process does not know: {e.args[0]}'
                 raise WebhookError('unknown_scheme', msg, 500) from None
             hd = headers_dict(request)
+            if method != 'POST' or scheme.handshake in _GREETS:  # a handshake that comes before any body (or a 405)
+                r = greet(scheme, method, dict(request.query_params), hd, keys.secrets, getattr(keys, 'verify_token', None))
+                if r is not None: return self._handshake(tenant, source, r, t0)
+                if method != 'POST': raise WebhookError('method_not_allowed', f'{method} is not allowed; webhooks are POSTed', 405)
             limit = keys.max_body or scheme.max_body or self.max_body  # the source's own, the provider's, the default
             body = await read_body(request, limit)
-            d = accept(scheme, body, hd, keys.secrets, source, keys.tolerance)
+            url = public_url(request, getattr(keys, 'url', None)) if scheme._signs_url or scheme.body_hash else None
+            d = accept(scheme, body, hd, keys.secrets, source, keys.tolerance, url=url, method=method)
+            if scheme.handshake and (r := reply(scheme, d.payload, hd, keys.secrets[d.verified.index])) is not None:
+                return self._handshake(tenant, source, r, t0)  # verified, answered, never stored
             seq = await inbox.submit(d.event)
     except WebhookError as e:
-        if inbox is not None and e.status < 500: self._refused(tenant, source, request, e, scheme, keys, body)
+        if inbox is not None and e.status < 500 and e.status != 405: self._refused(tenant, source, request, e, scheme, keys, body)
         self._done(tenant, source, e.status, e.code, None, t0)
         return refuse(e)
     if seq is not None:
@@ -123,6 +128,22 @@ async def receive(self:Receiver,
     self._done(tenant, source, 200, 'new' if seq is not None else 'duplicate', d.event.id, t0)
     return Response(b'{"ok":true,"id":%s,"duplicate":%s}' % (json.dumps(d.event.id).encode(), b'true' if seq is None else b'false'),
                     media_type='application/json')
+
+_GREETS = {n for n, h in handshakes.items() if h.before}  # handshakes that may come as a POST before any body is read (Graph)
+
+def public_url(request:Request,        # the delivery
+               override:str|None=None, # the source's public URL, when a proxy stands between sender and app
+              )->str:
+    "The URL the sender signed: the source's configured public URL plus the query string as received, else the request's own."
+    if not override: return str(request.url)
+    qs = request.scope.get('query_string', b'').decode('latin-1')
+    return override + ('&' if '?' in override else '?') + qs if qs else override
+
+@patch
+def _handshake(self:Receiver, tenant:str, source:str, r:Reply, t0:float)->Response:
+    "Send a handshake's answer (logged, counted, never stored)."
+    self._done(tenant, source, r.status, 'handshake', None, t0)
+    return Response(r.body, r.status, headers=dict(r.headers), media_type=r.content_type)
 
 @patch
 def _done(self:Receiver, tenant:str, source:str, status:int, code:str, id:str|None, t0:float):
@@ -152,9 +173,9 @@ def diagnose(e:WebhookError,              # the refusal
     if code == 'unknown_source':
         return f'tenant {tenant!r} has no source {source[:64]!r}: add it (webhooks-source {tenant} {source[:64]} --scheme … --secret …) or fix the URL'
     if code == 'missing_header' and scheme is not None:
-        other = next((p for p in presets.values() if p.header.lower() in headers and p.header.lower() != scheme.header.lower()), None)
+        other = next((p for p in presets.values() if p._lh and p._lh in headers and p._lh != scheme._lh), None)
         hint = f' (it carries {other.header}: a {other.name} delivery?)' if other else ''
-        if msg.startswith(scheme.header): return f"no `{scheme.header}` header: is this source's scheme ({scheme.name}) right?{hint}"
+        if scheme.header and msg.startswith(scheme.header): return f"no `{scheme.header}` header: is this source's scheme ({scheme.name}) right?{hint}"
         return f'{msg}{hint}'
     if code in ('stale_timestamp', 'future_timestamp'):
         off, tol = _num(msg, r'(\d+) s (?:old|ahead)'), _num(msg, r'tolerance is (\d+)')
@@ -252,6 +273,7 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         self.received = Counter('webhooks_received', 'Deliveries stored as new events', ['tenant'], registry=r)
         self.duplicates = Counter('webhooks_duplicates', 'Deliveries answered as duplicates', ['tenant'], registry=r)
+        self.handshakes = Counter('webhooks_handshakes', 'Provider handshakes answered (never stored)', ['tenant'], registry=r)
         self.rejected = Counter('webhooks_rejected', 'Deliveries refused, by code', ['tenant', 'code'], registry=r)
         self.handled = Counter('webhooks_handled', 'Handler runs by outcome: completed, failed, retried, unhandled',
                                ['tenant', 'outcome'], registry=r)
@@ -261,7 +283,8 @@ class Metrics:
     def request(self, tenant:str, status:int, code:str, seconds:float):
         "Count one answered request."
         self.latency.observe(seconds)
-        if status == 200: (self.received if code == 'new' else self.duplicates).labels(tenant).inc()
+        if code == 'handshake': self.handshakes.labels(tenant).inc()
+        elif status == 200: (self.received if code == 'new' else self.duplicates).labels(tenant).inc()
         else: self.rejected.labels('-' if code in ('unknown_tenant', 'invalid_tenant') else tenant, code).inc()
 
     def outcome(self, tenant:str, outcome:str):
@@ -306,7 +329,12 @@ def install_ops(app,                  # the app the receiver is installed in
     app.router.routes[0:0] = [Route('/healthz', healthz), Route('/readyz', readyz)] + ([Route('/metrics', metrics)] if token else [])
 
 # %% ../nbs/03_routes.ipynb #653f7fe6
-_ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']  # so that non-POST gets our JSON 405, not Starlette's text
+class _AnyMethod:
+    "An endpoint for every HTTP method, TRACE and WebDAV's too (a function route answers those with Starlette's text 405)."
+    def __init__(self, f): self.f = f
+    async def __call__(self, scope, receive, send):
+        r = await self.f(Request(scope, receive, send))
+        await r(scope, receive, send)
 
 def install_webhooks(app,                          # a FastHTML (or Starlette) app
                      root:str|Path|Store|Receiver='data', # folder of tenant databases, a `Store`, or a ready `Receiver`
@@ -321,8 +349,8 @@ def install_webhooks(app,                          # a FastHTML (or Starlette) a
         return await rcv.receive(request, p['tenant'], p['source'])
     async def nowhere(request:Request):
         return answer(404, 'unknown_tenant', f'no webhook endpoint at {request.url.path[:200]}; use POST {prefix}/<tenant>/<source>')
-    app.router.routes[0:0] = [Route(f'{prefix}/{{tenant}}/{{source}}', endpoint, methods=_ALL_METHODS),
-                              Route(f'{prefix}/{{rest:path}}', nowhere, methods=_ALL_METHODS)]
+    app.router.routes[0:0] = [Route(f'{prefix}/{{tenant}}/{{source}}', _AnyMethod(endpoint)),
+                              Route(f'{prefix}/{{rest:path}}', _AnyMethod(nowhere))]
     app.state.webhooks = rcv
     on_lifespan(app, stop=rcv.aclose)
     return rcv
