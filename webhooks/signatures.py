@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_signatures.ipynb #d731b308
 from __future__ import annotations
-import base64, binascii, datetime, hashlib, hmac, json, os, re, secrets as _secrets, time
+import base64, binascii, datetime, functools, hashlib, hmac, json, os, re, secrets as _secrets, time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -373,13 +373,14 @@ def _token(s:Scheme, values:list, secrets)->tuple:
     for i, sec in enumerate(secrets):
         if type(sec) is not str or not sec: continue
         b = sec.encode('utf-8', 'surrogatepass')
-        if all([hmac.compare_digest(g, b) for g in got]): return i, fingerprint(sec)
+        if all([hmac.compare_digest(g, b) for g in got]): return i, _key('utf8', sec)[2]
     raise SignatureError('mismatch', f'{s.header or s.sig_field} matches none of {len(secrets)} configured token(s)')
 
 try: from _hashlib import hmac_digest as _hmac_digest  # what `hmac.digest` calls, minus a Python frame on the hot path
 except ImportError: _hmac_digest = hmac.digest
 
 # %% ../nbs/00_signatures.ipynb #2bb6de4a
+@functools.lru_cache(maxsize=1024)  # a source is posted to at a handful of URLs
 def _urls(url:str, unquote:str='')->list[str]:
     "`url` as signed (with `unquote`'s %-escapes decoded), then the same URL with its default port written or dropped."
     if unquote: url = re.sub(r'%([0-9A-Fa-f]{2})', lambda m: c if (c := chr(int(m[1], 16))) in unquote else m[0], url)
@@ -391,6 +392,11 @@ def _urls(url:str, unquote:str='')->list[str]:
     if not default or not p.hostname: return [url]
     other = host.rsplit(':', 1)[0] if port == default else f'{host}:{default}' if port is None else None
     return [url] if other is None else [url, urlunsplit(p._replace(netloc=p.netloc[:len(p.netloc)-len(host)] + other))]
+
+@functools.lru_cache(maxsize=1024)
+def _param(url:str, name:str)->str|None:
+    "The first value of query parameter `name` in `url`."
+    return next((v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True) if k == name), None)
 
 def _form(body:bytes, headers:Mapping)->bytes:
     "Twilio's signed form: each parameter name then its values, names and values sorted; empty unless the body is a form."
@@ -407,7 +413,7 @@ def _messages(s:Scheme, body:bytes, ts:str|None, mid:str|None, url:str|None, met
         if not url: raise SignatureError('malformed', f'{s.name} signs the request URL: verify needs url=')
         urls = _urls(url, s.unquote)
     if s.body_hash:  # the URL carries the body's hash and is signed instead of the body (Twilio's JSON bodies)
-        want = next((v for k, v in parse_qsl(urlsplit(url or '').query, keep_blank_values=True) if k == s.body_hash), None)
+        want = _param(url or '', s.body_hash)
         if want is not None:
             if not hmac.compare_digest(hashlib.sha256(body).hexdigest(), want.lower()):
                 raise SignatureError('mismatch', f'the body does not hash to the URL\'s {s.body_hash}')
