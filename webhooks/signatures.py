@@ -69,6 +69,9 @@ class Scheme:
     unquote:str=''             # characters whose %-escapes are decoded in `{url}` before signing (HubSpot v3)
     body_hash:str|None=None    # query parameter with the body's SHA-256 hex when the URL is signed instead of the body (Twilio)
     handshake:str|None=None    # name in `handshakes` of the check this sender makes of an endpoint
+    digests:tuple=()           # more HMAC digests accepted, told apart by the signature's length (Twilio's SharedKey: sha256)
+    tolerance:int|None=None    # the provider's own replay window in seconds, when it documents one (default: `TOLERANCE`)
+    min_key:int|None=None      # shortest secret the provider lets people set, when below `MIN_KEY`
 
     def __post_init__(self):
         err = lambda m: ValueError(f'{self.name}: {m}')
@@ -106,10 +109,16 @@ class Scheme:
         set_('_needs_payload', bool(self.sig_field or self.ts_field or any(k == 'field' for k, _ in self._parts)))
         set_('_kk', f'public-{self.algo}' if self.key == 'public' else self.key)
         digest, size = ALGOS[self.algo]
+        if any(d not in ('hmac-sha1', 'hmac-sha256') for d in self.digests): raise err('digests may name hmac-sha1 and hmac-sha256')
         set_('_digest', digest)
-        if size is None: sig = r'[A-Za-z0-9+/]{16,400}={0,2}' if self.encoding == 'base64' else r'[0-9a-fA-F]{32,400}'
-        elif self.encoding == 'hex': sig = f'[0-9a-fA-F]{{{2*size}}}'
-        else: pad = -size % 3; sig = f'[A-Za-z0-9+/]{{{(size + pad) // 3 * 4 - pad}}}' + '=' * pad
+        set_('_digests', (digest, *(ALGOS[d][0] for d in self.digests)))
+        def pattern(size):
+            if size is None: return r'[A-Za-z0-9+/]{16,400}={0,2}' if self.encoding == 'base64' else r'[0-9a-fA-F]{32,400}'
+            if self.encoding == 'hex': return f'[0-9a-fA-F]{{{2*size}}}'
+            pad = -size % 3
+            return f'[A-Za-z0-9+/]{{{(size + pad) // 3 * 4 - pad}}}' + '=' * pad
+        sig = '|'.join(pattern(ALGOS[a][1]) for a in (self.algo, *self.digests))
+        if self.digests: sig = f'(?:{sig})'
         set_('_pat', re.compile(sig))
         # one signature (or Stripe's 't=…,v1=…'), matched in one step; anything else takes the general path and its precise errors
         ts = re.escape(self.ts_entry) + r'([0-9]{1,20})' + re.escape(self.sep) if self.ts_entry else '()'
@@ -144,29 +153,32 @@ presets:dict[str,Scheme] = {s.name:s for s in [
            id_field=('event_id',), type_field=('event.type', 'type'), handshake='slack'),
     # senders that sign the URL
     Scheme('twilio', 'X-Twilio-Signature', encoding='base64', algo='hmac-sha1', content='{url}{form}', body_hash='bodySHA256',
-           id_header='I-Twilio-Idempotency-Token'),
+           id_header='I-Twilio-Idempotency-Token', digests=('hmac-sha256',)),
     Scheme('square', 'x-square-hmacsha256-signature', encoding='base64', content='{url}{body}', id_field=('event_id',), type_field=('type',)),
     Scheme('hubspot', 'X-HubSpot-Signature-v3', encoding='base64', content='{method}{url}{body}{timestamp}',
-           ts_header='X-HubSpot-Request-Timestamp', ts_unit='ms', unquote=":/?@!$'()*,;"),
+           ts_header='X-HubSpot-Request-Timestamp', ts_unit='ms', unquote=":/?@!$'()*,;", tolerance=300),
     # more HMAC over the body (and a timestamp)
-    Scheme('paddle', 'Paddle-Signature', 'h1=', content='{timestamp}:{body}', sep=';', ts_entry='ts=', id_field=('event_id',), type_field=('event_type',)),
+    Scheme('paddle', 'Paddle-Signature', 'h1=', content='{timestamp}:{body}', sep=';', ts_entry='ts=', id_field=('event_id',), type_field=('event_type',),
+           tolerance=5),  # every Paddle SDK's `maximum_variance`
     Scheme('zoom', 'x-zm-signature', 'v0=', content='v0:{timestamp}:{body}', ts_header='x-zm-request-timestamp', type_field=('event',), handshake='zoom'),
     Scheme('meta', 'X-Hub-Signature-256', 'sha256=', type_field=('object',), handshake='meta'),
     Scheme('dropbox', 'X-Dropbox-Signature', handshake='dropbox'),
     Scheme('x', 'x-twitter-webhooks-signature', 'sha256=', encoding='base64', handshake='x'),
     Scheme('twitch', 'Twitch-Eventsub-Message-Signature', 'sha256=', content='{id}{timestamp}{body}', id_header='Twitch-Eventsub-Message-Id',
-           ts_header='Twitch-Eventsub-Message-Timestamp', ts_unit='rfc3339', type_header='Twitch-Eventsub-Subscription-Type', handshake='twitch'),
+           ts_header='Twitch-Eventsub-Message-Timestamp', ts_unit='rfc3339', type_header='Twitch-Eventsub-Subscription-Type', handshake='twitch',
+           tolerance=600),
     Scheme('typeform', 'Typeform-Signature', 'sha256=', encoding='base64', id_field=('event_id',), type_field=('event_type',)),
     Scheme('linear', 'Linear-Signature', ts_field='webhookTimestamp', ts_unit='ms', id_header='Linear-Delivery',
-           type_header='Linear-Event', type_field=('action',)),
-    Scheme('lemonsqueezy', 'X-Signature', type_header='X-Event-Name'),
+           type_header='Linear-Event', type_field=('action',), tolerance=60),
+    Scheme('lemonsqueezy', 'X-Signature', type_header='X-Event-Name', min_key=6),
     Scheme('razorpay', 'X-Razorpay-Signature', id_header='x-razorpay-event-id', type_field=('event',)),
-    Scheme('mailgun', None, sig_field='signature.signature', content='{timestamp}{field:signature.token}', ts_field='signature.timestamp',
-           id_field=('event-data.id',), type_field=('event-data.event',)),
+    Scheme('mailgun', None, sig_field='signature.signature|signature', content='{timestamp}{field:signature.token|token}',
+           ts_field='signature.timestamp|timestamp', id_field=('event-data.id',), type_field=('event-data.event',), tolerance=900),
     # a shared token instead of a signature
-    Scheme('gitlab', 'X-Gitlab-Token', algo='token', secret_headers=('X-Gitlab-Token',), id_header='X-Gitlab-Event-UUID',
-           type_field=('object_kind', 'event_name')),
-    Scheme('graph', None, algo='token', sig_field='value.*.clientState', type_field=('value.0.changeType',), handshake='graph'),
+    Scheme('gitlab', 'X-Gitlab-Token', algo='token', secret_headers=('X-Gitlab-Token',), id_header='Idempotency-Key',
+           type_field=('object_kind', 'event_name'), min_key=1),
+    Scheme('graph', None, algo='token', sig_field='value.*.clientState', type_field=('value.0.changeType', 'value.0.lifecycleEvent'),
+           handshake='graph', min_key=1),
     # the sender's private key signs; its public key verifies
     Scheme('discord', 'X-Signature-Ed25519', key='public', algo='ed25519', content='{timestamp}{body}', ts_header='X-Signature-Timestamp',
            id_field=('id',), type_field=('event.type', 'type'), handshake='discord'),
@@ -259,8 +271,9 @@ def check_secret(scheme:str|Scheme,  # preset name or a `Scheme`
     try: kind, key, _ = _key(s._kk, secret)
     except SignatureError as e: raise ValueError(f'the {what} cannot be used with scheme {s.name!r}: {e.message}') from None
     if s.public_key and not kind.endswith('-pub'): raise ValueError(f'scheme {s.name!r} needs the sender\'s public key, not a {kind} key')
-    if kind == 'hmac' and len(key) < MIN_KEY[s.key]:
-        raise ValueError(f'the secret is too short for scheme {s.name!r}: {len(key)} bytes of key, at least {MIN_KEY[s.key]}')
+    least = s.min_key or MIN_KEY.get(s.key, 0)
+    if kind == 'hmac' and len(key) < least:
+        raise ValueError(f'the secret is too short for scheme {s.name!r}: {len(key)} bytes of key, at least {least}')
     return secret
 
 # %% ../nbs/00_signatures.ipynb #ca499219
@@ -344,10 +357,11 @@ def _check(s:Scheme, msgs:list, sigs:list, asym, secrets)->tuple:
         usable += 1
         if kind == 'hmac':
             for msg in msgs:
-                d = _hmac_digest(key, msg, s._digest)
-                exp = d.hex() if hexed else base64.b64encode(d).decode()
-                for g in sigs:
-                    if hmac.compare_digest(exp, g): return i, fp
+                for dg in s._digests:
+                    d = _hmac_digest(key, msg, dg)
+                    exp = d.hex() if hexed else base64.b64encode(d).decode()
+                    for g in sigs:
+                        if hmac.compare_digest(exp, g): return i, fp
         elif asym or (sigs and not s.asym_prefix):  # public keys: Standard Webhooks' `v1a,` entries, or the header's signatures
             pub = key.public_key() if kind.endswith('-priv') else key
             for a in (asym if s.asym_prefix else sigs):
@@ -382,7 +396,7 @@ except ImportError: _hmac_digest = hmac.digest
 # %% ../nbs/00_signatures.ipynb #2bb6de4a
 @functools.lru_cache(maxsize=1024)  # a source is posted to at a handful of URLs
 def _urls(url:str, unquote:str='')->list[str]:
-    "`url` as signed (with `unquote`'s %-escapes decoded), then the same URL with its default port written or dropped."
+    "`url` as signed (with `unquote`'s %-escapes decoded), then the same URL with its port dropped (or the default one written)."
     if unquote: url = re.sub(r'%([0-9A-Fa-f]{2})', lambda m: c if (c := chr(int(m[1], 16))) in unquote else m[0], url)
     p = urlsplit(url)
     default = {'https': 443, 'http': 80}.get(p.scheme)
@@ -390,8 +404,8 @@ def _urls(url:str, unquote:str='')->list[str]:
     except ValueError: return [url]
     host = p.netloc.rsplit('@', 1)[-1]
     if not default or not p.hostname: return [url]
-    other = host.rsplit(':', 1)[0] if port == default else f'{host}:{default}' if port is None else None
-    return [url] if other is None else [url, urlunsplit(p._replace(netloc=p.netloc[:len(p.netloc)-len(host)] + other))]
+    other = host.rsplit(':', 1)[0] if port is not None else f'{host}:{default}'  # Twilio's libraries try both, any port
+    return [url, urlunsplit(p._replace(netloc=p.netloc[:len(p.netloc)-len(host)] + other))]
 
 @functools.lru_cache(maxsize=1024)
 def _param(url:str, name:str)->str|None:
@@ -448,7 +462,7 @@ def verify(scheme:str|Scheme,       # preset name or a `Scheme`
            body:bytes,              # raw request body, exactly as received
            headers:Mapping,         # request headers (matched case-insensitively)
            secrets:str|list[str],   # one secret, or every currently valid one (rotation); public keys for public-key schemes
-           tolerance:int=TOLERANCE, # seconds a timestamp may be off, both ways
+           tolerance:int|None=None, # seconds a timestamp may be off, both ways (default: the provider's, else `TOLERANCE`)
            now:float|None=None,     # unix time to judge the timestamp by (default: now)
            url:str|None=None,       # the full URL the sender posted to, for schemes that sign it (Twilio, Square, HubSpot)
            method:str='POST',       # the request's method, for schemes that sign it (HubSpot)
@@ -465,7 +479,7 @@ def verify(scheme:str|Scheme,       # preset name or a `Scheme`
     d = type(headers) is dict
     payload = _payload(body) if s._needs_payload else None
     if s.sig_field:
-        values = [v for v in _fields(payload, s.sig_field)]
+        values = next((v for v in (_fields(payload, p) for p in s.sig_field.split('|')) if any(x is not None for x in v)), [])
         if not values: raise SignatureError('missing_header', f'field {s.sig_field} (signature) is missing')
         if not all(type(v) is str for v in values): raise SignatureError('malformed', f'field {s.sig_field} is not text')
         value = values[0]
@@ -499,6 +513,7 @@ def verify(scheme:str|Scheme,       # preset name or a `Scheme`
     idx, fp = _check(s, msgs, sigs, asym, secrets)
     if t is not None:
         if now is None: now = time.time()
+        if tolerance is None: tolerance = s.tolerance or TOLERANCE
         if t < now - tolerance: raise SignatureError('stale', f'timestamp is {int(now - t)} s old; tolerance is {tolerance} s')
         if t > now + tolerance: raise SignatureError('future', f'timestamp is {min(t - now, 10**12):.0f} s ahead; tolerance is {tolerance} s')
     return Verified(s.name, idx, fp, t, mid, _opt(headers, d, s.type_header, s._ltype) if s.type_header else None)
@@ -535,10 +550,10 @@ def signed(scheme:str|Scheme,        # preset name or a `Scheme`
         h[s.id_header] = msg_id
     if s.ts_field or s.sig_field:  # the signature's parts live in the body: fill them in
         payload = json.loads(body)
-        if s.ts_field and _field(payload, s.ts_field) is None: _put(payload, s.ts_field, int(ts) if s.ts_unit == 'ms' else ts)
+        if s.ts_field and _field(payload, s.ts_field) is None: _put(payload, s.ts_field.split('|')[0], int(ts) if s.ts_unit == 'ms' else ts)
         elif s.ts_field: ts = str(_field(payload, s.ts_field))
         for kind, arg in s._parts:
-            if kind == 'field' and _field(payload, arg) is None: _put(payload, arg, _secrets.token_hex(25))
+            if kind == 'field' and _field(payload, arg) is None: _put(payload, arg.split('|')[0], _secrets.token_hex(25))
     else: payload = None
     if s.algo == 'token': sig = secret
     else:
@@ -554,7 +569,7 @@ def signed(scheme:str|Scheme,        # preset name or a `Scheme`
         enc = d.hex() if s.encoding == 'hex' and not (s.asym_prefix and kind != 'hmac') else base64.b64encode(d).decode()
         sig = (s.asym_prefix if s.asym_prefix and kind != 'hmac' else s.prefix) + enc
     if s.sig_field:
-        for path in _paths(payload, s.sig_field): _put(payload, path, sig)
+        for path in _paths(payload, s.sig_field.split('|')[0]): _put(payload, path, sig)
         body = json.dumps(payload, separators=(',', ':')).encode()
     else:
         if s.ts_entry: sig = f'{s.ts_entry}{ts}{s.sep}{sig}'
@@ -610,7 +625,8 @@ def _fields(obj, path:str)->list:
     return found
 
 def _field(obj, path:str):
-    "The text or number at dotted `path` in `obj` (a number picks a list item), else None."
+    "The text or number at dotted `path` in `obj` (a number picks a list item; 'a|b': the first found), else None."
+    if '|' in path: return next((v for p in path.split('|') if (v := _field(obj, p)) is not None), None)
     for k in path.split('.'):
         if isinstance(obj, dict):
             if k not in obj: return None
@@ -747,5 +763,5 @@ def cloudevents(headers:Mapping)->Reply:
     h = [('Allow', 'POST, OPTIONS')]
     if (origin := header(headers, 'WebHook-Request-Origin')):
         h.append(('WebHook-Allowed-Origin', origin[:255]))
-        if header(headers, 'WebHook-Request-Rate'): h.append(('WebHook-Allowed-Rate', '*'))
+        h.append(('WebHook-Allowed-Rate', '*'))  # the spec: SHOULD always be sent
     return Reply(200, b'', None, tuple(h))
