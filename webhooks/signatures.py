@@ -367,6 +367,8 @@ def _check(s:Scheme, msgs:list, sigs:list, asym, secrets)->tuple:
             for a in (asym if s.asym_prefix else sigs):
                 try: raw = bytes.fromhex(a) if hexed and not s.asym_prefix else base64.b64decode(a, validate=True)
                 except (binascii.Error, ValueError): continue
+                if not hexed or s.asym_prefix:  # one spelling per signature: base64's spare bits must be zero
+                    if base64.b64encode(raw).decode() != a: continue
                 for msg in msgs:
                     try:
                         if kind.startswith('ecdsa'): pub.verify(raw, msg, _ecdsa())
