@@ -53,10 +53,11 @@ class Event(dict):
         self.payload,self.tenant,self.seq,self.id,self.source,self.type,self.attempt,self.text = payload,tenant,seq,id,source,type,attempt,text
     def __repr__(self): return f'Event({self.tenant}/{self.source} {self.id} {self.type} attempt {self.attempt})'
 
-def _load(text:str|None):
+def _load(text:str|bytes|None):
+    "The stored body as JSON when it is JSON, else as stored (text, or bytes): a body nothing can parse is still the handler's to judge."
     if text is None: return None
     try: return json.loads(text)
-    except ValueError: return text
+    except (ValueError, RecursionError): return text  # RecursionError: nested deeper than the parser goes (100k `[`)
 
 # %% ../nbs/04_worker.ipynb #cb026d4c
 BACKOFF = 2.0        # seconds before the first retry; doubles with each attempt
