@@ -325,3 +325,103 @@ def test_replay_wait_follows_a_running_worker(root, tmp_path):
     finally:
         w.send_signal(signal.SIGTERM); _, err = w.communicate(timeout=20)
     assert 'Traceback' not in err
+
+# ---------------------------------------------------------------- secrets at rest, public keys, verify tokens, public URLs
+
+META, TOKEN, TWILIO = 'a3f9c2e17b5d4e6f8a9b0c1d2e3f4a5b', 'vt_cli_8fK2pQx7LmN3', 'f1e2d3c4b5a697887766554433221100'
+DISCORD = '41f374aae25c075f231aa4be347bc8d2dec5b52f838908596739467342ba82ca'  # an ed25519 public key, hex, as Discord shows it
+
+def listing(root)->str:
+    p = run('webhooks-source', 'acme', '--list', '--root', root)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+def test_source_public_key_verify_token_and_url(root):
+    from webhooks.signatures import fingerprint
+    outs = [run('webhooks-source', 'acme', 'whatsapp', '--scheme', 'meta', '--secret', META, '--verify-token', TOKEN, '--root', root),
+            run('webhooks-source', 'acme', 'sms', '--scheme', 'twilio', '--secret', TWILIO, '--tolerance', 600,
+                '--url', 'https://hooks.acme.example/webhooks/acme/sms', '--root', root),
+            run('webhooks-source', 'acme', 'bot', '--scheme', 'discord', '--public-key', DISCORD, '--root', root),
+            run('webhooks-source', 'acme', 'sms', '--scheme', 'twilio', '--url', 'https://edge.acme.example/sms', '--root', root)]
+    assert [p.returncode for p in outs] == [0, 0, 0, 0], [p.stderr for p in outs]
+    assert outs[-1].stdout.startswith(f'acme/sms  scheme=twilio  tolerance=600s  url=https://edge.acme.example/sms  secrets={fingerprint(TWILIO)}')
+    lst = listing(root)
+    assert f'acme/whatsapp  scheme=meta  tolerance=300s  verify-token=set  secrets={fingerprint(META)}' in lst
+    assert f'acme/bot  scheme=discord  tolerance=300s  public-keys={fingerprint(DISCORD)}' in lst
+    assert f'acme/sms  scheme=twilio  tolerance=600s  url=https://edge.acme.example/sms  secrets={fingerprint(TWILIO)}' in lst
+    for text in [p.stdout + p.stderr for p in outs] + [lst]:
+        for v in (META, TOKEN, TWILIO, SECRET): assert v not in text  # never printed, not even when added
+    t = SqliteStore(root).open('acme')
+    assert (t.source('whatsapp').verify_token, t.source('sms').url, t.source('bot').secrets) == (TOKEN, 'https://edge.acme.example/sms', (DISCORD,))
+    assert all(r['secret'].startswith('fernet:') for r in t.db.q('SELECT secret FROM webhook_sources'))
+    t.close()
+    assert (root/'.master-key').stat().st_mode & 0o777 == 0o600
+
+@pytest.mark.parametrize('args,words', [
+    (['bot', '--scheme', 'discord', '--secret', 'discord-client-secret-0123'],
+     ["scheme 'discord' verifies with the provider's public key: give --public-key, not --secret"]),
+    (['gh', '--scheme', 'github', '--public-key', DISCORD], ["scheme 'github' signs with a shared secret, not a key pair: give --secret, not --public-key"]),
+    (['bot', '--scheme', 'discord', '--public-key', 'not-a-key'], ['--public-key: the public key cannot be used with scheme', 'nothing was stored']),
+    (['sms', '--scheme', 'twilio', '--secret', TWILIO, '--url', 'hooks.acme.example/sms'], ['--url must be an absolute http(s) URL']),
+    (['sms', '--scheme', 'twilio', '--secret', TWILIO, '--url', 'https://hooks.acme.example/sms#top'], ['--url must be', 'no #fragment']),
+    (['wa', '--scheme', 'meta', '--secret', META, '--verify-token', ' vt_x '],
+     ['--verify-token must be 1-256 characters without leading or trailing whitespace']),
+    (['ig', '--scheme', 'meta', '--verify-token', TOKEN], ["there is no source 'ig' yet: give its first secret"]),
+    (['ig', '--verify-token', TOKEN], ['give --scheme']),
+])
+def test_source_flag_mistakes_store_nothing(root, args, words):
+    before = listing(root)
+    refused(run('webhooks-source', 'acme', *args, '--root', root), *words)
+    assert listing(root) == before
+
+def test_wrong_or_missing_master_key(root):
+    from cryptography.fernet import Fernet
+    kf = root/'.master-key'
+    good = kf.read_text()
+    kf.write_text(Fernet.generate_key().decode() + '\n')
+    refused(run('webhooks-source', 'acme', 'gh', '--scheme', 'github', '--secret', 'gh_s3cret_9f_0123', '--root', root),
+            f'the stored secrets cannot be decrypted with the key file {kf}: it is not the master key')
+    p = run('webhooks-serve', '--root', root, '--port', free_port())
+    refused(p, f"webhooks-serve: tenant 'acme': the stored secrets cannot be decrypted with the key file {kf}")
+    assert p.stdout == ''  # stopped before listening or printing a banner
+    assert 'gen' in listing(root)  # fingerprints need no key
+    kf.unlink()
+    refused(run('webhooks-serve', '--root', root, '--port', free_port()),
+            f'there is no master key: set WEBHOOKS_MASTER_KEY or restore the key file {kf}')
+    refused(run('webhooks-source', 'acme', 'gh', '--scheme', 'github', '--secret', 'gh_s3cret_9f_0123', '--root', root), 'no master key')
+    assert not kf.exists()  # a new key would open nothing
+    refused(run('webhooks-serve', '--root', root, '--port', free_port(), env={'WEBHOOKS_MASTER_KEY': 'hunter2'}),
+            'WEBHOOKS_MASTER_KEY is not a Fernet key')
+    kf.write_text(good)
+    with Serve('--root', root, '--no-worker') as s:
+        assert post(f'{s.url}/webhooks/acme/gen', 'generic', b'{"id":"evt_key_back"}').status_code == 200
+
+def test_master_key_in_the_environment_makes_no_file(tmp_path):
+    from cryptography.fernet import Fernet
+    r, env = tmp_path/'data', {'WEBHOOKS_MASTER_KEY': Fernet.generate_key().decode()}
+    assert run('webhooks-source', 'acme', 'gen', '--scheme', 'generic', '--secret', SECRET, '--root', r, env=env).returncode == 0
+    assert not (r/'.master-key').exists()
+    with Serve('--root', r, '--no-worker', env=env) as s:
+        assert post(f'{s.url}/webhooks/acme/gen', 'generic', b'{"id":"evt_env_key"}').status_code == 200
+    refused(run('webhooks-serve', '--root', r, '--port', free_port()), 'there is no master key')
+
+def test_postgres_keeps_the_master_key_under_root(pg_url, tmp_path):
+    keys = tmp_path/'keys'
+    p = run('webhooks-source', 'acme', 'gen', '--scheme', 'generic', '--secret', SECRET, '--db', pg_url, '--root', keys)
+    assert p.returncode == 0, p.stderr
+    assert (keys/'.master-key').stat().st_mode & 0o777 == 0o600
+    refused(run('webhooks-serve', '--db', pg_url, '--port', free_port(), cwd=tmp_path),  # --root data: no key there
+            f"tenant 'acme': the stored secrets are encrypted but there is no master key: set WEBHOOKS_MASTER_KEY or restore the key file {tmp_path/'data'/'.master-key'}")
+    assert not (tmp_path/'data').exists()
+    with Serve('--db', pg_url, '--root', keys, '--no-worker') as s:
+        assert post(f'{s.url}/webhooks/acme/gen', 'generic', b'{"id":"evt_pg_key"}').status_code == 200
+
+def test_the_command_that_makes_the_master_key_says_where_it_is(tmp_path):
+    r = tmp_path/'data'
+    p = run('webhooks-source', 'acme', 'gen', '--scheme', 'generic', '--secret', SECRET, '--root', r)
+    assert f"Created the master key that encrypts the sources' secrets: {(r/'.master-key').resolve()} (mode 600)" in p.stdout
+    assert 'Created the master key' not in run('webhooks-source', 'acme', 'gen2', '--scheme', 'generic', '--secret', SECRET, '--root', r).stdout
+    with Serve('--root', tmp_path/'fresh') as s:
+        assert f"Created the master key that encrypts the sources' secrets: {(tmp_path/'fresh'/'.master-key').resolve()}" in s.out
+        assert 'Created tenant "demo"' in s.out
+    with Serve('--root', tmp_path/'fresh') as s: assert 'master key' not in s.out

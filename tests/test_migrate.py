@@ -1,10 +1,18 @@
-"Databases in use keep working: a tenant file written by an older webhooks (schema v2) opens, migrates in place to today's and loses nothing."
+"Databases in use keep working: a tenant file written by an older webhooks (schema v2, v4) opens, migrates in place to today's and loses nothing."
 import apsw, re
-from webhooks.store import REJECTION_SCHEMA, SCHEMA, SCHEMA_VERSION, SqliteTenant, tenant_db, NewEvent, Outcome
+from webhooks.store import REJECTION_SCHEMA, SCHEMA, SCHEMA_VERSION, SqliteStore, SqliteTenant, tenant_db, NewEvent, Outcome
+from webhooks.signatures import fingerprint
+
+def v4_schema()->str:
+    "Today's schema as version 4 had it: no `verify_token`, no `url` on sources."
+    s = re.sub(r"\n  verify_token TEXT,[^\n]*", '', SCHEMA)
+    s = re.sub(r"\n  url TEXT,[^\n]*", '', s)
+    assert 'verify_token' not in s and '  url ' not in s
+    return s
 
 def v2_schema()->str:
     "Today's schema as version 2 had it: no `headers`, no `max_body`, four statuses, no rejections."
-    s = SCHEMA.replace('\n'.join(REJECTION_SCHEMA), '')
+    s = v4_schema().replace('\n'.join(REJECTION_SCHEMA), '')
     s = re.sub(r"\n  last_matched REAL,[^\n]*", '', s)
     s = s.replace(",\n  headers TEXT                        -- the request's headers as a JSON object, secrets redacted", '')
     s = re.sub(r"\n  max_body INTEGER,[^\n]*", '', s)
@@ -20,11 +28,12 @@ def test_v2_database_migrates_in_place(tmp_path):
     c.execute("INSERT INTO webhook_sources VALUES ('stripe', 'stripe', 'whsec_old_0123', 'fp_1', 300, 0)")
     c.execute('PRAGMA user_version=2'); c.close()
     db = tenant_db('old', tmp_path, create=False)
-    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 4
+    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 5
     assert {'webhook_rejections', 'webhook_retired'} <= set(db.table_names())
     assert db.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
     t = SqliteTenant(db)
     assert t.source('stripe').secrets == ('whsec_old_0123',) and t.source('stripe').max_body is None
+    assert db.execute('SELECT secret FROM webhook_sources').fetchone()[0].startswith('fernet:')
     (e,) = t.events()
     assert (e.id, e.payload, e.status, e.headers) == ('evt_old', '{"id":"evt_old"}', 'pending', None)
     (c1,) = t.claim()
@@ -36,5 +45,32 @@ def test_v2_database_migrates_in_place(tmp_path):
     except apsw.ConstraintError: pass
     db.close()
     db2 = tenant_db('old', tmp_path, create=False)  # a second open does not migrate again
-    assert db2.execute('PRAGMA user_version').fetchone()[0] == 4
+    assert db2.execute('PRAGMA user_version').fetchone()[0] == 5
     assert SqliteTenant(db2).secrets('stripe')[0].last_matched is None
+
+def test_v4_database_gains_verify_token_and_url_and_encrypts_its_secrets(tmp_path):
+    "v4 → v5: two columns on `webhook_sources`, the plaintext secrets (current and retired) encrypted, nothing else touched."
+    old, new = 'whsec_v4_old_0123456789abcdef', 'whsec_v4_new_0123456789abcdef'
+    c = apsw.Connection(str(tmp_path/'acme.db'))
+    c.execute(v4_schema())
+    c.execute("INSERT INTO webhook_sources (name, scheme, secret, fingerprint, tolerance, added_at, max_body, last_matched) "
+              "VALUES ('stripe', 'stripe', ?, ?, 600, 1767225000, 65536, 1767225100)", (new, fingerprint(new)))
+    c.execute("INSERT INTO webhook_retired VALUES ('stripe', ?, ?, 9e9)", (fingerprint(old), old))
+    c.execute("""INSERT INTO webhook_events (id, source, event_type, payload, idempotency_key, received_at)
+                 VALUES ('evt_v4', 'stripe', 'invoice.paid', '{"id":"evt_v4"}', 'stripe:evt_v4', 1767225600)""")
+    c.execute('PRAGMA user_version=4'); c.close()
+    t = SqliteStore(tmp_path).open('acme')
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == 5
+    cols = [r[1] for r in t.c.execute('PRAGMA table_info(webhook_sources)')]
+    assert cols[-2:] == ['verify_token', 'url']
+    assert cols == [r[1] for r in SqliteStore(tmp_path/'fresh').open('x', create=True).c.execute('PRAGMA table_info(webhook_sources)')]
+    assert t.source('stripe') == ('stripe', (new,), 600, 65536, ((old, 9e9),), None, None)
+    (src,) = t.sources()
+    assert (src.url, src.verify_token, src.fingerprints) == (None, False, (fingerprint(new),))
+    assert [(x.added_at, x.last_matched) for x in t.secrets('stripe')] == [(1767225000, 1767225100)]
+    stored = t.c.execute('SELECT secret FROM webhook_sources UNION ALL SELECT secret FROM webhook_retired').fetchall()
+    assert [s[:7] for (s,) in stored] == ['fernet:', 'fernet:']
+    assert t.events()[0].payload == '{"id":"evt_v4"}'
+    assert (tmp_path/'.master-key').stat().st_mode & 0o777 == 0o600
+    t.close()
+    for f in tmp_path.glob('acme.db*'): assert new.encode() not in f.read_bytes() and old.encode() not in f.read_bytes(), f

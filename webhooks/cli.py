@@ -11,21 +11,23 @@ from pathlib import Path
 import apsw
 from fastcore.script import call_parse
 from .signatures import WebhookError, check_secret, fingerprint, sign, presets, get_scheme
-from .store import REPLAYABLE, STATUSES, Store, SqliteStore, as_store, error_text, is_db_url
+from .store import (REPLAYABLE, STATUSES, TOLERANCE, MasterKeyError, Store, SqliteStore, as_store, error_text, is_db_url,
+                            signing_key)
 from .routes import MAX_BODY, AccessLog, Receiver, install_ops, install_webhooks, on_lifespan
 from .dashboard import install_dashboard
 from .worker import Alerts, Worker, install_worker, handlers as default_handlers, Handlers
 
 # %% auto #0
 __all__ = ['FLAGS', 'CONFIRM_OVER', 'flag_words', 'fail', 'cli_errors', 'open_store', 'open_tenant', 'load_handlers', 'describe',
-           'serve_app', 'freeze_heap', 'ensure_demo', 'demo_notice', 'listen', 'banner', 'JsonLog', 'setup_logging',
-           'webhooks_serve', 'webhooks_source', 'sample_event', 'send', 'webhooks_send', 'parse_since', 'show_body',
-           'event_json', 'webhooks_events', 'webhooks_worker', 'run_async', 'confirm', 'webhooks_replay',
-           'webhooks_prune', 'webhooks_copy']
+           'serve_app', 'freeze_heap', 'ensure_demo', 'demo_notice', 'key_notice', 'check_master_key', 'listen',
+           'banner', 'JsonLog', 'setup_logging', 'webhooks_serve', 'webhooks_source', 'sample_event', 'send',
+           'webhooks_send', 'parse_since', 'show_body', 'event_json', 'webhooks_events', 'webhooks_worker', 'run_async',
+           'confirm', 'webhooks_replay', 'webhooks_prune', 'webhooks_copy']
 
 # %% ../nbs/05_cli.ipynb #2abe953a
 FLAGS = {'max_body': '--max-body', 'older_than_days': '--days', 'failed=True': '--failed', 'source=': '--source',
-         'status=': '--status', 'tolerance': '--tolerance', 'secret must': '--secret must'}
+         'status=': '--status', 'tolerance': '--tolerance', 'secret must': '--secret must', 'secret=': '--secret',
+         'public_key=': '--public-key', 'verify_token': '--verify-token', 'url must': '--url must'}
 
 def flag_words(msg:str)->str:
     "`msg` with the library's parameter names replaced by the command-line flags."
@@ -60,7 +62,7 @@ def open_store(cmd:str,               # the command, for messages
     url = db or os.environ.get('WEBHOOKS_DB') or None
     if url:
         if not is_db_url(url): fail(cmd, f'--db must be a postgresql:// URL, not {url[:40]!r} (leave it out for SQLite files under --root)')
-        with cli_errors(cmd, '--db'): return as_store(url, **kwargs)
+        with cli_errors(cmd, '--db'): return as_store(url, master_key_file=Path(root)/'.master-key', **kwargs)
     p = Path(root)
     if p.exists() and not p.is_dir(): fail(cmd, f'--root {root} is a file, not a folder of tenant databases')
     if not p.exists():
@@ -149,6 +151,24 @@ def demo_notice(store:Store)->str|None:
             '(it is read only on the first run). To add it (old and new both valid, then retire the old):\n'
             '  webhooks-source demo demo --scheme generic --secret "$WEBHOOK_SECRET"')
 
+# %% ../nbs/05_cli.ipynb #c040ea6d
+def key_notice(store:Store,  # the store a command used
+               had:bool,     # whether its key file existed before
+              )->str|None:
+    "What to tell a user whose command just made the store's master key file: where it is, and that it must be kept."
+    kf = getattr(store, 'key_file', None)
+    if had or kf is None or not kf.exists(): return None
+    return (f'Created the master key that encrypts the sources\' secrets: {kf.resolve()} (mode 600). Back it up apart from '
+            'the data (without it the secrets are lost), or set WEBHOOKS_MASTER_KEY instead.')
+
+def check_master_key(store:Store)->None:
+    "Decrypt every tenant's secrets once: a missing or wrong master key is a `MasterKeyError` naming the tenant, now rather than at the first delivery."
+    for name in store.tenants():
+        t = store.open(name)
+        try: t.source('')
+        except MasterKeyError as e: raise MasterKeyError(f'tenant {name!r}: {e.message}') from None
+        finally: t.close()
+
 # %% ../nbs/05_cli.ipynb #dfb64e73
 def _more_files():
     "Raise the open-file limit to the hard limit: each open tenant holds a few descriptors."
@@ -234,8 +254,10 @@ def webhooks_serve(root:str='data',         # folder of tenant databases (SQLite
     with cli_errors(cmd): h = load_handlers(handlers)
     if max_body < 1: fail(cmd, '--max-body must be a positive number of bytes')
     store = open_store(cmd, root, db, create=True)
+    had_key = getattr(store, 'key_file', None) is None or store.key_file.exists()
     with cli_errors(cmd, f'--root {root}' if not (db or os.environ.get('WEBHOOKS_DB')) else '--db'):
         first = not store.tenants()
+        check_master_key(store)
         secret = ensure_demo(store)
         notice = demo_notice(store)
         text = banner(store, f'http://{host}:{port}', not no_worker, h, admin=not no_dashboard)
@@ -246,6 +268,7 @@ def webhooks_serve(root:str='data',         # folder of tenant databases (SQLite
     elif first: print(f'Created tenant "demo" with a generic source "demo" whose secret is WEBHOOK_SECRET '
                       f'({fingerprint(os.environ["WEBHOOK_SECRET"])})')
     if notice: print(notice)
+    if (kn := key_notice(store, had_key)): print(kn)
     if made: print(f'Created the admin token (for /metrics and the dashboard), shown only this once '
                    f'(set WEBHOOKS_ADMIN_TOKEN to choose it):\n  {token}')
     print(text, flush=True)
@@ -259,41 +282,61 @@ def webhooks_serve(root:str='data',         # folder of tenant databases (SQLite
     except KeyboardInterrupt: pass  # Ctrl-C: uvicorn has shut down gracefully (the worker's lifespan stop ran)
 
 # %% ../nbs/05_cli.ipynb #7ade3c10
+def _public_key(scheme:str)->bool:
+    "Does `scheme` verify with the provider's public key (rather than a shared secret)?"
+    try: return bool(getattr(get_scheme(scheme), 'public_key', False))
+    except KeyError: return False
+
 def _show(t:str, s)->str:
-    mb = f'  max-body={s.max_body}' if s.max_body else ''
-    return f'{t}/{s.name}  scheme={s.scheme}  tolerance={s.tolerance}s{mb}  secrets={", ".join(s.fingerprints)}'
+    extra = (f'  max-body={s.max_body}' if s.max_body else '') + (f'  url={s.url}' if s.url else '') + \
+            ('  verify-token=set' if s.verify_token else '')
+    keys = 'public-keys' if _public_key(s.scheme) else 'secrets'
+    return f'{t}/{s.name}  scheme={s.scheme}  tolerance={s.tolerance}s{extra}  {keys}={", ".join(s.fingerprints)}'
 
 @call_parse(pos=['source'])
 def webhooks_source(tenant:str,          # tenant name
                     source:str=None,     # source name (the last part of the URL)
                     scheme:str=None,     # signing scheme: a preset name
-                    secret:str=None,     # signing secret to add
-                    tolerance:int=300,   # seconds a timestamp may be off
+                    secret:str=None,     # signing secret to add (schemes with a shared secret)
+                    public_key:str=None, # the provider's public key to add (schemes that sign with a private key)
+                    verify_token:str=None, # token the provider's subscribe handshake must carry (Meta's hub.verify_token)
+                    url:str=None,        # public URL of this source's endpoint, for senders that sign it (behind a proxy)
+                    tolerance:int=None,  # seconds a timestamp may be off (default: the source's, else 300)
                     max_body:int=None,   # largest body accepted from this source, in bytes (default: the provider's, else 1 MiB)
                     root:str='data',     # folder of tenant databases (SQLite)
                     db:str=None,         # PostgreSQL URL instead of --root (default: WEBHOOKS_DB)
                     list:bool=False,     # list the tenant's sources
                     remove:str=None,     # fingerprint of a secret to retire
                    ):
-    "Add a source or a rotated secret to a tenant, retire a secret, or `--list` sources."
+    "Add a source or a rotated secret to a tenant, change a source's settings, retire a secret, or `--list` sources."
     cmd = 'webhooks-source'
     if list:
         t = open_tenant(open_store(cmd, root, db), tenant, cmd)
-        for s in t.sources(): print(_show(tenant, s))
+        with cli_errors(cmd): srcs = t.sources()
+        for s in srcs: print(_show(tenant, s))
         return
     if not source: fail(cmd, 'give a SOURCE name, or --list')
     if remove:
         t = open_tenant(open_store(cmd, root, db), tenant, cmd)
         with cli_errors(cmd): s = t.remove_secret(source, remove)
         return print(_show(tenant, s) if s else f'{tenant}/{source} removed (no secret left)')
-    if not scheme or secret is None: fail(cmd, f'give --scheme (one of: {", ".join(presets)}) and --secret')
+    settings = any(v is not None for v in (verify_token, url, tolerance, max_body))
+    if not scheme or (secret is None and public_key is None and not settings):
+        fail(cmd, f'give --scheme (one of: {", ".join(presets)}) and --secret (--public-key for a scheme that signs with a key pair)')
     with cli_errors(cmd):
-        get_scheme(scheme)
-        try: check_secret(scheme, secret)
-        except ValueError as e: raise ValueError(f'--secret: {e.args[0]}; nothing was stored') from None
-    t = open_tenant(open_store(cmd, root, db, create=True), tenant, cmd, create=True)
-    with cli_errors(cmd): s = t.add_source(source, scheme, secret, tolerance, max_body)
+        key = signing_key(scheme, secret, public_key)
+        flag = '--secret' if secret is not None else '--public-key'
+        if key is not None:
+            try: check_secret(scheme, key)
+            except ValueError as e: raise ValueError(f'{flag}: {e.args[0]}; nothing was stored') from None
+    store = open_store(cmd, root, db, create=key is not None)
+    had_key = getattr(store, 'key_file', None) is None or store.key_file.exists()
+    t = open_tenant(store, tenant, cmd, create=key is not None)
+    with cli_errors(cmd):
+        if tolerance is None: tolerance = next((x.tolerance for x in t.sources() if x.name == source), TOLERANCE)
+        s = t.add_source(source, scheme, key, tolerance, max_body, verify_token, url)
     print(_show(tenant, s)); print(f'POST /webhooks/{tenant}/{source}')
+    if (kn := key_notice(store, had_key)): print(kn)
 
 # %% ../nbs/05_cli.ipynb #c8c5f908
 def sample_event(event:str='test.event', data:dict|None=None)->bytes:

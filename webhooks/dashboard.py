@@ -18,8 +18,8 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
-from .signatures import fingerprint, presets
-from .store import REPLAYABLE, STATUSES, Store, TenantError
+from .signatures import WebhookError, fingerprint, presets
+from .store import REPLAYABLE, STATUSES, Store, TenantError, signing_key
 from .worker import Alerts
 
 # %% auto #0
@@ -27,12 +27,12 @@ __all__ = ['SESSION_AGE', 'NAV', 'SERIES', 'PAGE_SIZE', 'CSS', 'SECURITY_HEADERS
            'Sessions', 'LoginLimiter', 'when', 'took', 'link', 'StatusBadge', 'CsrfField', 'PostButton', 'Page',
            'HourlyChart', 'Legend', 'Number', 'TenantCard', 'AlertList', 'Query', 'EventRow', 'EventsTable', 'Field',
            'Choice', 'EventFilters', 'EventsView', 'hexdump', 'BodyView', 'HeadersTable', 'AttemptsTimeline',
-           'EventView', 'ReasonCounts', 'RejectionRow', 'RejectionsTable', 'SecretsTable', 'SourceCard', 'NewSource',
-           'hardened', 'Dashboard', 'dash', 'safe_next', 'guard', 'LoginPage', 'login_form', 'login', 'logout',
-           'stylesheet', 'overview', 'events_page', 'NotFound', 'one_event', 'event_page', 'event_detail',
-           'replay_event', 'Job', 'describe', 'final_count', 'replay_confirm', 'replay_all', 'replay_progress',
-           'rejected_page', 'sources_page', 'sources_view', 'add_secret', 'retire_secret', 'send_test',
-           'install_dashboard', 'not_found']
+           'EventView', 'ReasonCounts', 'RejectionRow', 'RejectionsTable', 'SecretsTable', 'SourceCard',
+           'SourceSettings', 'NewSource', 'hardened', 'Dashboard', 'dash', 'safe_next', 'guard', 'LoginPage',
+           'login_form', 'login', 'logout', 'stylesheet', 'overview', 'events_page', 'NotFound', 'one_event',
+           'event_page', 'event_detail', 'replay_event', 'Job', 'describe', 'final_count', 'replay_confirm',
+           'replay_all', 'replay_progress', 'rejected_page', 'sources_page', 'sources_view', 'add_secret',
+           'retire_secret', 'send_test', 'install_dashboard', 'not_found']
 
 # %% ../nbs/07_dashboard.ipynb #49e5d89c
 SESSION_AGE = 12*3600  # seconds a login lasts
@@ -418,19 +418,33 @@ def SourceCard(prefix:str,       # the dashboard's URL prefix
                url:str,          # the receiver URL providers post to
                csrf:str,         # the session's CSRF token
               ):
-    "A source: its settings, secrets, the rotation form, and the signed-test-event form."
+    "A source: its settings, secrets, the rotation form, and the signed-test-event form (not for public-key schemes)."
+    pk = getattr(presets.get(src.scheme), 'public_key', False)  # the sender signs with a private key the dashboard never has
     limit = f', body limit {src.max_body} bytes' if src.max_body else ''
+    public = [' · public URL ', Code(src.url)] if src.url else []
+    token = [' · verify token set'] if src.verify_token else []
     rotate = Form(CsrfField(csrf), Hidden(name='name', value=src.name), Hidden(name='scheme', value=src.scheme),
-                  Field('new secret', 'secret', type='password', autocomplete='off', required=True),
+                  Field('new public key', 'public_key', autocomplete='off') if pk else
+                  Field('new secret', 'secret', type='password', autocomplete='off'),
                   Field('tolerance (s)', 'tolerance', str(src.tolerance), type='number', min='0'),
-                  Button('Add secret'), method='post', action=f'{prefix}/sources/{tenant}/add', cls='filters')
+                  *SourceSettings(src.verify_token, src.url), Button('Add public key' if pk else 'Add secret'),
+                  method='post', action=f'{prefix}/sources/{tenant}/add', cls='filters')
     test = Form(CsrfField(csrf), Hidden(name='name', value=src.name),
                 Field('signing secret', 'secret', type='password', autocomplete='off', required=True),
                 Field('event type', 'event', 'test.event'), Button('Send a signed test event', cls='quiet'),
                 method='post', action=f'{prefix}/sources/{tenant}/test', cls='filters')
-    return Section(H2(src.name), P(f'scheme ', Code(src.scheme), f', tolerance {src.tolerance} s{limit} · ', Code(url)),
-                   SecretsTable(prefix, tenant, src.name, secrets, csrf), H3('Rotate: add a secret'), rotate,
-                   H3('Send a signed test event'), test, cls='card', id=f'source-{src.name}')
+    return Section(H2(src.name), P(f'scheme ', Code(src.scheme), f', tolerance {src.tolerance} s{limit} · ', Code(url), *public, *token),
+                   SecretsTable(prefix, tenant, src.name, secrets, csrf),
+                   H3('Rotate: add a public key' if pk else 'Rotate: add a secret', ' (or change the settings)'), rotate,
+                   *([] if pk else [H3('Send a signed test event'), test]), cls='card', id=f'source-{src.name}')
+
+def SourceSettings(token_set:bool=False,  # whether the source has a verify token now
+                   url:str|None=None,     # its public URL now
+                  ):
+    "The optional fields of a source's settings: a verify token (never shown) and the public URL."
+    return (Field('verify token' + (' (set; empty keeps it)' if token_set else ''), 'verify_token', type='password', autocomplete='off',
+                  maxlength='256'),
+            Field('public URL (behind a proxy)', 'url', url or '', type='url', maxlength='2048', placeholder='https://…'))
 
 def NewSource(prefix:str,  # the dashboard's URL prefix
               tenant:str,  # tenant name
@@ -439,8 +453,9 @@ def NewSource(prefix:str,  # the dashboard's URL prefix
     "The form that adds a source to `tenant`."
     return Section(H2('New source'), Form(CsrfField(csrf), Field('name', 'name', required=True, pattern='[A-Za-z0-9_-]{1,64}'),
                    Label('scheme', Select(*[Option(p, value=p) for p in presets], name='scheme')),
-                   Field('secret', 'secret', type='password', autocomplete='off', required=True),
-                   Field('tolerance (s)', 'tolerance', '300', type='number', min='0'), Button('Add source'),
+                   Field('secret', 'secret', type='password', autocomplete='off'),
+                   Field('or public key (Discord, SendGrid)', 'public_key', autocomplete='off'),
+                   Field('tolerance (s)', 'tolerance', '300', type='number', min='0'), *SourceSettings(), Button('Add source'),
                    method='post', action=f'{prefix}/sources/{tenant}/add', cls='filters'), cls='card')
 
 # %% ../nbs/07_dashboard.ipynb #1511d6f0
@@ -789,7 +804,8 @@ def sources_page(d:Dashboard,       # the dashboard
     return FtResponse(Page('Sources', pick, *([note] if note else []), *cards, NewSource(d.prefix, name, auth['csrf']),
                            prefix=d.prefix, csrf=auth['csrf'], tenant=name), status)
 
-DONE = {'added': 'Secret added: the old and the new one both verify until you retire the old one.', 'retired': 'Secret retired.'}
+DONE = {'added': 'Secret added: the old and the new one both verify until you retire the old one.', 'retired': 'Secret retired.',
+        'changed': "Source settings changed; its secrets are as they were."}
 
 @rt.get('/sources')
 def sources_view(req:Request, auth):
@@ -800,18 +816,22 @@ def sources_view(req:Request, auth):
 
 @rt.post('/sources/{tenant}/add')
 def add_secret(req:Request, auth, tenant:str,
-               data:dict,  # the form: name, scheme, secret, tolerance
+               data:dict,  # the form: name, scheme, secret or public_key, tolerance, verify_token, url
               ):
-    "Add a source, or a secret to one (rotation)."
+    "Add a source, or a secret (or public key) to one (rotation), or change its settings; an empty field keeps what is there."
     d = dash(req)
+    got = lambda k: data.get(k) or None
     try:
         tol = data.get('tolerance') or '300'
         if not tol.isdigit(): raise ValueError('tolerance must be a whole number of seconds')
-        with d.tenant(tenant) as t: t.add_source(data.get('name', ''), data.get('scheme', ''), data.get('secret', ''), int(tol), None)
-    except (ValueError, KeyError) as e:
-        msg = e.args[0] if e.args else type(e).__name__
+        key = signing_key(data.get('scheme', ''), got('secret'), got('public_key'))
+        with d.tenant(tenant) as t:
+            t.add_source(data.get('name', ''), data.get('scheme', ''), key, int(tol), None, got('verify_token'), got('url'))
+    except (ValueError, KeyError, WebhookError) as e:
+        msg = e.message if isinstance(e, WebhookError) else e.args[0] if e.args else type(e).__name__
+        msg = msg.replace('public_key=', 'a public key').replace('secret=', 'a secret')  # the library's words for the form's
         return sources_page(d, req, auth, tenant, P(f'Not added: {msg}', cls='msg error'), 400)
-    return RedirectResponse(link(d.prefix, 'sources', tenant=tenant, done='added'), 303)
+    return RedirectResponse(link(d.prefix, 'sources', tenant=tenant, done='added' if key else 'changed'), 303)
 
 @rt.post('/sources/{tenant}/retire')
 def retire_secret(req:Request, auth, tenant:str,

@@ -14,18 +14,20 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from pathlib import Path
 from .signatures import TOLERANCE, Scheme, fingerprint
 from .store import (ATTEMPT_COLS, EVENT_COLS, IDEMPOTENCY_WINDOW, LEASE, MAX_ATTEMPTS, REJECTION_CAP, REPLAYABLE,
                             RETIRED_KEPT, SOURCE_COLS, STATUSES, Attempt, Claim, GroupCommit, NewEvent, Outcome, Rejection,
                             Rows, SecretInfo, Source, SourceKeys, StoredEvent, StoreUnavailable, TenantError, arriving,
-                            body_value, check_name, check_source, error_text, lease_owner, matched)
-from .store import _alive, _final  # the same liveness rule and final statuses as the SQLite store
+                            body_value, check_name, check_source, error_text, lease_owner, matched,
+                            MasterKey, SEALED, master_key, source_keys)
+from .store import _alive, _final, _grouped  # the same liveness rule, final statuses and source rows as the SQLite store
 
 # %% auto #0
 __all__ = ['PREFIX', 'PG_SCHEMA_VERSION', 'PG_REJECTION_SCHEMA', 'PG_SCHEMA', 'PG_MIGRATIONS', 'CHANNEL', 'SOURCES_CHANNEL',
            'SETTINGS_SCHEMA', 'schema_name', 'schema_mark', 'read_mark', 'schema_sql', 'migration_sql', 'stored_body',
-           'statements', 'glob_regex', 'pg_where', 'safe_url', 'PgStore', 'schema_steps', 'PgTenant', 'pg_rows',
-           'log_steps', 'rejection_arrays', 'PgInbox']
+           'statements', 'glob_regex', 'pg_where', 'safe_url', 'PgStore', 'schema_steps', 'encrypt_steps', 'PgTenant',
+           'pg_rows', 'log_steps', 'rejection_arrays', 'PgInbox']
 
 # %% ../nbs/06_postgres.ipynb #0ca196b7
 PREFIX = 'wh_'  # every tenant schema's name starts with it
@@ -39,7 +41,7 @@ def schema_name(tenant:str,  # tenant name: ASCII letters, digits, '-', '_'; 1-6
     return f'{PREFIX}{tenant[:43]}~{hashlib.sha256(tenant.encode()).hexdigest()[:16]}'
 
 # %% ../nbs/06_postgres.ipynb #9d71d1fa
-PG_SCHEMA_VERSION = 2  # version of this PostgreSQL layout (the tables and columns of the SQLite store's schema 4)
+PG_SCHEMA_VERSION = 3  # version of this PostgreSQL layout (the tables and columns of the SQLite store's schema 5)
 
 def schema_mark(tenant:str,  # tenant name
                )->str:
@@ -116,12 +118,14 @@ CREATE INDEX webhook_attempts_event ON {s}.webhook_attempts(event_seq);
 CREATE TABLE {s}.webhook_sources (
   name text NOT NULL,
   scheme text NOT NULL,
-  secret text NOT NULL,
+  secret text NOT NULL,                -- 'fernet:…': encrypted under the master key
   fingerprint text NOT NULL,
   tolerance integer NOT NULL DEFAULT 300,
   added_at double precision NOT NULL,  -- strictly increasing per source: the order of its secrets
   max_body integer,                    -- largest body accepted from this source (NULL: the receiver's default)
   last_matched double precision,       -- when this secret last verified a delivery
+  verify_token text,                   -- the subscribe verify token (Meta's), encrypted like `secret`; per source, on each row
+  url text,                            -- the public URL of the source's endpoint, for senders that sign it; per source
   PRIMARY KEY (name, fingerprint)
 );
 ''' + PG_REJECTION_SCHEMA + '''
@@ -135,7 +139,8 @@ def schema_sql(tenant:str,  # tenant name
                                      statuses=sql.SQL(', ').join(map(sql.Literal, STATUSES)))
 
 # %% ../nbs/06_postgres.ipynb #8aa34b7c
-PG_MIGRATIONS = {1: 'ALTER TABLE {s}.webhook_sources ADD COLUMN last_matched double precision;' + PG_REJECTION_SCHEMA}
+PG_MIGRATIONS = {1: 'ALTER TABLE {s}.webhook_sources ADD COLUMN last_matched double precision;' + PG_REJECTION_SCHEMA,
+                 2: 'ALTER TABLE {s}.webhook_sources ADD COLUMN verify_token text, ADD COLUMN url text;'}
 
 def migration_sql(tenant:str,    # tenant name
                   version:int,   # the layout its schema has now
@@ -175,11 +180,17 @@ SELECT seq, idempotency_key, CASE WHEN status = 'pending' THEN pg_notify(%b, %b)
 WHERE e.idempotency_key = d.k AND e.received_at < d.cutoff RETURNING d.k''',
   notify='SELECT pg_notify(%s, %s)',
   seen='SELECT 1 FROM {s}.webhook_events WHERE idempotency_key=%s AND received_at >= %s',
-  sources='''SELECT name, scheme, secret, tolerance, fingerprint, max_body FROM {s}.webhook_sources
+  sources='''SELECT name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url FROM {s}.webhook_sources
 ORDER BY added_at DESC''',
-  keys='''SELECT name, scheme, secret, tolerance, fingerprint, max_body, added_at AS at, false AS retired FROM {s}.webhook_sources
-UNION ALL SELECT name, NULL, secret, NULL, fingerprint, NULL, retired_at, true FROM {s}.webhook_retired WHERE retired_at > %s
+  keys='''SELECT name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url, added_at AS at, false AS retired
+FROM {s}.webhook_sources
+UNION ALL SELECT name, NULL, secret, NULL, fingerprint, NULL, NULL, NULL, retired_at, true FROM {s}.webhook_retired WHERE retired_at > %s
 ORDER BY at DESC''',
+  plaintext='''SELECT 'webhook_sources', name, fingerprint, secret, verify_token FROM {s}.webhook_sources
+WHERE NOT starts_with(secret, 'fernet:') OR NOT starts_with(verify_token, 'fernet:')
+UNION ALL SELECT 'webhook_retired', name, fingerprint, secret, NULL FROM {s}.webhook_retired WHERE NOT starts_with(secret, 'fernet:')''',
+  one_sealed='''SELECT secret FROM {s}.webhook_sources WHERE starts_with(secret, 'fernet:')
+UNION ALL SELECT secret FROM {s}.webhook_retired WHERE starts_with(secret, 'fernet:') LIMIT 1''',
   reject='''INSERT INTO {s}.webhook_rejections (received_at, source, remote, code, diagnosis, headers, body, size)
 SELECT received_at, source, remote, code, diagnosis, headers, body, size
 FROM unnest(%b::float8[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::int8[])
@@ -303,6 +314,7 @@ class PgStore:
                  pool_size:int=8,            # most connections in each of the two pools
                  channel:str=CHANNEL,        # NOTIFY channel that tells workers a tenant has new events
                  sources_ttl:float=30.0,     # seconds a receiving tenant trusts its cached sources unless told of a change
+                 master_key_file:str|Path|None='data/.master-key', # the master key's file when `WEBHOOKS_MASTER_KEY` is not set
                 ):
         scheme = url.partition('://')[0] if '://' in url else None
         if scheme not in (None, 'postgresql', 'postgres'): raise ValueError(f'not a PostgreSQL URL: {scheme}://…')
@@ -310,6 +322,7 @@ class PgStore:
         except psycopg.ProgrammingError as e: raise ValueError(f'not a PostgreSQL URL: {e}') from None
         self.url, self.max_open, self.busy_timeout, self.pool_size = url, max_open, busy_timeout, pool_size
         self.channel, self.sources_ttl = channel, sources_ttl
+        self.key_file, self._mk = (None if master_key_file is None else Path(master_key_file).absolute()), None  # as of now
         self.inboxes:OrderedDict[str,PgInbox] = OrderedDict()
         self.opening:dict[str,asyncio.Future] = {}
         self._pool = self._apool = self._aloop = self._watcher = self._closing = None
@@ -376,6 +389,37 @@ async def _asend(c, steps, step):
     except StopIteration as e: return e.value
 
 @patch
+def master(self:PgStore,
+           sealed:str|None=None,  # a value a tenant holds encrypted: the key must decrypt it
+           create:bool=False,     # make the key file if there is no key yet and nothing is encrypted
+          )->MasterKey:
+    "The store's master key (`WEBHOOKS_MASTER_KEY`, else `master_key_file`'s), found once and checked against `sealed`."
+    if self._mk is None: self._mk = master_key(self.key_file, sealed, create)
+    elif sealed is not None: self._mk.decrypt(sealed)
+    return self._mk
+
+@patch
+def _decrypt(self:PgStore, stored:str|None)->str|None:
+    return stored if stored is None or not stored.startswith(SEALED) else self.master(stored).decrypt(stored)
+
+def encrypt_steps(store:PgStore,  # the store (its master key)
+                  tenant:str,     # tenant name
+                 ):
+    "Under the tenant's sources lock: encrypt the secrets and verify tokens stored as plaintext; how many rows."
+    stmt, s = statements(schema_name(tenant)), sql.Identifier(schema_name(tenant)).as_string(None)
+    yield 'SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))', (f'webhooks sources {schema_name(tenant)}',)
+    rows = yield stmt['plaintext'], None
+    if not rows: return 0  # another process got there first
+    one = yield stmt['one_sealed'], None
+    mk = store.master(one[0][0] if one else None, create=True)
+    for table, name, fp, secret, token in rows:
+        yield f'UPDATE {s}.{table} SET secret=%s WHERE name=%s AND fingerprint=%s', (mk.encrypt(mk.decrypt(secret)), name, fp)
+        if token is not None:
+            yield f'UPDATE {s}.webhook_sources SET verify_token=%s WHERE name=%s AND fingerprint=%s', (mk.encrypt(mk.decrypt(token)), name, fp)
+    yield stmt['notify'], (SOURCES_CHANNEL, tenant)
+    return len(rows)
+
+@patch
 def open(self:PgStore,
          tenant:str,         # tenant name
          create:bool=False,  # create the tenant if it does not exist
@@ -387,7 +431,10 @@ def open(self:PgStore,
         if v != PG_SCHEMA_VERSION and (v or create):
             with c.transaction(): v = _run(c, schema_steps(tenant, create))
         if not v: raise TenantError('unknown_tenant', f'unknown tenant {tenant!r} (no schema {schema} in {self!r})')
-    return PgTenant(self, tenant)
+        t = PgTenant(self, tenant)
+        if c.execute(t.stmt['plaintext']).fetchone():  # stored by an older webhooks
+            with c.transaction(): _run(c, encrypt_steps(self, tenant))
+    return t
 
 def _name_ok(name:str)->bool:
     try: return bool(check_name(name))
@@ -441,27 +488,17 @@ class PgTenant:
             return cur.fetchall() if cur.description else []
 
 # %% ../nbs/06_postgres.ipynb #0e6cc6ca
-def _grouped(rows)->dict:
-    "{name: (scheme, [secrets newest first], tolerance, [fingerprints], max_body)} from `webhook_sources` rows."
-    res = {}
-    for n, scheme, secret, tol, fp, mb in rows:
-        s = res.setdefault(n, (scheme, [], tol, [], mb))
-        s[1].append(secret); s[3].append(fp)
-    return res
-
-def _keys(rows)->dict[str,SourceKeys]:
-    "{name: `SourceKeys`} from the rows of the `keys` statement: secrets and secrets retired lately, each newest first."
-    old = {}
-    for n, _, secret, *_, at, retired in rows:
-        if retired: old.setdefault(n, []).append((secret, at))
-    return {n: SourceKeys(s, tuple(secs), tol, mb, tuple(old.get(n, ())))
-            for n,(s,secs,tol,_,mb) in _grouped(r[:6] for r in rows if not r[7]).items()}
+def _keys(rows,              # rows of the `keys` statement: sources' secrets and secrets retired lately, newest first
+          decrypt:Callable,  # a stored value in plaintext (`PgStore._decrypt`)
+         )->dict[str,SourceKeys]:
+    "{name: `SourceKeys`} from the rows of the `keys` statement, secrets and verify tokens decrypted."
+    return source_keys([r[:8] for r in rows if not r[9]], [(r[0], r[2], r[8]) for r in rows if r[9]], decrypt)
 
 @patch
 def sources(self:PgTenant)->list[Source]:
     "Every source of this tenant, secrets shown as fingerprints."
     with self._conn() as c: rows = c.execute(self.stmt['sources']).fetchall()
-    return [Source(n, s, tol, tuple(fps), mb) for n,(s,_,tol,fps,mb) in sorted(_grouped(rows).items())]
+    return [Source(n, s, tol, tuple(fps), mb, url, vt is not None) for n,(s,_,tol,fps,mb,vt,url) in sorted(_grouped(rows).items())]
 
 @patch
 def source(self:PgTenant,
@@ -469,7 +506,7 @@ def source(self:PgTenant,
           )->SourceKeys|None:
     "What verifying source `name`'s deliveries needs (and its secrets retired lately), read now."
     with self._conn() as c: rows = c.execute(self.stmt['keys'], (time.time() - RETIRED_KEPT,)).fetchall()
-    return _keys(rows).get(name)
+    return _keys(rows, self.store._decrypt).get(name)
 
 # %% ../nbs/06_postgres.ipynb #e81f8e64
 @patch
@@ -481,25 +518,34 @@ def _changing_sources(self:PgTenant, c):
 def add_source(self:PgTenant,
                name:str,               # source name (letters, digits, '-', '_'), used in the URL
                scheme:str|Scheme,      # preset name, or a `Scheme` (registered in `presets` under its name)
-               secret:str,             # signing secret; adding a second one to a source rotates
+               secret:str|None,        # signing secret (a public key for public-key schemes); a second one rotates; None: settings only
                tolerance:int=TOLERANCE,# seconds a timestamp may be off, both ways
                max_body:int|None=None, # largest body accepted from it, in bytes (None: keep it / the default)
+               verify_token:str|None=None, # token the subscribe handshake must carry, e.g. Meta's (None: keep it / none)
+               url:str|None=None,      # public URL of its endpoint, for senders that sign the URL (None: keep it / the request's)
               )->Source:
     "Add source `name`, or one more secret to it (rotation: old and new both verify until the old is removed)."
-    s, t = check_source(name, scheme, secret, tolerance, max_body), self.s
+    s, t = check_source(name, scheme, secret, tolerance, max_body, verify_token, url), self.s
     with self._conn() as c, c.transaction():
         self._changing_sources(c)
-        prev = c.execute(f'SELECT scheme, max_body FROM {t}.webhook_sources WHERE name=%s LIMIT 1', (name,)).fetchone()
-        if max_body is None and prev: max_body = prev[1]  # a rotation keeps the source's limit
+        prev = c.execute(f'SELECT scheme, max_body, verify_token, url FROM {t}.webhook_sources WHERE name=%s LIMIT 1', (name,)).fetchone()
         if prev and prev[0] != s.name:
             raise ValueError(f'source {name!r} uses scheme {prev[0]!r}, not {s.name!r}; '
                              'remove its secrets first or pick another name')
-        c.execute(f'''INSERT INTO {t}.webhook_sources (name, scheme, secret, fingerprint, tolerance, added_at, max_body)
-                      VALUES (%s,%s,%s,%s,%s, GREATEST(%s, (SELECT max(added_at) + 1e-6 FROM {t}.webhook_sources
-                                                            WHERE name=%s)), %s)
-                      ON CONFLICT DO NOTHING''',
-                  (name, s.name, secret, fingerprint(secret), tolerance, time.time(), name, max_body))
-        c.execute(f'UPDATE {t}.webhook_sources SET tolerance=%s, max_body=%s WHERE name=%s', (tolerance, max_body, name))
+        if secret is None and not prev: raise ValueError(f'there is no source {name!r} yet: give its first secret')
+        one = c.execute(self.stmt['one_sealed']).fetchone()
+        mk = self.store.master(one[0] if one else None, create=True)  # a key that can't decrypt this tenant's secrets encrypts nothing
+        if prev:  # a rotation keeps what it is not given
+            max_body, url = prev[1] if max_body is None else max_body, prev[3] if url is None else url
+        vt = prev[2] if prev and verify_token is None else mk.encrypt(verify_token)
+        if secret is not None:
+            c.execute(f'''INSERT INTO {t}.webhook_sources (name, scheme, secret, fingerprint, tolerance, added_at, max_body, verify_token, url)
+                          VALUES (%s,%s,%s,%s,%s, GREATEST(%s, (SELECT max(added_at) + 1e-6 FROM {t}.webhook_sources
+                                                                WHERE name=%s)), %s, %s, %s)
+                          ON CONFLICT DO NOTHING''',
+                      (name, s.name, mk.encrypt(secret), fingerprint(secret), tolerance, time.time(), name, max_body, vt, url))
+        c.execute(f'UPDATE {t}.webhook_sources SET tolerance=%s, max_body=%s, verify_token=%s, url=%s WHERE name=%s',
+                  (tolerance, max_body, vt, url, name))
         c.execute(self.stmt['notify'], (SOURCES_CHANNEL, self.name))
     return next(x for x in self.sources() if x.name == name)
 
@@ -904,7 +950,7 @@ def export_rows(self:PgTenant,
                 after:int=0,     # only events with a larger `seq`
                 limit:int=1000,  # most events in the page
                )->Rows:
-    "A page of this tenant: its sources (on the first page), up to `limit` events after `after`, and their attempts."
+    "A page of this tenant: its sources (on the first page, secrets decrypted), up to `limit` events after `after`, and their attempts."
     t = self.s
     with self._conn() as c, c.transaction():
         q = lambda cols, query, args=(): [dict(zip(cols, r)) for r in c.execute(query, args)]
@@ -913,6 +959,7 @@ def export_rows(self:PgTenant,
                 (after, limit))
         atts = q(ATTEMPT_COLS, f'SELECT {", ".join(ATTEMPT_COLS)} FROM {t}.webhook_attempts WHERE event_seq BETWEEN %s AND %s '
                  'ORDER BY seq', (evs[0]['seq'], evs[-1]['seq'])) if evs else []
+    srcs = [{**r, 'secret': self.store._decrypt(r['secret']), 'verify_token': self.store._decrypt(r['verify_token'])} for r in srcs]
     return Rows(srcs, [{**e, 'payload': stored_body(e['payload'])} for e in evs], atts)
 
 @patch
@@ -925,10 +972,15 @@ def import_rows(self:PgTenant,
     new_seq, ecols = {}, EVENT_COLS[1:]
     with self._conn() as c, c.transaction():
         self._changing_sources(c)
+        if rows.sources:
+            one = c.execute(self.stmt['one_sealed']).fetchone()
+            mk = self.store.master(one[0] if one else None, create=True)
         for r in rows.sources:
+            r = {**r, 'secret': mk.encrypt(mk.decrypt(r['secret'])), 'verify_token': mk.encrypt(mk.decrypt(r.get('verify_token')))}
             n['sources'] += c.execute(f"""INSERT INTO {t}.webhook_sources ({", ".join(SOURCE_COLS)})
-                VALUES (%s,%s,%s,%s,%s, GREATEST(%s, (SELECT max(added_at) + 1e-6 FROM {t}.webhook_sources WHERE name=%s)), %s)
-                ON CONFLICT DO NOTHING""", [*(r[k] for k in SOURCE_COLS[:5]), r['added_at'], r['name'], r['max_body']]).rowcount
+                VALUES (%s,%s,%s,%s,%s, GREATEST(%s, (SELECT max(added_at) + 1e-6 FROM {t}.webhook_sources WHERE name=%s)), %s, %s, %s)
+                ON CONFLICT DO NOTHING""", [*(r[k] for k in SOURCE_COLS[:5]), r['added_at'], r['name'],
+                                            *(r.get(k) for k in SOURCE_COLS[6:])]).rowcount
         for r in map(arriving, rows.events):
             if c.execute(f'SELECT 1 FROM {t}.webhook_events WHERE source=%s AND id=%s AND received_at=%s',
                          (_text(r['source']), _text(r['id']), r['received_at'])).fetchone(): n['skipped'] += 1; continue
@@ -973,7 +1025,7 @@ class PgInbox:
         "Read the tenant's sources (and their secrets retired lately) again."
         async with (await self.store._receiving_pool()).connection() as c:
             rows = await (await c.execute(self.stmt['keys'], (time.time() - RETIRED_KEPT,))).fetchall()
-        self.keys, self.loaded = _keys(rows), time.monotonic()
+        self.keys, self.loaded = _keys(rows, self.store._decrypt), time.monotonic()
 
     async def fresh(self,
                     ttl:float,  # seconds cached sources are trusted
@@ -1048,6 +1100,9 @@ async def _open_inbox(self:PgStore, name:str, schema:str)->PgInbox:
         if 0 < v < PG_SCHEMA_VERSION:  # made by an older webhooks: migrated here, as `open` would
             steps = schema_steps(name, create=False)
             async with c.transaction(): v = await _asend(c, steps, next(steps))
+        if v and await (await c.execute(statements(schema)['plaintext'])).fetchone():  # stored by an older webhooks
+            steps = encrypt_steps(self, name)
+            async with c.transaction(): await _asend(c, steps, next(steps))
     if not v: raise TenantError('unknown_tenant', f'unknown tenant {name!r}')
     inbox = PgInbox(self, name)
     await inbox.reload()

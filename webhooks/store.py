@@ -13,16 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 from fastcore.basics import patch
+from urllib.parse import urlsplit
+from cryptography.fernet import Fernet, InvalidToken
 from fastlite import Database, database
 from .signatures import TOLERANCE, Scheme, WebhookError, check_secret, fingerprint, get_scheme, presets
 
 # %% auto #0
 __all__ = ['STATUSES', 'REPLAYABLE', 'REJECTION_CAP', 'REJECTED_BODY', 'RETIRED_KEPT', 'IDEMPOTENCY_WINDOW', 'LEASE',
-           'MAX_ATTEMPTS', 'SCHEMA_VERSION', 'REJECTION_SCHEMA', 'MIGRATIONS', 'SCHEMA', 'MATCH_EVERY', 'EVENT_COLS',
-           'ATTEMPT_COLS', 'SOURCE_COLS', 'TenantError', 'StoreUnavailable', 'check_name', 'tenant_path', 'NewEvent',
-           'Claim', 'Outcome', 'StoredEvent', 'Attempt', 'Source', 'SourceKeys', 'Rejection', 'SecretInfo',
-           'error_text', 'TenantStore', 'Inbox', 'Store', 'tenant_db', 'write_txn', 'tenants', 'SqliteTenant',
-           'lease_owner', 'as_tenant', 'check_source', 'sources', 'add_source', 'remove_secret', 'body_value',
+           'MAX_ATTEMPTS', 'MASTER_KEY_ENV', 'SEALED', 'DECRYPTED_KEPT', 'SCHEMA_VERSION', 'REJECTION_SCHEMA',
+           'MIGRATIONS', 'SCHEMA', 'MAX_URL', 'MAX_VERIFY_TOKEN', 'MATCH_EVERY', 'EVENT_COLS', 'ATTEMPT_COLS',
+           'SOURCE_COLS', 'TenantError', 'StoreUnavailable', 'check_name', 'tenant_path', 'NewEvent', 'Claim',
+           'Outcome', 'StoredEvent', 'Attempt', 'Source', 'SourceKeys', 'Rejection', 'SecretInfo', 'error_text',
+           'TenantStore', 'Inbox', 'Store', 'MasterKeyError', 'MasterKey', 'master_key', 'tenant_db', 'write_txn',
+           'tenants', 'secret_txn', 'encrypt_plaintext', 'SqliteTenant', 'lease_owner', 'as_tenant', 'source_keys',
+           'check_url', 'check_source', 'signing_key', 'sources', 'add_source', 'remove_secret', 'body_value',
            'matched', 'Rows', 'arriving', 'copy_tenant', 'GroupCommit', 'SqliteInbox', 'SqliteStore', 'is_db_url',
            'as_store', 'store_events', 'log_webhook_event', 'check_idempotency', 'update_webhook_status']
 
@@ -104,12 +108,16 @@ class Source:
     tolerance:int       # seconds a timestamp may be off, both ways
     fingerprints:tuple  # fingerprints of its secrets, newest first
     max_body:int|None=None  # largest body accepted from it, in bytes (None: the receiver's default)
+    url:str|None=None       # the public URL of its endpoint, for senders that sign the URL (None: taken from the request)
+    verify_token:bool=False # whether it has a subscribe verify token (Meta's); never the token itself
 
 class SourceKeys(NamedTuple):
     "What receiving a delivery from one source needs."
     scheme:str; secrets:tuple; tolerance:int
     max_body:int|None=None  # its body-size limit (None: the receiver's default)
     retired:tuple=()        # (secret, retired_at) of secrets retired lately: only to say so when one still signs
+    verify_token:str|None=None  # the subscribe verify token a handshake must carry (Meta's `hub.verify_token`)
+    url:str|None=None       # the public URL of its endpoint, for senders that sign the URL (behind a proxy)
 
 class Rejection(NamedTuple):
     "A refused delivery, as recorded for the operator."
@@ -133,7 +141,8 @@ class TenantStore(Protocol):
     name:str
     def sources(self)->list[Source]: ...                                  # every source, secrets as fingerprints
     def source(self, name:str)->SourceKeys|None: ...                      # what verifying `name`'s deliveries needs
-    def add_source(self, name:str, scheme:str|Scheme, secret:str, tolerance:int, max_body:int|None)->Source: ...
+    def add_source(self, name:str, scheme:str|Scheme, secret:str|None, tolerance:int, max_body:int|None,
+                   verify_token:str|None=None, url:str|None=None)->Source: ...
     def remove_secret(self, name:str, fingerprint:str)->Source|None: ...
     def log(self, events:list[NewEvent], window:float)->list[int|None]: ...  # one transaction; seq if new, else None
     def seen(self, key:str, window:float, now:float)->bool: ...           # is `key` a duplicate now?
@@ -170,7 +179,84 @@ class Store(Protocol):
     def close(self)->None: ...
 
 # %% ../nbs/01_store.ipynb #02629efd
-SCHEMA_VERSION = 4
+MASTER_KEY_ENV = 'WEBHOOKS_MASTER_KEY'  # environment variable holding the master key; wins over any key file
+SEALED = 'fernet:'                      # how a stored value encrypted under the master key starts
+DECRYPTED_KEPT = 100_000                # stored values a `MasterKey` remembers decrypted (a bound, not a tuning knob)
+
+class MasterKeyError(StoreUnavailable):
+    "The master key is missing, malformed, or not the one the stored secrets were encrypted with: 503 until it is fixed."
+    def __init__(self, message:str): WebhookError.__init__(self, 'master_key', message)
+
+class MasterKey:
+    "A Fernet master key: `encrypt` a secret for storage, `decrypt` a stored one (once per process, then remembered)."
+    def __init__(self, key:str|bytes,  # a Fernet key: 32 bytes in URL-safe base64
+                 where:str,            # where it came from, for messages: 'WEBHOOKS_MASTER_KEY' or 'the key file …'
+                ):
+        try: self.fernet = Fernet(key)
+        except (ValueError, TypeError):
+            raise MasterKeyError(f'{where} is not a Fernet key (44 characters of URL-safe base64); make one with: python -c '
+                                 '"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"') from None
+        self.where, self.decrypted = where, {}
+    def __repr__(self): return f'MasterKey({self.where})'
+
+    def encrypt(self, secret:str|None)->str|None:
+        "`secret` as it is stored: 'fernet:' and a Fernet token (None stays None)."
+        return None if secret is None else SEALED + self.fernet.encrypt(secret.encode('utf-8', 'surrogatepass')).decode()
+
+    def decrypt(self, stored:str|None)->str|None:
+        "A stored value in plaintext (one an older webhooks stored as plaintext comes back as it is); `MasterKeyError` if this key can't."
+        if stored is None or not stored.startswith(SEALED): return stored
+        s = self.decrypted.get(stored)
+        if s is None:
+            try: s = self.fernet.decrypt(stored[len(SEALED):].encode()).decode('utf-8', 'surrogatepass')
+            except InvalidToken:
+                raise MasterKeyError(f'the stored secrets cannot be decrypted with {self.where}: it is not the master key they were '
+                                     "encrypted with (restore that key; if it is lost, give the sources their secrets again)") from None
+            if len(self.decrypted) >= DECRYPTED_KEPT: self.decrypted.clear()
+            self.decrypted[stored] = s
+        return s
+
+# %% ../nbs/01_store.ipynb #2fada344
+_in_use:dict[tuple,MasterKey] = {}  # one `MasterKey` per key and origin in this process: the decryptions are shared
+
+def _new_key_file(p:Path)->str:
+    "Make key file `p` (mode 600) with a new key, atomically; the key in `p` after that (another process's if it was first)."
+    p.parent.mkdir(parents=True, exist_ok=True)
+    key, tmp = Fernet.generate_key().decode(), p.with_name(f'{p.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp')
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, 'w') as f: f.write(key + '\n'); f.flush(); os.fsync(f.fileno())
+        try: os.link(tmp, p)  # never replaces a key file that appeared meanwhile
+        except FileExistsError: return p.read_text().strip()
+        d = os.open(p.parent, os.O_RDONLY)
+        try: os.fsync(d)
+        finally: os.close(d)
+    finally: tmp.unlink(missing_ok=True)
+    return key
+
+def master_key(key_file:str|Path|None,  # where the key is kept when `WEBHOOKS_MASTER_KEY` is not set
+               sealed:str|None=None,     # a value the store already holds encrypted: the key must decrypt it
+               create:bool=False,        # with no key and nothing `sealed`, make the key file (mode 600)
+              )->MasterKey:
+    "The master key: `WEBHOOKS_MASTER_KEY`, else `key_file`'s; `MasterKeyError` if it is missing, malformed or not `sealed`'s."
+    key, where = os.environ.get(MASTER_KEY_ENV) or None, MASTER_KEY_ENV
+    if key is None and key_file is not None:
+        p = Path(key_file)
+        where = f'the key file {p}'
+        try: key = p.read_text().strip()
+        except FileNotFoundError:
+            if create and sealed is None: key = _new_key_file(p)
+        except OSError as e: raise MasterKeyError(f'cannot read the key file {p}: {e.strerror}') from None
+    if key is None:
+        raise MasterKeyError(f'the stored secrets are encrypted but there is no master key: set {MASTER_KEY_ENV}'
+                             + (f' or restore the key file {key_file}' if key_file is not None else ''))
+    mk = _in_use.get((key, where))
+    if mk is None: mk = _in_use.setdefault((key, where), MasterKey(key, where))
+    if sealed is not None: mk.decrypt(sealed)
+    return mk
+
+# %% ../nbs/01_store.ipynb #b89f0bb3
+SCHEMA_VERSION = 5
 
 REJECTION_SCHEMA = ("""CREATE TABLE IF NOT EXISTS webhook_rejections (
   seq INTEGER PRIMARY KEY,
@@ -185,7 +271,7 @@ REJECTION_SCHEMA = ("""CREATE TABLE IF NOT EXISTS webhook_rejections (
 );""", "CREATE INDEX IF NOT EXISTS webhook_rejections_received ON webhook_rejections(received_at);",
 "CREATE INDEX IF NOT EXISTS webhook_events_status ON webhook_events(status, processed_at);  -- the overview's counts and chart",
 """CREATE TABLE IF NOT EXISTS webhook_retired (    -- retired secrets, kept to diagnose deliveries still signed with them
-  name TEXT NOT NULL, fingerprint TEXT NOT NULL, secret TEXT NOT NULL, retired_at REAL NOT NULL,
+  name TEXT NOT NULL, fingerprint TEXT NOT NULL, secret TEXT NOT NULL, retired_at REAL NOT NULL,  -- secret: encrypted
   PRIMARY KEY (name, fingerprint)
 );""")
 
@@ -203,7 +289,9 @@ def _allow_unhandled(c):
 MIGRATIONS = {1: '''ALTER TABLE webhook_events ADD COLUMN lapses INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX webhook_events_suspect ON webhook_events(next_attempt_at) WHERE status = 'pending' AND lapses >= 2;''',
               2: _allow_unhandled,
-              3: '''ALTER TABLE webhook_sources ADD COLUMN last_matched REAL;''' + '\n'.join(REJECTION_SCHEMA)}
+              3: '''ALTER TABLE webhook_sources ADD COLUMN last_matched REAL;''' + '\n'.join(REJECTION_SCHEMA),
+              4: '''ALTER TABLE webhook_sources ADD COLUMN verify_token TEXT;
+ALTER TABLE webhook_sources ADD COLUMN url TEXT;'''}
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS webhook_events (
   seq INTEGER PRIMARY KEY,            -- arrival order; the queue's order
@@ -244,12 +332,14 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_event ON webhook_attempts(event_seq)
 CREATE TABLE IF NOT EXISTS webhook_sources (
   name TEXT NOT NULL,
   scheme TEXT NOT NULL,
-  secret TEXT NOT NULL,
+  secret TEXT NOT NULL,               -- 'fernet:…': encrypted under the master key
   fingerprint TEXT NOT NULL,
   tolerance INTEGER NOT NULL DEFAULT 300,
   added_at REAL NOT NULL,
   max_body INTEGER,                   -- largest body accepted from this source (NULL: the receiver's default)
   last_matched REAL,                  -- when this secret last verified a delivery
+  verify_token TEXT,                  -- the subscribe verify token (Meta's), encrypted like `secret`; per source, on each row
+  url TEXT,                           -- the public URL of the source's endpoint, for senders that sign it; per source
   PRIMARY KEY (name, fingerprint)
 );
 """ + '\n'.join(REJECTION_SCHEMA)
@@ -277,6 +367,7 @@ def tenant_db(tenant:str,            # tenant name (see `tenant_path`)
                     if callable(m): m(db.conn)
                     elif m: db.conn.execute(m)
             db.execute(f'PRAGMA user_version={SCHEMA_VERSION}')
+    if db.execute(_plaintext).fetchone(): encrypt_plaintext(db, p.parent/'.master-key')  # stored by an older webhooks
     return db
 
 @contextmanager
@@ -295,6 +386,37 @@ def tenants(root:str|Path='data')->list[str]:
     r = Path(root)
     return sorted(p.stem for p in r.glob('*.db') if _name_re.fullmatch(p.stem)) if r.is_dir() else []
 
+@contextmanager
+def secret_txn(db:Database):
+    "`write_txn` with `secure_delete` on: what a write replaces or deletes is overwritten with zeros, not left in free space."
+    prev = db.execute('PRAGMA secure_delete').fetchone()[0]
+    db.execute('PRAGMA secure_delete=ON')
+    try:
+        with write_txn(db): yield db
+    finally: db.execute(f'PRAGMA secure_delete={prev}')
+
+_plaintext = '''SELECT 'webhook_sources', rowid, secret, verify_token FROM webhook_sources
+  WHERE substr(secret, 1, 7) <> 'fernet:' OR substr(verify_token, 1, 7) <> 'fernet:'
+UNION ALL SELECT 'webhook_retired', rowid, secret, NULL FROM webhook_retired WHERE substr(secret, 1, 7) <> 'fernet:' '''
+_one_sealed = '''SELECT secret FROM webhook_sources WHERE substr(secret, 1, 7) = 'fernet:'
+UNION ALL SELECT secret FROM webhook_retired WHERE substr(secret, 1, 7) = 'fernet:' LIMIT 1'''
+
+def encrypt_plaintext(db:Database,        # a tenant's database
+                      key_file:str|Path,  # its master key file, `<root>/.master-key` (`WEBHOOKS_MASTER_KEY` wins)
+                     )->int:
+    "Encrypt the secrets and verify tokens stored as plaintext, leaving no plaintext copy in the files; how many rows."
+    with secret_txn(db):
+        rows = db.execute(_plaintext).fetchall()
+        if not rows: return 0  # another connection got there first
+        one = db.execute(_one_sealed).fetchone()
+        mk = master_key(key_file, one[0] if one else None, create=True)
+        for table, rowid, secret, token in rows:
+            db.execute(f'UPDATE {table} SET secret=? WHERE rowid=?', (mk.encrypt(mk.decrypt(secret)), rowid))
+            if token is not None:
+                db.execute('UPDATE webhook_sources SET verify_token=? WHERE rowid=?', (mk.encrypt(mk.decrypt(token)), rowid))
+    db.execute('PRAGMA wal_checkpoint(TRUNCATE)')  # the pages that held plaintext are overwritten in the file, the log emptied
+    return len(rows)
+
 # %% ../nbs/01_store.ipynb #cc7647c2
 class SqliteTenant:
     "One tenant's storage in its SQLite file: every operation of `TenantStore`."
@@ -302,7 +424,8 @@ class SqliteTenant:
         self.db, self.c = db, db.conn
         self.name = name or Path(db.conn.filename).stem
         self.owner = lease_owner()
-        self._version, self._keys = None, {}
+        self.key_file = Path(db.conn.filename).parent/'.master-key'  # `WEBHOOKS_MASTER_KEY` wins over it
+        self._version, self._keys, self._mk = None, {}, None
     def close(self): self.db.close()
     def __repr__(self): return f'SqliteTenant({self.name!r})'
 
@@ -315,20 +438,46 @@ def as_tenant(db:Database|TenantStore)->TenantStore:
     return SqliteTenant(db) if isinstance(db, Database) else db
 
 # %% ../nbs/01_store.ipynb #3efb8fe6
-@patch
-def _by_source(self:SqliteTenant)->dict:
-    "{name: (scheme, [secrets newest first], tolerance, [fingerprints], max_body)} straight from the table."
+def _grouped(rows:Iterable)->dict:
+    "{name: (scheme, [stored secrets], tolerance, [fingerprints], max_body, stored verify_token, url)} from source rows, in their order."
     res = {}
-    for n, scheme, secret, tol, fp, mb in self.c.execute('''SELECT name, scheme, secret, tolerance, fingerprint, max_body
-                                                         FROM webhook_sources ORDER BY added_at DESC, rowid DESC'''):
-        s = res.setdefault(n, (scheme, [], tol, [], mb))
+    for n, scheme, secret, tol, fp, mb, vt, url in rows:
+        s = res.setdefault(n, (scheme, [], tol, [], mb, vt, url))
         s[1].append(secret); s[3].append(fp)
     return res
+
+def source_keys(rows:Iterable,         # (name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url), newest first
+                retired:Iterable,      # (name, secret, retired_at) of secrets retired lately, newest first
+                decrypt:Callable,      # a stored value in plaintext (`MasterKey.decrypt`)
+               )->dict[str,SourceKeys]:
+    "{name: `SourceKeys`} from the stored rows of every source, secrets and verify tokens decrypted."
+    old = {}
+    for n, sec, at in retired: old.setdefault(n, []).append((decrypt(sec), at))
+    return {n: SourceKeys(s, tuple(map(decrypt, secs)), tol, mb, tuple(old.get(n, ())), decrypt(vt), url)
+            for n,(s,secs,tol,_,mb,vt,url) in _grouped(rows).items()}
+
+_source_rows = '''SELECT name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url
+FROM webhook_sources ORDER BY added_at DESC, rowid DESC'''
 
 @patch
 def sources(self:SqliteTenant)->list[Source]:
     "Every source of this tenant, secrets shown as fingerprints."
-    return [Source(n, s, tol, tuple(fps), mb) for n,(s,_,tol,fps,mb) in sorted(self._by_source().items())]
+    return [Source(n, s, tol, tuple(fps), mb, url, vt is not None)
+            for n,(s,_,tol,fps,mb,vt,url) in sorted(_grouped(self.c.execute(_source_rows)).items())]
+
+@patch
+def master(self:SqliteTenant,
+           sealed:str|None=None,  # a value this tenant holds encrypted: the key must decrypt it
+           create:bool=False,     # make the key file if there is no key yet and nothing is encrypted
+          )->MasterKey:
+    "This tenant's master key (`WEBHOOKS_MASTER_KEY`, else `<root>/.master-key`), found once and checked against `sealed`."
+    if self._mk is None: self._mk = master_key(self.key_file, sealed, create)
+    elif sealed is not None: self._mk.decrypt(sealed)
+    return self._mk
+
+@patch
+def _decrypt(self:SqliteTenant, stored:str|None)->str|None:
+    return stored if stored is None or not stored.startswith(SEALED) else self.master(stored).decrypt(stored)
 
 @patch
 def source(self:SqliteTenant,
@@ -337,51 +486,92 @@ def source(self:SqliteTenant,
     "What verifying source `name`'s deliveries needs; reloaded whenever another connection changed the database."
     v = self.c.execute('PRAGMA data_version').fetchone()[0]
     if v != self._version:
-        old = {}
-        for n, sec, at in self.c.execute('SELECT name, secret, retired_at FROM webhook_retired WHERE retired_at > ? '
-                                         'ORDER BY retired_at DESC', (time.time() - RETIRED_KEPT,)):
-            old.setdefault(n, []).append((sec, at))
-        self._keys = {n: SourceKeys(s, tuple(secs), tol, mb, tuple(old.get(n, ()))) for n,(s,secs,tol,_,mb) in self._by_source().items()}
+        old = self.c.execute('SELECT name, secret, retired_at FROM webhook_retired WHERE retired_at > ? ORDER BY retired_at DESC',
+                             (time.time() - RETIRED_KEPT,))
+        self._keys = source_keys(self.c.execute(_source_rows).fetchall(), old.fetchall(),
+                                 self._decrypt if self._mk is None else self._mk.decrypt)
         self._version = v
     return self._keys.get(name)
 
 # %% ../nbs/01_store.ipynb #2a508829
+MAX_URL, MAX_VERIFY_TOKEN = 2048, 256  # longest source URL and verify token accepted, in characters
+
+def check_url(url:str)->str:
+    "`url` if it is an absolute http(s) URL with a host, no fragment and no whitespace, at most `MAX_URL` long; else `ValueError`."
+    try:
+        u = urlsplit(url) if isinstance(url, str) and len(url) <= MAX_URL and not re.search(r'[\s\x00-\x1f\x7f]', url) else None
+        if u is not None: u.port  # an invalid port raises
+    except ValueError: u = None
+    if u is None or u.scheme not in ('http', 'https') or not u.hostname or u.fragment or '#' in url:
+        raise ValueError(f'url must be an absolute http(s) URL with a host and no #fragment, at most {MAX_URL} characters, '
+                         f'not {str(url)[:80]!r}')
+    return url
+
 def check_source(name:str,               # source name (letters, digits, '-', '_'), used in the URL
                  scheme:str|Scheme,      # preset name, or a `Scheme` (registered in `presets` under its name)
-                 secret:str,             # the signing secret being added
+                 secret:str|None,        # the signing secret (or public key) being added; None: none, settings only
                  tolerance:int,          # seconds a timestamp may be off, both ways
                  max_body:int|None,      # largest body accepted from it, in bytes, or None
+                 verify_token:str|None=None, # its subscribe verify token, or None
+                 url:str|None=None,      # the public URL of its endpoint, or None
                 )->Scheme:
     "The source's `Scheme`, after refusing (`ValueError`, `KeyError`) anything a store must not keep; every backend calls it."
     check_name(name, 'source')
     s = get_scheme(scheme)
     if presets.get(s.name) is not s: presets[s.name] = s
-    check_secret(s, secret)
+    if secret is not None: check_secret(s, secret)
     if not isinstance(tolerance, int) or tolerance < 0: raise ValueError('tolerance must be a non-negative number of seconds')
     if max_body is not None and (not isinstance(max_body, int) or max_body < 1):
         raise ValueError('max_body must be a positive number of bytes')
+    if verify_token is not None and (not isinstance(verify_token, str) or not verify_token.strip()
+                                     or verify_token != verify_token.strip() or len(verify_token) > MAX_VERIFY_TOKEN):
+        raise ValueError(f'verify_token must be 1-{MAX_VERIFY_TOKEN} characters without leading or trailing whitespace')
+    if url is not None: check_url(url)
     return s
+
+def signing_key(scheme:str|Scheme,        # preset name, or a `Scheme`
+                secret:str|None=None,     # a shared secret, for a scheme that signs with one (HMAC)
+                public_key:str|None=None, # the provider's public key, for a scheme that signs with a private key
+               )->str|None:
+    "What a source of `scheme` verifies with: `secret`, or `public_key` for a public-key scheme; `ValueError` if given the other."
+    s = get_scheme(scheme)
+    if getattr(s, 'public_key', False):
+        if secret is not None:
+            raise ValueError(f"scheme {s.name!r} verifies with the provider's public key: give public_key=, not secret=")
+        return public_key
+    if public_key is not None:
+        raise ValueError(f'scheme {s.name!r} signs with a shared secret, not a key pair: give secret=, not public_key=')
+    return secret
 
 @patch
 def add_source(self:SqliteTenant,
                name:str,               # source name (letters, digits, '-', '_'), used in the URL
                scheme:str|Scheme,      # preset name, or a `Scheme` (registered in `presets` under its name)
-               secret:str,             # signing secret; adding a second one to a source rotates
+               secret:str|None,        # signing secret (a public key for public-key schemes); a second one rotates; None: settings only
                tolerance:int=TOLERANCE,# seconds a timestamp may be off, both ways
                max_body:int|None=None, # largest body accepted from it, in bytes (None: keep it / the default)
+               verify_token:str|None=None, # token the subscribe handshake must carry, e.g. Meta's (None: keep it / none)
+               url:str|None=None,      # public URL of its endpoint, for senders that sign the URL (None: keep it / the request's)
               )->Source:
     "Add source `name`, or one more secret to it (rotation: old and new both verify until the old is removed)."
-    s = check_source(name, scheme, secret, tolerance, max_body)
-    with write_txn(self.db):
-        prev = self.c.execute('SELECT scheme, max_body FROM webhook_sources WHERE name=? LIMIT 1', (name,)).fetchone()
-        if max_body is None and prev: max_body = prev[1]  # a rotation keeps the source's limit
+    s = check_source(name, scheme, secret, tolerance, max_body, verify_token, url)
+    with secret_txn(self.db):
+        prev = self.c.execute('SELECT scheme, max_body, verify_token, url FROM webhook_sources WHERE name=? LIMIT 1', (name,)).fetchone()
         if prev and prev[0] != s.name:
             raise ValueError(f'source {name!r} uses scheme {prev[0]!r}, not {s.name!r}; '
                              'remove its secrets first or pick another name')
-        self.c.execute('''INSERT INTO webhook_sources (name, scheme, secret, fingerprint, tolerance, added_at, max_body)
-                          VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING''',
-                       (name, s.name, secret, fingerprint(secret), tolerance, time.time(), max_body))
-        self.c.execute('UPDATE webhook_sources SET tolerance=?, max_body=? WHERE name=?', (tolerance, max_body, name))
+        if secret is None and not prev: raise ValueError(f'there is no source {name!r} yet: give its first secret')
+        one = self.c.execute(_one_sealed).fetchone()
+        mk = self.master(one[0] if one else None, create=True)  # a key that can't decrypt this tenant's secrets encrypts nothing
+        if prev:  # a rotation keeps what it is not given
+            max_body, url = prev[1] if max_body is None else max_body, prev[3] if url is None else url
+        vt = prev[2] if prev and verify_token is None else mk.encrypt(verify_token)
+        if secret is not None:
+            self.c.execute('''INSERT INTO webhook_sources (name, scheme, secret, fingerprint, tolerance, added_at, max_body, verify_token, url)
+                              VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING''',
+                           (name, s.name, mk.encrypt(secret), fingerprint(secret), tolerance, time.time(), max_body, vt, url))
+        self.c.execute('UPDATE webhook_sources SET tolerance=?, max_body=?, verify_token=?, url=? WHERE name=?',
+                       (tolerance, max_body, vt, url, name))
     self._version = None  # `data_version` only tells of other connections' writes
     return next(x for x in self.sources() if x.name == name)
 
@@ -391,11 +581,11 @@ def remove_secret(self:SqliteTenant,
                   fingerprint:str, # fingerprint of the secret to retire (see `sources`)
                  )->Source|None:
     "Retire one secret of source `name`; returns the source as it is now (None once its last secret is gone)."
-    with write_txn(self.db):
+    with secret_txn(self.db):
         gone = self.c.execute('DELETE FROM webhook_sources WHERE name=? AND fingerprint=? RETURNING secret',
                               (name, fingerprint)).fetchall()
         if not gone: raise KeyError(f'source {name!r} has no secret with fingerprint {fingerprint!r}')
-        self.c.execute('INSERT OR REPLACE INTO webhook_retired VALUES (?,?,?,?)', (name, fingerprint, gone[0][0], time.time()))
+        self.c.execute('INSERT OR REPLACE INTO webhook_retired VALUES (?,?,?,?)', (name, fingerprint, gone[0][0], time.time()))  # still encrypted
     self._version = None
     return next((x for x in self.sources() if x.name == name), None)
 
@@ -407,12 +597,14 @@ def sources(db:Database|TenantStore)->list[Source]:
 def add_source(db:Database|TenantStore, # tenant database
                name:str,                # source name (letters, digits, '-', '_'), used in the URL
                scheme:str|Scheme,       # preset name, or a `Scheme`
-               secret:str,              # signing secret; adding a second one to a source rotates
+               secret:str|None,         # signing secret (a public key for public-key schemes); a second one rotates; None: settings only
                tolerance:int=TOLERANCE, # seconds a timestamp may be off, both ways
                max_body:int|None=None,  # largest body accepted from it, in bytes (None: keep it / the default)
+               verify_token:str|None=None, # token the subscribe handshake must carry, e.g. Meta's (None: keep it / none)
+               url:str|None=None,       # public URL of its endpoint, for senders that sign the URL (None: keep it / the request's)
               )->Source:
     "Add source `name` to the tenant in `db`, or one more secret to it (rotation)."
-    return as_tenant(db).add_source(name, scheme, secret, tolerance, max_body)
+    return as_tenant(db).add_source(name, scheme, secret, tolerance, max_body, verify_token, url)
 
 def remove_secret(db:Database|TenantStore, # tenant database
                   name:str,                # source name
@@ -862,7 +1054,7 @@ EVENT_COLS = ('seq', 'id', 'source', 'event_type', 'payload', 'signature', 'idem
               'error_message', 'received_at', 'processed_at', 'next_attempt_at', 'lease_until', 'lease_owner', 'lapses',
               'note', 'headers')
 ATTEMPT_COLS = ('event_seq', 'webhook_id', 'attempt', 'started_at', 'finished_at', 'outcome', 'error')
-SOURCE_COLS = ('name', 'scheme', 'secret', 'fingerprint', 'tolerance', 'added_at', 'max_body')
+SOURCE_COLS = ('name', 'scheme', 'secret', 'fingerprint', 'tolerance', 'added_at', 'max_body', 'verify_token', 'url')
 
 class Rows(NamedTuple):
     "A page of one tenant's rows, as dicts keyed by column: what `export_rows` reads and `import_rows` writes."
@@ -873,9 +1065,10 @@ def export_rows(self:SqliteTenant,
                 after:int=0,     # only events with a larger `seq`
                 limit:int=1000,  # most events in the page
                )->Rows:
-    "A page of this tenant: its sources (on the first page), up to `limit` events after `after`, and their attempts."
+    "A page of this tenant: its sources (on the first page, secrets decrypted), up to `limit` events after `after`, and their attempts."
     q = lambda cols, sql, args=(): [dict(zip(cols, r)) for r in self.c.execute(sql, args)]
     srcs = q(SOURCE_COLS, f'SELECT {", ".join(SOURCE_COLS)} FROM webhook_sources ORDER BY added_at, rowid') if not after else []
+    srcs = [{**r, 'secret': self._decrypt(r['secret']), 'verify_token': self._decrypt(r['verify_token'])} for r in srcs]
     evs = q(EVENT_COLS, f'SELECT {", ".join(EVENT_COLS)} FROM webhook_events WHERE seq > ? ORDER BY seq LIMIT ?', (after, limit))
     atts = q(ATTEMPT_COLS, f'SELECT {", ".join(ATTEMPT_COLS)} FROM webhook_attempts WHERE event_seq BETWEEN ? AND ? ORDER BY seq',
              (evs[0]['seq'], evs[-1]['seq'])) if evs else []
@@ -895,8 +1088,12 @@ def import_rows(self:SqliteTenant,
     ins = lambda table, cols: f'INSERT INTO {table} ({", ".join(cols)}) VALUES ({", ".join("?"*len(cols))})'
     new_seq, ecols = {}, EVENT_COLS[1:]
     with write_txn(self.db):
+        if rows.sources:
+            one = self.c.execute(_one_sealed).fetchone()
+            mk = self.master(one[0] if one else None, create=True)
         for r in rows.sources:
-            self.c.execute(ins('webhook_sources', SOURCE_COLS) + ' ON CONFLICT DO NOTHING', [r[k] for k in SOURCE_COLS])
+            r = {**r, 'secret': mk.encrypt(mk.decrypt(r['secret'])), 'verify_token': mk.encrypt(mk.decrypt(r.get('verify_token')))}
+            self.c.execute(ins('webhook_sources', SOURCE_COLS) + ' ON CONFLICT DO NOTHING', [r.get(k) for k in SOURCE_COLS])
             n['sources'] += self.c.changes()
         for r in map(arriving, rows.events):
             if self.c.execute('SELECT 1 FROM webhook_events WHERE source=? AND id=? AND received_at=?',
@@ -1011,6 +1208,7 @@ class SqliteStore:
                  writers:int=8,                 # threads committing rounds (different tenants in parallel)
                 ):
         self.root, self.max_open, self.busy_timeout, self.writers = Path(root), max_open, busy_timeout, writers
+        self.key_file = self.root/'.master-key'  # the master key, made on first use, unless `WEBHOOKS_MASTER_KEY` is set
         self.inboxes:OrderedDict[str,SqliteInbox] = OrderedDict()
         self.opening:dict[str,asyncio.Future] = {}
         self._pool = None
