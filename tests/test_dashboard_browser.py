@@ -295,6 +295,40 @@ def test_rotation_and_signed_test_event(site, admin):
     assert deliver(srv.url, 'invoice.paid').status_code == 401                # the retired secret no longer verifies
     assert deliver(srv.url, 'invoice.paid', secret=new).status_code == 200
 
+def test_pause_and_resume_a_source(site, admin):
+    "Pause shows 'paused' and holds what arrives (stored, not handled); Resume clears it and the held event runs; rates show."
+    from webhooks.store import NewEvent
+    srv, store = site, site.store
+    admin.goto(f'{srv.url}/admin/sources?tenant=acme')
+    card = admin.locator('#source-stripe')
+    expect(card.locator('p.about .st-paused')).to_have_count(0)
+    card.locator('button:has-text("Pause")').click()
+    expect(admin.locator('.msg')).to_contain_text('Source paused')
+    expect(card.locator('p.about .st-paused')).to_have_text('paused')
+    expect(card.locator('button:has-text("Resume")')).to_have_count(1)
+    with closing(store.open('acme')) as t:
+        assert t.sources()[0].paused is True
+        (seq,) = t.log([NewEvent('evt_held_' + secrets.token_hex(4), 'stripe', 'invoice.paid', '{}', 'v1=…', 'stripe:held-' + secrets.token_hex(4))])
+    time.sleep(1.0)                                                           # five of the worker's polls
+    assert events(store, seqs=[seq])[0].status == 'pending'                  # stored, held
+    card.locator('button:has-text("Resume")').click()
+    expect(admin.locator('.msg')).to_contain_text('Source resumed')
+    expect(card.locator('p.about .st-paused')).to_have_count(0)
+    settled(store)
+    assert events(store, seqs=[seq])[0].status == 'completed'
+    card.locator('input[name=rate_limit]').fill('40')
+    card.locator('input[name=handler_rate]').fill('2.5')
+    card.locator('button:has-text("Set rates")').click()
+    expect(admin.locator('.msg')).to_contain_text('Rates set')
+    expect(card.locator('p.about')).to_contain_text('at most 40 deliveries/s')
+    expect(card.locator('p.about')).to_contain_text('handlers at most 2.5/s')
+    with closing(store.open('acme')) as t: assert (t.sources()[0].rate_limit, t.sources()[0].handler_rate) == (40.0, 2.5)
+    card.locator('input[name=rate_limit]').fill('')                          # empty: no limit
+    card.locator('input[name=handler_rate]').fill('')
+    card.locator('button:has-text("Set rates")').click()
+    expect(card.locator('p.about')).not_to_contain_text('at most')
+    with closing(store.open('acme')) as t: assert (t.sources()[0].rate_limit, t.sources()[0].handler_rate) == (None, None)
+
 # ---------------------------------------------------------------- CSRF
 
 def test_post_without_csrf_token_is_refused(site, admin):

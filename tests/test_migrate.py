@@ -1,11 +1,20 @@
-"Databases in use keep working: a tenant file written by an older webhooks (schema v2, v4) opens, migrates in place to today's and loses nothing."
+"Databases in use keep working: a tenant file written by an older webhooks (schema v2, v4, v5) opens, migrates in place to today's and loses nothing."
 import apsw, re
 from webhooks.store import REJECTION_SCHEMA, SCHEMA, SCHEMA_VERSION, SqliteStore, SqliteTenant, tenant_db, NewEvent, Outcome
 from webhooks.signatures import fingerprint
 
+V5_DUE = "CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events(next_attempt_at) WHERE status = 'pending';"
+
+def v5_schema()->str:
+    "Today's schema as version 5 had it: no flood controls on sources, the due index on `next_attempt_at` alone."
+    s = re.sub(r"\n  (paused INTEGER|rate_limit REAL|handler_rate REAL)[^\n]*", '', SCHEMA)
+    s, n = re.subn(r"CREATE INDEX IF NOT EXISTS webhook_events_due ON [^\n]*", V5_DUE, s)
+    assert n == 1 and 'paused' not in s and 'handler_rate' not in s
+    return s
+
 def v4_schema()->str:
     "Today's schema as version 4 had it: no `verify_token`, no `url` on sources."
-    s = re.sub(r"\n  verify_token TEXT,[^\n]*", '', SCHEMA)
+    s = re.sub(r"\n  verify_token TEXT,[^\n]*", '', v5_schema())
     s = re.sub(r"\n  url TEXT,[^\n]*", '', s)
     assert 'verify_token' not in s and '  url ' not in s
     return s
@@ -28,7 +37,7 @@ def test_v2_database_migrates_in_place(tmp_path):
     c.execute("INSERT INTO webhook_sources VALUES ('stripe', 'stripe', 'whsec_old_0123', 'fp_1', 300, 0)")
     c.execute('PRAGMA user_version=2'); c.close()
     db = tenant_db('old', tmp_path, create=False)
-    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 5
+    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 6
     assert {'webhook_rejections', 'webhook_retired'} <= set(db.table_names())
     assert db.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
     t = SqliteTenant(db)
@@ -45,7 +54,7 @@ def test_v2_database_migrates_in_place(tmp_path):
     except apsw.ConstraintError: pass
     db.close()
     db2 = tenant_db('old', tmp_path, create=False)  # a second open does not migrate again
-    assert db2.execute('PRAGMA user_version').fetchone()[0] == 5
+    assert db2.execute('PRAGMA user_version').fetchone()[0] == 6
     assert SqliteTenant(db2).secrets('stripe')[0].last_matched is None
 
 def test_v4_database_gains_verify_token_and_url_and_encrypts_its_secrets(tmp_path):
@@ -60,11 +69,11 @@ def test_v4_database_gains_verify_token_and_url_and_encrypts_its_secrets(tmp_pat
                  VALUES ('evt_v4', 'stripe', 'invoice.paid', '{"id":"evt_v4"}', 'stripe:evt_v4', 1767225600)""")
     c.execute('PRAGMA user_version=4'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == 5
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == 6
     cols = [r[1] for r in t.c.execute('PRAGMA table_info(webhook_sources)')]
-    assert cols[-2:] == ['verify_token', 'url']
+    assert cols[-5:] == ['verify_token', 'url', 'paused', 'rate_limit', 'handler_rate']
     assert cols == [r[1] for r in SqliteStore(tmp_path/'fresh').open('x', create=True).c.execute('PRAGMA table_info(webhook_sources)')]
-    assert t.source('stripe') == ('stripe', (new,), 600, 65536, ((old, 9e9),), None, None)
+    assert t.source('stripe') == ('stripe', (new,), 600, 65536, ((old, 9e9),), None, None, False, None, None)
     (src,) = t.sources()
     assert (src.url, src.verify_token, src.fingerprints) == (None, False, (fingerprint(new),))
     assert [(x.added_at, x.last_matched) for x in t.secrets('stripe')] == [(1767225000, 1767225100)]
@@ -74,3 +83,27 @@ def test_v4_database_gains_verify_token_and_url_and_encrypts_its_secrets(tmp_pat
     assert (tmp_path/'.master-key').stat().st_mode & 0o777 == 0o600
     t.close()
     for f in tmp_path.glob('acme.db*'): assert new.encode() not in f.read_bytes() and old.encode() not in f.read_bytes(), f
+
+def test_v5_database_gains_flood_controls_and_a_due_index_that_holds_the_source(tmp_path):
+    "v5 → v6: `paused`, `rate_limit`, `handler_rate` on sources (unpaused, no limits), the due index rebuilt; rows untouched."
+    fresh = SqliteStore(tmp_path/'fresh').open('x', create=True)
+    c = apsw.Connection(str(tmp_path/'acme.db'))
+    c.execute(v5_schema())
+    c.execute("INSERT INTO webhook_sources (name, scheme, secret, fingerprint, tolerance, added_at) "
+              "VALUES ('stripe', 'stripe', 'whsec_v5_0123456789abcdef', ?, 120, 1767225000)", (fingerprint('whsec_v5_0123456789abcdef'),))
+    c.executemany("""INSERT INTO webhook_events (id, source, event_type, payload, idempotency_key, received_at)
+                     VALUES (?, ?, 'invoice.paid', '{}', ?, 1767225600)""", [('evt_a', 'stripe', 'stripe:evt_a'), ('gh_1', 'github', 'github:gh_1')])
+    c.execute('PRAGMA user_version=5'); c.close()
+    t = SqliteStore(tmp_path).open('acme')
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == 6
+    cols = lambda tt, table: [r[1:] for r in tt.c.execute(f'PRAGMA table_info({table})')]
+    assert cols(t, 'webhook_sources') == cols(fresh, 'webhook_sources')
+    index = lambda tt: tt.c.execute("SELECT sql FROM sqlite_schema WHERE name='webhook_events_due'").fetchone()[0]
+    assert index(t) == index(fresh) and '(next_attempt_at, seq, source)' in index(t)
+    (src,) = t.sources()
+    assert (src.tolerance, src.paused, src.rate_limit, src.handler_rate) == (120, False, None, None)
+    t.set_source('stripe', paused=True)
+    assert [x.id for x in t.claim()] == ['gh_1']  # stripe's event is held
+    t.set_source('stripe', paused=False)
+    assert [x.id for x in t.claim()] == ['evt_a']
+    assert t.c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'

@@ -309,6 +309,8 @@ def v1_layout(tenant:str)->str:
     from webhooks.store import STATUSES
     ddl = re.sub(r'\n  last_matched double precision,[^\n]*', '', PG_SCHEMA.replace(PG_REJECTION_SCHEMA, ''))
     ddl = re.sub(r'\n  (verify_token|url) text,[^\n]*', '', ddl)
+    ddl = re.sub(r'\n  (paused boolean|rate_limit double|handler_rate double)[^\n]*', '', ddl)
+    assert 'paused' not in ddl and 'handler_rate' not in ddl
     assert 'rejections' not in ddl and 'retired' not in ddl and 'last_matched' not in ddl and 'webhook_events_status' not in ddl
     assert 'verify_token' not in ddl and ' url ' not in ddl
     return sql.SQL(ddl).format(s=sql.Identifier(schema_name(tenant)), statuses=sql.SQL(', ').join(map(sql.Literal, STATUSES)),
@@ -350,10 +352,11 @@ def test_an_old_layout_schema_migrates_in_place_and_keeps_its_rows(pg_url):
         t = opened[0]
         fresh = stores[0].open('fresh', create=True)
         assert layout(pg_url, 'wh_acme') == layout(pg_url, 'wh_fresh'), 'a migrated schema is the one a new tenant gets'
-        assert f'"schema_version": {PG_SCHEMA_VERSION}' in layout(pg_url, 'wh_acme')[2] and PG_SCHEMA_VERSION == 3
+        assert f'"schema_version": {PG_SCHEMA_VERSION}' in layout(pg_url, 'wh_acme')[2] and PG_SCHEMA_VERSION == 4
         (e,) = t.events()
         assert (e.id, e.payload, e.status, e.received_at) == ('evt_old', '{"id":"evt_old"}', 'failed', 1767225600)
-        assert t.source('stripe') == ('stripe', ('whsec_old_0123456789abcdef',), 300, None, (), None, None)
+        assert t.source('stripe') == ('stripe', ('whsec_old_0123456789abcdef',), 300, None, (), None, None, False, None, None)
+        assert t.set_source('stripe', paused=True, handler_rate=2).handler_rate == 2.0  # the columns layout 4 added
         assert t.q('SELECT secret FROM webhook_sources')[0]['secret'].startswith('fernet:')  # layout 1 kept it as plaintext
         assert [(x.added_at, x.last_matched) for x in t.secrets('stripe')] == [(1767225000, None)]
         assert t.reject([Rejection(1767225700.5, 'stripe', '203.0.113.7', 'invalid_signature', 'no match', None, b'{}', 2)]) == 1

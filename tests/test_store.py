@@ -76,3 +76,29 @@ def test_acknowledged_event_survives_reopen(store, where):
     assert check_idempotency(db2, 'k1')
     assert db2.events()[0].payload == '{"a":1}'
     db2.close(); again.close()
+
+def test_a_master_key_error_names_its_file_to_the_operator_and_no_path_to_a_client(tmp_path, monkeypatch):
+    "`message` is for logs and the command line; `public_message` is what the receiver may send over HTTP."
+    from webhooks.store import MASTER_KEY_ENV, MasterKeyError, master_key
+    monkeypatch.delenv(MASTER_KEY_ENV, raising=False)
+    sealed = master_key(tmp_path/'.master-key', create=True).encrypt('whsec_0123456789abcdef')
+    (tmp_path/'other.key').write_text('bm90IGEgZmVybmV0IGtleQ==')
+    for bad in (lambda: master_key(tmp_path/'lost'/'.master-key', sealed=sealed),   # missing
+                lambda: master_key(tmp_path/'other.key')):                            # malformed
+        with pytest.raises(MasterKeyError) as e: bad()
+        assert str(tmp_path) in e.value.message and (e.value.status, e.value.code) == (503, 'master_key')
+        assert str(tmp_path) not in e.value.public_message and '/' not in e.value.public_message
+
+@pytest.mark.parametrize('scheme,window', [('paddle', 5), ('linear', 60), ('hubspot', 300), ('twitch', 600), ('mailgun', 900),
+                                           ('stripe', 300), ('github', 300)])
+def test_a_new_source_gets_its_providers_tolerance_and_a_rotation_keeps_its_own(store, q, scheme, window):
+    "tolerance=None: the scheme's documented window (`Scheme.tolerance`), else 300; on a rotation or a settings change, the source's."
+    t = store.open('acme', create=True)
+    assert t.add_source('src', scheme, 'whsec_first_0123456789abcdef0123456789').tolerance == window
+    assert t.source('src').tolerance == window
+    assert t.add_source('src', scheme, 'whsec_second_0123456789abcdef012345678').tolerance == window  # kept
+    assert t.add_source('src', scheme, None, tolerance=42).tolerance == 42                          # asked for
+    assert t.add_source('src', scheme, 'whsec_third_0123456789abcdef0123456789').tolerance == 42     # a rotation keeps it
+    assert t.add_source('src', scheme, None, url='https://hooks.example.com/acme/src').tolerance == 42
+    assert {r['tolerance'] for r in q(t, 'SELECT tolerance FROM webhook_sources')} == {42}           # stored, NOT NULL
+    with pytest.raises(ValueError, match='tolerance must be a non-negative'): t.add_source('src', scheme, None, tolerance=-1)

@@ -27,12 +27,12 @@ __all__ = ['SESSION_AGE', 'NAV', 'SERIES', 'PAGE_SIZE', 'CSS', 'SECURITY_HEADERS
            'Sessions', 'LoginLimiter', 'when', 'took', 'link', 'StatusBadge', 'CsrfField', 'PostButton', 'Page',
            'HourlyChart', 'Legend', 'Number', 'TenantCard', 'AlertList', 'Query', 'EventRow', 'EventsTable', 'Field',
            'Choice', 'EventFilters', 'EventsView', 'hexdump', 'BodyView', 'HeadersTable', 'AttemptsTimeline',
-           'EventView', 'ReasonCounts', 'RejectionRow', 'RejectionsTable', 'SecretsTable', 'SourceCard',
+           'EventView', 'ReasonCounts', 'RejectionRow', 'RejectionsTable', 'SecretsTable', 'SourceCard', 'FlowControls',
            'SourceSettings', 'NewSource', 'hardened', 'Dashboard', 'dash', 'safe_next', 'guard', 'LoginPage',
            'login_form', 'login', 'logout', 'stylesheet', 'overview', 'events_page', 'NotFound', 'one_event',
            'event_page', 'event_detail', 'replay_event', 'Job', 'describe', 'final_count', 'replay_confirm',
            'replay_all', 'replay_progress', 'rejected_page', 'sources_page', 'sources_view', 'add_secret',
-           'retire_secret', 'send_test', 'install_dashboard', 'not_found']
+           'retire_secret', 'form_rate', 'set_flow', 'send_test', 'install_dashboard', 'not_found']
 
 # %% ../nbs/07_dashboard.ipynb #49e5d89c
 SESSION_AGE = 12*3600  # seconds a login lasts
@@ -423,6 +423,9 @@ def SourceCard(prefix:str,       # the dashboard's URL prefix
     limit = f', body limit {src.max_body} bytes' if src.max_body else ''
     public = [' · public URL ', Code(src.url)] if src.url else []
     token = [' · verify token set'] if src.verify_token else []
+    rates = [f' · at most {src.rate_limit:g} deliveries/s'] if src.rate_limit else []
+    rates += [f' · handlers at most {src.handler_rate:g}/s'] if src.handler_rate else []
+    held = [StatusBadge('paused'), ' '] if src.paused else []
     rotate = Form(CsrfField(csrf), Hidden(name='name', value=src.name), Hidden(name='scheme', value=src.scheme),
                   Field('new public key', 'public_key', autocomplete='off') if pk else
                   Field('new secret', 'secret', type='password', autocomplete='off'),
@@ -433,10 +436,26 @@ def SourceCard(prefix:str,       # the dashboard's URL prefix
                 Field('signing secret', 'secret', type='password', autocomplete='off', required=True),
                 Field('event type', 'event', 'test.event'), Button('Send a signed test event', cls='quiet'),
                 method='post', action=f'{prefix}/sources/{tenant}/test', cls='filters')
-    return Section(H2(src.name), P(f'scheme ', Code(src.scheme), f', tolerance {src.tolerance} s{limit} · ', Code(url), *public, *token),
-                   SecretsTable(prefix, tenant, src.name, secrets, csrf),
+    return Section(H2(src.name), P(*held, f'scheme ', Code(src.scheme), f', tolerance {src.tolerance} s{limit} · ', Code(url), *public,
+                                   *token, *rates, cls='about'),
+                   FlowControls(prefix, tenant, src, csrf), SecretsTable(prefix, tenant, src.name, secrets, csrf),
                    H3('Rotate: add a public key' if pk else 'Rotate: add a secret', ' (or change the settings)'), rotate,
                    *([] if pk else [H3('Send a signed test event'), test]), cls='card', id=f'source-{src.name}')
+
+def FlowControls(prefix:str,  # the dashboard's URL prefix
+                 tenant:str,  # tenant name
+                 src,         # the `Source`
+                 csrf:str,    # the session's CSRF token
+                ):
+    "A source's flood controls: a Pause (or Resume) button, and its rate limit and handler rate (empty: none)."
+    action, rate = f'{prefix}/sources/{tenant}/flow', lambda r: '' if r is None else f'{r:g}'
+    toggle = PostButton('Resume' if src.paused else 'Pause', action, csrf, cls=None if src.paused else 'quiet',
+                        name=src.name, paused='false' if src.paused else 'true')
+    rates = Form(CsrfField(csrf), Hidden(name='name', value=src.name),
+                 Field('rate limit (deliveries/s)', 'rate_limit', rate(src.rate_limit), type='number', min='0', step='any', placeholder='none'),
+                 Field('handler rate (runs/s)', 'handler_rate', rate(src.handler_rate), type='number', min='0', step='any', placeholder='none'),
+                 Button('Set rates', cls='quiet'), method='post', action=action, cls='filters')
+    return Div(toggle, rates, cls='flow')
 
 def SourceSettings(token_set:bool=False,  # whether the source has a verify token now
                    url:str|None=None,     # its public URL now
@@ -455,7 +474,8 @@ def NewSource(prefix:str,  # the dashboard's URL prefix
                    Label('scheme', Select(*[Option(p, value=p) for p in presets], name='scheme')),
                    Field('secret', 'secret', type='password', autocomplete='off'),
                    Field('or public key (Discord, SendGrid)', 'public_key', autocomplete='off'),
-                   Field('tolerance (s)', 'tolerance', '300', type='number', min='0'), *SourceSettings(), Button('Add source'),
+                   Field('tolerance (s)', 'tolerance', type='number', min='0', placeholder="the provider's, else 300"),
+                   *SourceSettings(), Button('Add source'),
                    method='post', action=f'{prefix}/sources/{tenant}/add', cls='filters'), cls='card')
 
 # %% ../nbs/07_dashboard.ipynb #1511d6f0
@@ -481,6 +501,8 @@ pre,code{font:12px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace} pr
 .st{display:inline-block;padding:0 .4rem;border-radius:3px;font-size:.8rem;background:#e5e7eb}
 .st-completed{background:#dcfce7;color:#166534} .st-failed,.st-retry{background:#fee2e2;color:#991b1b}
 .st-pending{background:#fef9c3;color:#854d0e} .st-processing{background:#dbeafe;color:#1e40af} .st-lapsed{background:#ffedd5;color:#9a3412}
+.st-paused{background:#fef3c7;color:#92400e;font-weight:600} .flow{display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-end;margin:.3rem 0 .6rem}
+.flow form.filters{margin:0}
 form.filters{display:flex;flex-wrap:wrap;gap:.5rem;align-items:flex-end;margin:0 0 .8rem}
 label{display:flex;flex-direction:column;font-size:.78rem;color:var(--muted);gap:.1rem}
 input,select,button{font:inherit;padding:.3rem .45rem;border:1px solid #d1d5db;border-radius:4px;background:#fff;color:var(--fg)}
@@ -805,7 +827,9 @@ def sources_page(d:Dashboard,       # the dashboard
                            prefix=d.prefix, csrf=auth['csrf'], tenant=name), status)
 
 DONE = {'added': 'Secret added: the old and the new one both verify until you retire the old one.', 'retired': 'Secret retired.',
-        'changed': "Source settings changed; its secrets are as they were."}
+        'changed': "Source settings changed; its secrets are as they were.",
+        'paused': 'Source paused: its deliveries are stored and answered, but not handled until you resume it.',
+        'resumed': 'Source resumed: the events it held run now, oldest first.', 'rates': 'Rates set.'}
 
 @rt.get('/sources')
 def sources_view(req:Request, auth):
@@ -822,11 +846,11 @@ def add_secret(req:Request, auth, tenant:str,
     d = dash(req)
     got = lambda k: data.get(k) or None
     try:
-        tol = data.get('tolerance') or '300'
-        if not tol.isdigit(): raise ValueError('tolerance must be a whole number of seconds')
+        tol = got('tolerance')  # empty: the source's, or for a new one its provider's window, else 300
+        if tol is not None and not tol.isdigit(): raise ValueError('tolerance must be a whole number of seconds')
         key = signing_key(data.get('scheme', ''), got('secret'), got('public_key'))
         with d.tenant(tenant) as t:
-            t.add_source(data.get('name', ''), data.get('scheme', ''), key, int(tol), None, got('verify_token'), got('url'))
+            t.add_source(data.get('name', ''), data.get('scheme', ''), key, tol and int(tol), None, got('verify_token'), got('url'))
     except (ValueError, KeyError, WebhookError) as e:
         msg = e.message if isinstance(e, WebhookError) else e.args[0] if e.args else type(e).__name__
         msg = msg.replace('public_key=', 'a public key').replace('secret=', 'a secret')  # the library's words for the form's
@@ -843,6 +867,29 @@ def retire_secret(req:Request, auth, tenant:str,
         with d.tenant(tenant) as t: t.remove_secret(data.get('name', ''), data.get('fingerprint', ''))
     except KeyError as e: return sources_page(d, req, auth, tenant, P(f'Not retired: {e.args[0]}', cls='msg error'), 404)
     return RedirectResponse(link(d.prefix, 'sources', tenant=tenant, done='retired'), 303)
+
+def form_rate(data:dict,  # a posted form
+              key:str,    # 'rate_limit' or 'handler_rate'
+             )->float|None:
+    "A rate from a form: None if the field was not sent (leave it), 0 if it was left empty (no limit); `ValueError` if not a number."
+    if key not in data: return None
+    v = str(data[key]).strip()
+    try: return float(v) if v else 0.0
+    except ValueError: raise ValueError(f'{key.replace("_", " ")} must be a number of events a second, not {v[:20]!r}') from None
+
+@rt.post('/sources/{tenant}/flow')
+def set_flow(req:Request, auth, tenant:str,
+             data:dict,  # the form: name, and paused ('true'/'false') or rate_limit and handler_rate
+            ):
+    "Pause or resume a source, or set its rates (an empty rate: no limit)."
+    d, paused = dash(req), {'true': True, 'false': False}.get(data.get('paused'))
+    try:
+        with d.tenant(tenant) as t:
+            t.set_source(data.get('name', ''), paused, form_rate(data, 'rate_limit'), form_rate(data, 'handler_rate'))
+    except KeyError as e: return sources_page(d, req, auth, tenant, P(f'Not changed: {e.args[0]}', cls='msg error'), 404)
+    except ValueError as e: return sources_page(d, req, auth, tenant, P(f'Not changed: {e}', cls='msg error'), 400)
+    done = 'rates' if paused is None else 'paused' if paused else 'resumed'
+    return RedirectResponse(link(d.prefix, 'sources', tenant=tenant, done=done), 303)
 
 @rt.post('/sources/{tenant}/test')
 def send_test(req:Request, auth, tenant:str,

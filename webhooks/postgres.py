@@ -18,16 +18,16 @@ from pathlib import Path
 from .signatures import TOLERANCE, Scheme, fingerprint
 from .store import (ATTEMPT_COLS, EVENT_COLS, IDEMPOTENCY_WINDOW, LEASE, MAX_ATTEMPTS, REJECTION_CAP, REPLAYABLE,
                             RETIRED_KEPT, SOURCE_COLS, STATUSES, Attempt, Claim, GroupCommit, NewEvent, Outcome, Rejection,
-                            Rows, SecretInfo, Source, SourceKeys, StoredEvent, StoreUnavailable, TenantError, arriving,
-                            body_value, check_name, check_source, error_text, lease_owner, matched,
-                            MasterKey, SEALED, master_key, source_keys)
+                            Rows, SecretInfo, Source, SourceKeys, StoredEvent, StoreFull, StoreUnavailable, TenantError, arriving,
+                            body_value, check_name, check_source, default_tolerance, due_times, error_text, flood_settings, lease_owner,
+                            matched, INVALID, MasterKey, SEALED, master_key, source_keys)
 from .store import _alive, _final, _grouped  # the same liveness rule, final statuses and source rows as the SQLite store
 
 # %% auto #0
 __all__ = ['PREFIX', 'PG_SCHEMA_VERSION', 'PG_REJECTION_SCHEMA', 'PG_SCHEMA', 'PG_MIGRATIONS', 'CHANNEL', 'SOURCES_CHANNEL',
-           'SETTINGS_SCHEMA', 'schema_name', 'schema_mark', 'read_mark', 'schema_sql', 'migration_sql', 'stored_body',
-           'statements', 'glob_regex', 'pg_where', 'safe_url', 'PgStore', 'schema_steps', 'encrypt_steps', 'PgTenant',
-           'pg_rows', 'log_steps', 'rejection_arrays', 'PgInbox']
+           'SETTINGS_SCHEMA', 'PG_INVALID', 'schema_name', 'schema_mark', 'read_mark', 'schema_sql', 'migration_sql',
+           'stored_body', 'statements', 'glob_regex', 'pg_where', 'safe_url', 'PgStore', 'schema_steps',
+           'encrypt_steps', 'PgTenant', 'pg_rows', 'log_steps', 'rejection_arrays', 'PgInbox']
 
 # %% ../nbs/06_postgres.ipynb #0ca196b7
 PREFIX = 'wh_'  # every tenant schema's name starts with it
@@ -41,7 +41,7 @@ def schema_name(tenant:str,  # tenant name: ASCII letters, digits, '-', '_'; 1-6
     return f'{PREFIX}{tenant[:43]}~{hashlib.sha256(tenant.encode()).hexdigest()[:16]}'
 
 # %% ../nbs/06_postgres.ipynb #9d71d1fa
-PG_SCHEMA_VERSION = 3  # version of this PostgreSQL layout (the tables and columns of the SQLite store's schema 5)
+PG_SCHEMA_VERSION = 4  # version of this PostgreSQL layout (the tables and columns of the SQLite store's schema 6)
 
 def schema_mark(tenant:str,  # tenant name
                )->str:
@@ -126,6 +126,9 @@ CREATE TABLE {s}.webhook_sources (
   last_matched double precision,       -- when this secret last verified a delivery
   verify_token text,                   -- the subscribe verify token (Meta's), encrypted like `secret`; per source, on each row
   url text,                            -- the public URL of the source's endpoint, for senders that sign it; per source
+  paused boolean NOT NULL DEFAULT false, -- its events are stored but not claimed; per source, on each row
+  rate_limit double precision,         -- deliveries a second the receiver accepts from it (NULL: no limit); per source
+  handler_rate double precision,       -- handler runs a second the worker starts for it (NULL: no cap); per source
   PRIMARY KEY (name, fingerprint)
 );
 ''' + PG_REJECTION_SCHEMA + '''
@@ -140,7 +143,9 @@ def schema_sql(tenant:str,  # tenant name
 
 # %% ../nbs/06_postgres.ipynb #8aa34b7c
 PG_MIGRATIONS = {1: 'ALTER TABLE {s}.webhook_sources ADD COLUMN last_matched double precision;' + PG_REJECTION_SCHEMA,
-                 2: 'ALTER TABLE {s}.webhook_sources ADD COLUMN verify_token text, ADD COLUMN url text;'}
+                 2: 'ALTER TABLE {s}.webhook_sources ADD COLUMN verify_token text, ADD COLUMN url text;',
+                 3: '''ALTER TABLE {s}.webhook_sources ADD COLUMN paused boolean NOT NULL DEFAULT false,
+  ADD COLUMN rate_limit double precision, ADD COLUMN handler_rate double precision;'''}
 
 def migration_sql(tenant:str,    # tenant name
                   version:int,   # the layout its schema has now
@@ -180,11 +185,13 @@ SELECT seq, idempotency_key, CASE WHEN status = 'pending' THEN pg_notify(%b, %b)
 WHERE e.idempotency_key = d.k AND e.received_at < d.cutoff RETURNING d.k''',
   notify='SELECT pg_notify(%s, %s)',
   seen='SELECT 1 FROM {s}.webhook_events WHERE idempotency_key=%s AND received_at >= %s',
-  sources='''SELECT name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url FROM {s}.webhook_sources
-ORDER BY added_at DESC''',
-  keys='''SELECT name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url, added_at AS at, false AS retired
+  sources='''SELECT name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url, paused, rate_limit, handler_rate
+FROM {s}.webhook_sources ORDER BY added_at DESC''',
+  keys='''SELECT name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url, paused, rate_limit, handler_rate,
+  added_at AS at, false AS retired
 FROM {s}.webhook_sources
-UNION ALL SELECT name, NULL, secret, NULL, fingerprint, NULL, NULL, NULL, retired_at, true FROM {s}.webhook_retired WHERE retired_at > %s
+UNION ALL SELECT name, NULL, secret, NULL, fingerprint, NULL, NULL, NULL, NULL, NULL, NULL, retired_at, true
+FROM {s}.webhook_retired WHERE retired_at > %s
 ORDER BY at DESC''',
   plaintext='''SELECT 'webhook_sources', name, fingerprint, secret, verify_token FROM {s}.webhook_sources
 WHERE NOT starts_with(secret, 'fernet:') OR NOT starts_with(verify_token, 'fernet:')
@@ -210,13 +217,16 @@ WHERE seq=%(seq)s AND status='processing' AND lease_owner IS NOT DISTINCT FROM %
   AND lease_until IS NOT DISTINCT FROM %(until)s''',
   history='''INSERT INTO {s}.webhook_attempts (event_seq, webhook_id, attempt, started_at, finished_at, outcome, error)
 VALUES (%s,%s,%s,%s,%s,%s,%s)''',
-  suspect="SELECT 1 FROM {s}.webhook_events WHERE status='pending' AND next_attempt_at <= %s AND lapses >= 2 LIMIT 1",
+  suspect='''SELECT 1 FROM {s}.webhook_events WHERE status='pending' AND next_attempt_at <= %s AND lapses >= 2
+  AND source NOT IN (SELECT name FROM {s}.webhook_sources WHERE paused) LIMIT 1''',
   claim='''UPDATE {s}.webhook_events SET status='processing', attempts=attempts+1, lease_until=%s, lease_owner=%s
 WHERE seq = ANY(ARRAY(SELECT seq FROM {s}.webhook_events WHERE status='pending' AND next_attempt_at <= %s
+                        AND source NOT IN (SELECT name FROM {s}.webhook_sources WHERE paused)
                       ORDER BY next_attempt_at, seq LIMIT %s FOR UPDATE SKIP LOCKED))
 RETURNING seq, id, source, event_type, payload, attempts''',
   claim_suspect='''UPDATE {s}.webhook_events SET status='processing', attempts=attempts+1, lease_until=%s, lease_owner=%s
 WHERE seq = ANY(ARRAY(SELECT seq FROM {s}.webhook_events WHERE status='pending' AND next_attempt_at <= %s AND lapses >= 2
+                        AND source NOT IN (SELECT name FROM {s}.webhook_sources WHERE paused)
                       ORDER BY next_attempt_at, seq LIMIT %s FOR UPDATE SKIP LOCKED))
 RETURNING seq, id, source, event_type, payload, attempts''',
   record='''WITH o AS (
@@ -236,7 +246,8 @@ SELECT seq, id, attempt, started, finished, outcome, error FROM o WHERE n IN (SE
 SELECT o.seq FROM o JOIN done USING (n)''',
   renew="UPDATE {s}.webhook_events SET lease_until=%s WHERE status='processing' AND lease_owner=%s",
   lapse_now='UPDATE {s}.webhook_events SET lease_until=%s WHERE seq=%s AND attempts=%s AND lease_owner=%s',
-  release='''UPDATE {s}.webhook_events SET status='pending', attempts=attempts-1, lease_until=NULL, lease_owner=NULL
+  release='''UPDATE {s}.webhook_events SET status='pending', attempts=attempts-1, lease_until=NULL, lease_owner=NULL,
+  next_attempt_at=coalesce(%s, next_attempt_at)
 WHERE seq=%s AND status='processing' AND lease_owner=%s AND attempts=%s''',
 )
 
@@ -492,13 +503,14 @@ def _keys(rows,              # rows of the `keys` statement: sources' secrets an
           decrypt:Callable,  # a stored value in plaintext (`PgStore._decrypt`)
          )->dict[str,SourceKeys]:
     "{name: `SourceKeys`} from the rows of the `keys` statement, secrets and verify tokens decrypted."
-    return source_keys([r[:8] for r in rows if not r[9]], [(r[0], r[2], r[8]) for r in rows if r[9]], decrypt)
+    return source_keys([r[:-2] for r in rows if not r[-1]], [(r[0], r[2], r[-2]) for r in rows if r[-1]], decrypt)
 
 @patch
 def sources(self:PgTenant)->list[Source]:
     "Every source of this tenant, secrets shown as fingerprints."
     with self._conn() as c: rows = c.execute(self.stmt['sources']).fetchall()
-    return [Source(n, s, tol, tuple(fps), mb, url, vt is not None) for n,(s,_,tol,fps,mb,vt,url) in sorted(_grouped(rows).items())]
+    return [Source(n, s, tol, tuple(fps), mb, url, vt is not None, p, rl, hr)
+            for n,(s,_,tol,fps,mb,vt,url,p,rl,hr) in sorted(_grouped(rows).items())]
 
 @patch
 def source(self:PgTenant,
@@ -519,7 +531,7 @@ def add_source(self:PgTenant,
                name:str,               # source name (letters, digits, '-', '_'), used in the URL
                scheme:str|Scheme,      # preset name, or a `Scheme` (registered in `presets` under its name)
                secret:str|None,        # signing secret (a public key for public-key schemes); a second one rotates; None: settings only
-               tolerance:int=TOLERANCE,# seconds a timestamp may be off, both ways
+               tolerance:int|None=None,# seconds a timestamp may be off, both ways (None: keep it / the scheme's, else 300)
                max_body:int|None=None, # largest body accepted from it, in bytes (None: keep it / the default)
                verify_token:str|None=None, # token the subscribe handshake must carry, e.g. Meta's (None: keep it / none)
                url:str|None=None,      # public URL of its endpoint, for senders that sign the URL (None: keep it / the request's)
@@ -528,7 +540,8 @@ def add_source(self:PgTenant,
     s, t = check_source(name, scheme, secret, tolerance, max_body, verify_token, url), self.s
     with self._conn() as c, c.transaction():
         self._changing_sources(c)
-        prev = c.execute(f'SELECT scheme, max_body, verify_token, url FROM {t}.webhook_sources WHERE name=%s LIMIT 1', (name,)).fetchone()
+        prev = c.execute(f'''SELECT scheme, max_body, verify_token, url, tolerance, paused, rate_limit, handler_rate
+                             FROM {t}.webhook_sources WHERE name=%s LIMIT 1''', (name,)).fetchone()
         if prev and prev[0] != s.name:
             raise ValueError(f'source {name!r} uses scheme {prev[0]!r}, not {s.name!r}; '
                              'remove its secrets first or pick another name')
@@ -537,13 +550,16 @@ def add_source(self:PgTenant,
         mk = self.store.master(one[0] if one else None, create=True)  # a key that can't decrypt this tenant's secrets encrypts nothing
         if prev:  # a rotation keeps what it is not given
             max_body, url = prev[1] if max_body is None else max_body, prev[3] if url is None else url
+        tolerance = default_tolerance(s, tolerance, prev[4] if prev else None)
         vt = prev[2] if prev and verify_token is None else mk.encrypt(verify_token)
         if secret is not None:
-            c.execute(f'''INSERT INTO {t}.webhook_sources (name, scheme, secret, fingerprint, tolerance, added_at, max_body, verify_token, url)
+            c.execute(f'''INSERT INTO {t}.webhook_sources (name, scheme, secret, fingerprint, tolerance, added_at, max_body, verify_token, url,
+                                                        paused, rate_limit, handler_rate)
                           VALUES (%s,%s,%s,%s,%s, GREATEST(%s, (SELECT max(added_at) + 1e-6 FROM {t}.webhook_sources
-                                                                WHERE name=%s)), %s, %s, %s)
+                                                                WHERE name=%s)), %s, %s, %s, %s, %s, %s)
                           ON CONFLICT DO NOTHING''',
-                      (name, s.name, mk.encrypt(secret), fingerprint(secret), tolerance, time.time(), name, max_body, vt, url))
+                      (name, s.name, mk.encrypt(secret), fingerprint(secret), tolerance, time.time(), name, max_body, vt, url,
+                       *(prev[5:] if prev else (False, None, None))))
         c.execute(f'UPDATE {t}.webhook_sources SET tolerance=%s, max_body=%s, verify_token=%s, url=%s WHERE name=%s',
                   (tolerance, max_body, vt, url, name))
         c.execute(self.stmt['notify'], (SOURCES_CHANNEL, self.name))
@@ -565,6 +581,24 @@ def remove_secret(self:PgTenant,
                   (name, fingerprint, gone[0][0], time.time()))
         c.execute(self.stmt['notify'], (SOURCES_CHANNEL, self.name))
     return next((x for x in self.sources() if x.name == name), None)
+
+@patch
+def set_source(self:PgTenant,
+               name:str,                      # source name
+               paused:bool|None=None,         # pause (True) or resume (False) its processing (None: as it is)
+               rate_limit:float|None=None,    # deliveries a second the receiver accepts from it (0: no limit; None: as it is)
+               handler_rate:float|None=None,  # handler runs a second the worker starts for it (0: no cap; None: as it is)
+              )->Source:
+    "Pause or resume source `name`'s processing, and set its rates; the source as it is now. `KeyError` if there is no such source."
+    sets = flood_settings(paused, rate_limit, handler_rate)
+    with self._conn() as c, c.transaction():
+        self._changing_sources(c)
+        if not c.execute(f'SELECT 1 FROM {self.s}.webhook_sources WHERE name=%s LIMIT 1', (name,)).fetchone():
+            raise KeyError(f'there is no source {name!r} in tenant {self.name!r}')
+        if sets:
+            c.execute(f'UPDATE {self.s}.webhook_sources SET {", ".join(f"{k}=%s" for k in sets)} WHERE name=%s', (*sets.values(), name))
+            c.execute(self.stmt['notify'], (SOURCES_CHANNEL, self.name))  # receivers reload: a new rate limit holds at once
+    return next(x for x in self.sources() if x.name == name)
 
 # %% ../nbs/06_postgres.ipynb #a4b02daf
 def _text(s:str|None)->str|None:
@@ -787,12 +821,14 @@ def renew(self:PgTenant,
 
 @patch
 def release(self:PgTenant,
-            claims:list[Claim],  # claims of this process whose handlers never started
+            claims:list[Claim],           # claims of this process whose handlers never started
+            until:float|list|None=None,   # unix time they are due again, or one per claim (None: when they were due)
            )->None:
-    "Give back claims that never started (the worker is stopping): pending again, the attempt not counted."
+    "Give back claims that never started (the worker is stopping, or is over a source's `handler_rate`): pending again, the attempt not counted."
     if not claims: return
+    due = [None if u is None else float(u) for u in due_times(claims, until)]
     with self._conn() as c, c.transaction():
-        c.cursor().executemany(self.stmt['release'], [(x.seq, self.owner, x.attempt) for x in claims])
+        c.cursor().executemany(self.stmt['release'], [(u, x.seq, self.owner, x.attempt) for x, u in zip(claims, due)])
 
 # %% ../nbs/06_postgres.ipynb #ae44fb21
 @patch
@@ -976,9 +1012,10 @@ def import_rows(self:PgTenant,
             one = c.execute(self.stmt['one_sealed']).fetchone()
             mk = self.store.master(one[0] if one else None, create=True)
         for r in rows.sources:
-            r = {**r, 'secret': mk.encrypt(mk.decrypt(r['secret'])), 'verify_token': mk.encrypt(mk.decrypt(r.get('verify_token')))}
+            r = {**r, 'secret': mk.encrypt(mk.decrypt(r['secret'])), 'verify_token': mk.encrypt(mk.decrypt(r.get('verify_token'))),
+                 'paused': bool(r.get('paused'))}  # a page from an older store has no flood settings
             n['sources'] += c.execute(f"""INSERT INTO {t}.webhook_sources ({", ".join(SOURCE_COLS)})
-                VALUES (%s,%s,%s,%s,%s, GREATEST(%s, (SELECT max(added_at) + 1e-6 FROM {t}.webhook_sources WHERE name=%s)), %s, %s, %s)
+                VALUES (%s,%s,%s,%s,%s, GREATEST(%s, (SELECT max(added_at) + 1e-6 FROM {t}.webhook_sources WHERE name=%s)), {", ".join(["%s"]*(len(SOURCE_COLS) - 6))})
                 ON CONFLICT DO NOTHING""", [*(r[k] for k in SOURCE_COLS[:5]), r['added_at'], r['name'],
                                             *(r.get(k) for k in SOURCE_COLS[6:])]).rowcount
         for r in map(arriving, rows.events):
@@ -1000,6 +1037,8 @@ def import_rows(self:PgTenant,
     return n
 
 # %% ../nbs/06_postgres.ipynb #0e6bfa3d
+PG_INVALID = INVALID + (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgramLimitExceeded)  # a bad value, not the server
+
 class PgInbox:
     "A tenant open for receiving: sources cached (and reloaded when they change), events group-committed in one insert a round."
     def __init__(self, store:PgStore,  # the store it belongs to
@@ -1008,7 +1047,7 @@ class PgInbox:
         self.store, self.name, self.schema = store, name, schema_name(name)
         self.stmt, self.owner = statements(self.schema), lease_owner()
         self.keys, self.loaded, self._loading = {}, 0.0, None
-        self.commit = GroupCommit(self._write)
+        self.commit = GroupCommit(self._write, invalid=PG_INVALID)
     def __repr__(self): return f'PgInbox({self.name!r})'
 
     def source(self, name:str,  # source name, from the URL
@@ -1041,12 +1080,14 @@ class PgInbox:
             raise StoreUnavailable(f'cannot read the sources of tenant {self.name!r}: {error_text(e)}') from None
 
     async def _write(self, events:list[NewEvent])->list[int|None]:
-        "One round: one statement (its own transaction), its rows in key order."
+        "One round: one statement (its own transaction), its rows in key order; `StoreFull` if the server's disk is full."
         rows = pg_rows(events, self.owner)
         order = sorted(range(len(rows)), key=lambda i: rows[i][5])
         async with (await self.store._receiving_pool()).connection() as c:
-            seqs = await _arun(c, log_steps(self.stmt, [rows[i] for i in order], IDEMPOTENCY_WINDOW,
-                                            self.store.channel, self.name, matched(events)))
+            try: seqs = await _arun(c, log_steps(self.stmt, [rows[i] for i in order], IDEMPOTENCY_WINDOW,
+                                                 self.store.channel, self.name, matched(events)))
+            except psycopg.errors.DiskFull as e:
+                raise StoreFull(f'the database of tenant {self.name!r} is full: the event was not stored, retry later ({error_text(e)})') from None
         res = [None]*len(rows)
         for j, i in enumerate(order): res[i] = seqs[j]
         return res

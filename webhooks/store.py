@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_store.ipynb #664914af
 from __future__ import annotations
-import apsw, asyncio, json, os, re, secrets, socket, time
+import apsw, asyncio, json, math, os, re, secrets, socket, time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,15 +20,17 @@ from .signatures import TOLERANCE, Scheme, WebhookError, check_secret, fingerpri
 
 # %% auto #0
 __all__ = ['STATUSES', 'REPLAYABLE', 'REJECTION_CAP', 'REJECTED_BODY', 'RETIRED_KEPT', 'IDEMPOTENCY_WINDOW', 'LEASE',
-           'MAX_ATTEMPTS', 'MASTER_KEY_ENV', 'SEALED', 'DECRYPTED_KEPT', 'SCHEMA_VERSION', 'REJECTION_SCHEMA',
-           'MIGRATIONS', 'SCHEMA', 'MAX_URL', 'MAX_VERIFY_TOKEN', 'MATCH_EVERY', 'EVENT_COLS', 'ATTEMPT_COLS',
-           'SOURCE_COLS', 'TenantError', 'StoreUnavailable', 'check_name', 'tenant_path', 'NewEvent', 'Claim',
-           'Outcome', 'StoredEvent', 'Attempt', 'Source', 'SourceKeys', 'Rejection', 'SecretInfo', 'error_text',
-           'TenantStore', 'Inbox', 'Store', 'MasterKeyError', 'MasterKey', 'master_key', 'tenant_db', 'write_txn',
-           'tenants', 'secret_txn', 'encrypt_plaintext', 'SqliteTenant', 'lease_owner', 'as_tenant', 'source_keys',
-           'check_url', 'check_source', 'signing_key', 'sources', 'add_source', 'remove_secret', 'body_value',
-           'matched', 'Rows', 'arriving', 'copy_tenant', 'GroupCommit', 'SqliteInbox', 'SqliteStore', 'is_db_url',
-           'as_store', 'store_events', 'log_webhook_event', 'check_idempotency', 'update_webhook_status']
+           'MAX_ATTEMPTS', 'FULL_RETRY_AFTER', 'MASTER_KEY_ENV', 'SEALED', 'DECRYPTED_KEPT', 'SCHEMA_VERSION',
+           'REJECTION_SCHEMA', 'MIGRATIONS', 'SCHEMA', 'NO_CAP', 'MAX_URL', 'MAX_VERIFY_TOKEN', 'MATCH_EVERY',
+           'EVENT_COLS', 'ATTEMPT_COLS', 'SOURCE_COLS', 'INVALID', 'SQLITE_INVALID', 'TenantError', 'StoreUnavailable',
+           'StoreFull', 'check_name', 'tenant_path', 'NewEvent', 'Claim', 'Outcome', 'StoredEvent', 'Attempt', 'Source',
+           'SourceKeys', 'Rejection', 'SecretInfo', 'error_text', 'TenantStore', 'Inbox', 'Store', 'MasterKeyError',
+           'MasterKey', 'master_key', 'tenant_db', 'limit_size', 'write_txn', 'tenants', 'secret_txn',
+           'encrypt_plaintext', 'SqliteTenant', 'lease_owner', 'as_tenant', 'source_keys', 'check_url', 'check_source',
+           'default_tolerance', 'signing_key', 'check_rate', 'flood_settings', 'sources', 'add_source', 'remove_secret',
+           'set_source', 'body_value', 'matched', 'due_times', 'Rows', 'arriving', 'copy_tenant', 'GroupCommit',
+           'SqliteInbox', 'SqliteStore', 'is_db_url', 'as_store', 'store_events', 'log_webhook_event',
+           'check_idempotency', 'update_webhook_status']
 
 # %% ../nbs/01_store.ipynb #dbb306f7
 STATUSES = ('pending', 'processing', 'completed', 'failed', 'unhandled')  # unhandled: no handler for its type (yet)
@@ -50,6 +52,14 @@ class StoreUnavailable(WebhookError):
     "The store could not do it now (locked past the timeout, disk full, I/O error): 503, retry later."
     status = 503
     def __init__(self, message:str): super().__init__('store_unavailable', message)
+
+FULL_RETRY_AFTER = 30  # seconds a sender is asked to wait when a tenant's database is full
+
+class StoreFull(StoreUnavailable):
+    "A tenant's database cannot grow (disk full, or its size cap reached): 503 with `retry_after` seconds; nothing was stored."
+    def __init__(self, message:str, retry_after:int=FULL_RETRY_AFTER):
+        WebhookError.__init__(self, 'store_full', message)
+        self.retry_after = retry_after
 
 _name_re = re.compile(r'[A-Za-z0-9_-]{1,64}')
 
@@ -110,6 +120,9 @@ class Source:
     max_body:int|None=None  # largest body accepted from it, in bytes (None: the receiver's default)
     url:str|None=None       # the public URL of its endpoint, for senders that sign the URL (None: taken from the request)
     verify_token:bool=False # whether it has a subscribe verify token (Meta's); never the token itself
+    paused:bool=False       # its events are stored but not handed to handlers until it is resumed
+    rate_limit:float|None=None   # deliveries a second the receiver accepts from it (None: no limit)
+    handler_rate:float|None=None # handler runs a second the worker starts for it (None: no cap)
 
 class SourceKeys(NamedTuple):
     "What receiving a delivery from one source needs."
@@ -118,6 +131,9 @@ class SourceKeys(NamedTuple):
     retired:tuple=()        # (secret, retired_at) of secrets retired lately: only to say so when one still signs
     verify_token:str|None=None  # the subscribe verify token a handshake must carry (Meta's `hub.verify_token`)
     url:str|None=None       # the public URL of its endpoint, for senders that sign the URL (behind a proxy)
+    paused:bool=False       # its events are stored but not claimed until it is resumed
+    rate_limit:float|None=None   # deliveries a second the receiver accepts from it (None: no limit)
+    handler_rate:float|None=None # handler runs a second the worker starts for it (None: no cap)
 
 class Rejection(NamedTuple):
     "A refused delivery, as recorded for the operator."
@@ -141,9 +157,11 @@ class TenantStore(Protocol):
     name:str
     def sources(self)->list[Source]: ...                                  # every source, secrets as fingerprints
     def source(self, name:str)->SourceKeys|None: ...                      # what verifying `name`'s deliveries needs
-    def add_source(self, name:str, scheme:str|Scheme, secret:str|None, tolerance:int, max_body:int|None,
+    def add_source(self, name:str, scheme:str|Scheme, secret:str|None, tolerance:int|None, max_body:int|None,
                    verify_token:str|None=None, url:str|None=None)->Source: ...
     def remove_secret(self, name:str, fingerprint:str)->Source|None: ...
+    def set_source(self, name:str, paused:bool|None=None, rate_limit:float|None=None,
+                   handler_rate:float|None=None)->Source: ...               # flood controls; None keeps a setting
     def log(self, events:list[NewEvent], window:float)->list[int|None]: ...  # one transaction; seq if new, else None
     def seen(self, key:str, window:float, now:float)->bool: ...           # is `key` a duplicate now?
     def set_status(self, status:str, error:str|None=None, seq:int|None=None,
@@ -152,7 +170,7 @@ class TenantStore(Protocol):
     def claim(self, batch:int, lease:float, max_attempts:int, now:float)->list[Claim]: ...
     def renew(self, lease:float, lapse:Iterable[tuple]=())->None: ...    # extend leases; (seq, attempt)s in `lapse` lapse
     def record(self, outcomes:list[Outcome], retry_at:Callable)->set[int]: ...
-    def release(self, claims:list[Claim])->None: ...                      # claims that never started go back, uncounted
+    def release(self, claims:list[Claim], until:float|list|None=None)->None: ... # claims that never started go back, uncounted
     def replay(self, id:str|None=None, failed:bool=False, source:str|None=None, status:str|None=None,
                type:str|None=None, since:float|None=None, dry_run:bool=False, until:float|None=None)->list[int]: ...
     def prune(self, older_than_days:float, statuses:tuple, window:float, now:float)->dict: ...
@@ -185,6 +203,7 @@ DECRYPTED_KEPT = 100_000                # stored values a `MasterKey` remembers 
 
 class MasterKeyError(StoreUnavailable):
     "The master key is missing, malformed, or not the one the stored secrets were encrypted with: 503 until it is fixed."
+    public_message = 'the receiver cannot read its signing secrets (a master key problem its operator must fix); retry later'
     def __init__(self, message:str): WebhookError.__init__(self, 'master_key', message)
 
 class MasterKey:
@@ -256,7 +275,7 @@ def master_key(key_file:str|Path|None,  # where the key is kept when `WEBHOOKS_M
     return mk
 
 # %% ../nbs/01_store.ipynb #b89f0bb3
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 REJECTION_SCHEMA = ("""CREATE TABLE IF NOT EXISTS webhook_rejections (
   seq INTEGER PRIMARY KEY,
@@ -291,7 +310,12 @@ CREATE INDEX webhook_events_suspect ON webhook_events(next_attempt_at) WHERE sta
               2: _allow_unhandled,
               3: '''ALTER TABLE webhook_sources ADD COLUMN last_matched REAL;''' + '\n'.join(REJECTION_SCHEMA),
               4: '''ALTER TABLE webhook_sources ADD COLUMN verify_token TEXT;
-ALTER TABLE webhook_sources ADD COLUMN url TEXT;'''}
+ALTER TABLE webhook_sources ADD COLUMN url TEXT;''',
+              5: '''ALTER TABLE webhook_sources ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE webhook_sources ADD COLUMN rate_limit REAL;
+ALTER TABLE webhook_sources ADD COLUMN handler_rate REAL;
+DROP INDEX IF EXISTS webhook_events_due;
+CREATE INDEX webhook_events_due ON webhook_events(next_attempt_at, seq, source) WHERE status = 'pending';'''}
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS webhook_events (
   seq INTEGER PRIMARY KEY,            -- arrival order; the queue's order
@@ -314,7 +338,7 @@ CREATE TABLE IF NOT EXISTS webhook_events (
   headers TEXT                        -- the request's headers as a JSON object, secrets redacted
 );
 CREATE INDEX IF NOT EXISTS webhook_events_id ON webhook_events(id);
-CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events(next_attempt_at) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events(next_attempt_at, seq, source) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS webhook_events_leased ON webhook_events(lease_until) WHERE status = 'processing';
 CREATE INDEX IF NOT EXISTS webhook_events_suspect ON webhook_events(next_attempt_at) WHERE status = 'pending' AND lapses >= 2;
 CREATE INDEX IF NOT EXISTS webhook_events_received ON webhook_events(received_at);
@@ -340,6 +364,9 @@ CREATE TABLE IF NOT EXISTS webhook_sources (
   last_matched REAL,                  -- when this secret last verified a delivery
   verify_token TEXT,                  -- the subscribe verify token (Meta's), encrypted like `secret`; per source, on each row
   url TEXT,                           -- the public URL of the source's endpoint, for senders that sign it; per source
+  paused INTEGER NOT NULL DEFAULT 0,  -- 1: its events are stored but not claimed; per source, on each row
+  rate_limit REAL,                    -- deliveries a second the receiver accepts from it (NULL: no limit); per source
+  handler_rate REAL,                  -- handler runs a second the worker starts for it (NULL: no cap); per source
   PRIMARY KEY (name, fingerprint)
 );
 """ + '\n'.join(REJECTION_SCHEMA)
@@ -347,8 +374,9 @@ CREATE TABLE IF NOT EXISTS webhook_sources (
 def tenant_db(tenant:str,            # tenant name (see `tenant_path`)
               root:str|Path='data',  # folder of tenant databases
               create:bool=True,      # create the database if it does not exist yet
+              max_db_bytes:int|None=None, # the most this tenant's database may grow to (see `limit_size`)
              )->Database:
-    "Open `tenant`'s fastlite `Database` under `root`: WAL, synchronous=FULL, schema in place."
+    "Open `tenant`'s fastlite `Database` under `root`: WAL, synchronous=FULL, schema in place, capped at `max_db_bytes`."
     p = tenant_path(tenant, root)
     if not p.exists():
         if not create: raise TenantError('unknown_tenant', f'unknown tenant {tenant!r} (no {p})')
@@ -368,7 +396,19 @@ def tenant_db(tenant:str,            # tenant name (see `tenant_path`)
                     elif m: db.conn.execute(m)
             db.execute(f'PRAGMA user_version={SCHEMA_VERSION}')
     if db.execute(_plaintext).fetchone(): encrypt_plaintext(db, p.parent/'.master-key')  # stored by an older webhooks
+    if max_db_bytes is not None: limit_size(db, max_db_bytes)  # after the schema: a cap must never stop a tenant from opening
     return db
+
+NO_CAP = 0xFFFFFFFE  # SQLite's largest `max_page_count`: no cap
+
+def limit_size(db:Database,                 # a connection to a tenant's database
+               max_db_bytes:int|None,       # the most its file may hold (None: no cap)
+              )->int:
+    "Cap the database behind this connection (`PRAGMA max_page_count`): a write that would grow it past raises `apsw.FullError`; the pages allowed."
+    if max_db_bytes is not None and (isinstance(max_db_bytes, bool) or not isinstance(max_db_bytes, int) or max_db_bytes < 1):
+        raise ValueError(f'max_db_bytes must be a positive number of bytes, not {max_db_bytes!r}')
+    pages = NO_CAP if max_db_bytes is None else max(1, max_db_bytes // db.execute('PRAGMA page_size').fetchone()[0])
+    return db.execute(f'PRAGMA max_page_count={pages}').fetchone()[0]  # never below the pages already in use
 
 @contextmanager
 def write_txn(db:Database):
@@ -439,31 +479,31 @@ def as_tenant(db:Database|TenantStore)->TenantStore:
 
 # %% ../nbs/01_store.ipynb #3efb8fe6
 def _grouped(rows:Iterable)->dict:
-    "{name: (scheme, [stored secrets], tolerance, [fingerprints], max_body, stored verify_token, url)} from source rows, in their order."
+    "{name: (scheme, [stored secrets], tolerance, [fingerprints], max_body, stored verify_token, url, paused, rate_limit, handler_rate)} from source rows, in their order."
     res = {}
-    for n, scheme, secret, tol, fp, mb, vt, url in rows:
-        s = res.setdefault(n, (scheme, [], tol, [], mb, vt, url))
+    for n, scheme, secret, tol, fp, *settings in rows:
+        s = res.setdefault(n, (scheme, [], tol, [], *settings))
         s[1].append(secret); s[3].append(fp)
     return res
 
-def source_keys(rows:Iterable,         # (name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url), newest first
+def source_keys(rows:Iterable,         # (name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url, paused, rate_limit, handler_rate), newest first
                 retired:Iterable,      # (name, secret, retired_at) of secrets retired lately, newest first
                 decrypt:Callable,      # a stored value in plaintext (`MasterKey.decrypt`)
                )->dict[str,SourceKeys]:
     "{name: `SourceKeys`} from the stored rows of every source, secrets and verify tokens decrypted."
     old = {}
     for n, sec, at in retired: old.setdefault(n, []).append((decrypt(sec), at))
-    return {n: SourceKeys(s, tuple(map(decrypt, secs)), tol, mb, tuple(old.get(n, ())), decrypt(vt), url)
-            for n,(s,secs,tol,_,mb,vt,url) in _grouped(rows).items()}
+    return {n: SourceKeys(s, tuple(map(decrypt, secs)), tol, mb, tuple(old.get(n, ())), decrypt(vt), url, bool(p), rl, hr)
+            for n,(s,secs,tol,_,mb,vt,url,p,rl,hr) in _grouped(rows).items()}
 
-_source_rows = '''SELECT name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url
+_source_rows = '''SELECT name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url, paused, rate_limit, handler_rate
 FROM webhook_sources ORDER BY added_at DESC, rowid DESC'''
 
 @patch
 def sources(self:SqliteTenant)->list[Source]:
     "Every source of this tenant, secrets shown as fingerprints."
-    return [Source(n, s, tol, tuple(fps), mb, url, vt is not None)
-            for n,(s,_,tol,fps,mb,vt,url) in sorted(_grouped(self.c.execute(_source_rows)).items())]
+    return [Source(n, s, tol, tuple(fps), mb, url, vt is not None, bool(p), rl, hr)
+            for n,(s,_,tol,fps,mb,vt,url,p,rl,hr) in sorted(_grouped(self.c.execute(_source_rows)).items())]
 
 @patch
 def master(self:SqliteTenant,
@@ -510,7 +550,7 @@ def check_url(url:str)->str:
 def check_source(name:str,               # source name (letters, digits, '-', '_'), used in the URL
                  scheme:str|Scheme,      # preset name, or a `Scheme` (registered in `presets` under its name)
                  secret:str|None,        # the signing secret (or public key) being added; None: none, settings only
-                 tolerance:int,          # seconds a timestamp may be off, both ways
+                 tolerance:int|None,     # seconds a timestamp may be off, both ways (None: the default, see `add_source`)
                  max_body:int|None,      # largest body accepted from it, in bytes, or None
                  verify_token:str|None=None, # its subscribe verify token, or None
                  url:str|None=None,      # the public URL of its endpoint, or None
@@ -520,7 +560,8 @@ def check_source(name:str,               # source name (letters, digits, '-', '_
     s = get_scheme(scheme)
     if presets.get(s.name) is not s: presets[s.name] = s
     if secret is not None: check_secret(s, secret)
-    if not isinstance(tolerance, int) or tolerance < 0: raise ValueError('tolerance must be a non-negative number of seconds')
+    if tolerance is not None and (not isinstance(tolerance, int) or isinstance(tolerance, bool) or tolerance < 0):
+        raise ValueError('tolerance must be a non-negative number of seconds')
     if max_body is not None and (not isinstance(max_body, int) or max_body < 1):
         raise ValueError('max_body must be a positive number of bytes')
     if verify_token is not None and (not isinstance(verify_token, str) or not verify_token.strip()
@@ -528,6 +569,16 @@ def check_source(name:str,               # source name (letters, digits, '-', '_
         raise ValueError(f'verify_token must be 1-{MAX_VERIFY_TOKEN} characters without leading or trailing whitespace')
     if url is not None: check_url(url)
     return s
+
+def default_tolerance(scheme:str|Scheme,     # the source's scheme
+                      tolerance:int|None,     # the tolerance asked for (None: none)
+                      current:int|None=None,  # the source's tolerance now (None: a new source)
+                     )->int:
+    "The tolerance a source gets: the one asked for, else its current one, else its scheme's documented window, else `TOLERANCE`."
+    if tolerance is not None: return tolerance
+    if current is not None: return current
+    own = get_scheme(scheme).tolerance
+    return TOLERANCE if own is None else own
 
 def signing_key(scheme:str|Scheme,        # preset name, or a `Scheme`
                 secret:str|None=None,     # a shared secret, for a scheme that signs with one (HMAC)
@@ -548,7 +599,7 @@ def add_source(self:SqliteTenant,
                name:str,               # source name (letters, digits, '-', '_'), used in the URL
                scheme:str|Scheme,      # preset name, or a `Scheme` (registered in `presets` under its name)
                secret:str|None,        # signing secret (a public key for public-key schemes); a second one rotates; None: settings only
-               tolerance:int=TOLERANCE,# seconds a timestamp may be off, both ways
+               tolerance:int|None=None,# seconds a timestamp may be off, both ways (None: keep it / the scheme's, else 300)
                max_body:int|None=None, # largest body accepted from it, in bytes (None: keep it / the default)
                verify_token:str|None=None, # token the subscribe handshake must carry, e.g. Meta's (None: keep it / none)
                url:str|None=None,      # public URL of its endpoint, for senders that sign the URL (None: keep it / the request's)
@@ -556,7 +607,8 @@ def add_source(self:SqliteTenant,
     "Add source `name`, or one more secret to it (rotation: old and new both verify until the old is removed)."
     s = check_source(name, scheme, secret, tolerance, max_body, verify_token, url)
     with secret_txn(self.db):
-        prev = self.c.execute('SELECT scheme, max_body, verify_token, url FROM webhook_sources WHERE name=? LIMIT 1', (name,)).fetchone()
+        prev = self.c.execute('''SELECT scheme, max_body, verify_token, url, tolerance, paused, rate_limit, handler_rate
+                                 FROM webhook_sources WHERE name=? LIMIT 1''', (name,)).fetchone()
         if prev and prev[0] != s.name:
             raise ValueError(f'source {name!r} uses scheme {prev[0]!r}, not {s.name!r}; '
                              'remove its secrets first or pick another name')
@@ -565,11 +617,14 @@ def add_source(self:SqliteTenant,
         mk = self.master(one[0] if one else None, create=True)  # a key that can't decrypt this tenant's secrets encrypts nothing
         if prev:  # a rotation keeps what it is not given
             max_body, url = prev[1] if max_body is None else max_body, prev[3] if url is None else url
+        tolerance = default_tolerance(s, tolerance, prev[4] if prev else None)
         vt = prev[2] if prev and verify_token is None else mk.encrypt(verify_token)
         if secret is not None:
-            self.c.execute('''INSERT INTO webhook_sources (name, scheme, secret, fingerprint, tolerance, added_at, max_body, verify_token, url)
-                              VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING''',
-                           (name, s.name, mk.encrypt(secret), fingerprint(secret), tolerance, time.time(), max_body, vt, url))
+            self.c.execute('''INSERT INTO webhook_sources (name, scheme, secret, fingerprint, tolerance, added_at, max_body, verify_token, url,
+                                                          paused, rate_limit, handler_rate)
+                              VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING''',
+                           (name, s.name, mk.encrypt(secret), fingerprint(secret), tolerance, time.time(), max_body, vt, url,
+                            *(prev[5:] if prev else (0, None, None))))
         self.c.execute('UPDATE webhook_sources SET tolerance=?, max_body=?, verify_token=?, url=? WHERE name=?',
                        (tolerance, max_body, vt, url, name))
     self._version = None  # `data_version` only tells of other connections' writes
@@ -590,6 +645,42 @@ def remove_secret(self:SqliteTenant,
     return next((x for x in self.sources() if x.name == name), None)
 
 # %% ../nbs/01_store.ipynb #663004c1
+def check_rate(rate:float|None,  # per second; 0 turns it off
+               what:str,         # its name, for the message
+              )->float|None:
+    "A rate as it is stored: None for 0 (off), else a positive float; `ValueError` if negative, infinite, NaN or not a number."
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate < 0:
+        raise ValueError(f'{what} must be a finite number of events a second, 0 or more (0: no limit), not {rate!r}')
+    return float(rate) or None
+
+def flood_settings(paused:bool|None=None,        # pause (True) or resume (False) the source's processing
+                   rate_limit:float|None=None,   # deliveries a second the receiver accepts (0: no limit)
+                   handler_rate:float|None=None, # handler runs a second the worker starts (0: no cap)
+                  )->dict:
+    "{column: value} of the flood settings to change (None: leave it), checked; every backend's `set_source` writes this."
+    if paused is not None and not isinstance(paused, bool): raise ValueError(f'paused must be True or False, not {paused!r}')
+    res = {} if paused is None else {'paused': paused}
+    for k, v in (('rate_limit', rate_limit), ('handler_rate', handler_rate)):
+        if v is not None: res[k] = check_rate(v, k)
+    return res
+
+@patch
+def set_source(self:SqliteTenant,
+               name:str,                      # source name
+               paused:bool|None=None,         # pause (True) or resume (False) its processing (None: as it is)
+               rate_limit:float|None=None,    # deliveries a second the receiver accepts from it (0: no limit; None: as it is)
+               handler_rate:float|None=None,  # handler runs a second the worker starts for it (0: no cap; None: as it is)
+              )->Source:
+    "Pause or resume source `name`'s processing, and set its rates; the source as it is now. `KeyError` if there is no such source."
+    sets = flood_settings(paused, rate_limit, handler_rate)
+    with write_txn(self.db):
+        if not self.c.execute('SELECT 1 FROM webhook_sources WHERE name=? LIMIT 1', (name,)).fetchone():
+            raise KeyError(f'there is no source {name!r} in tenant {self.name!r}')
+        if sets: self.c.execute(f'UPDATE webhook_sources SET {", ".join(f"{k}=?" for k in sets)} WHERE name=?', (*sets.values(), name))
+    self._version = None
+    return next(x for x in self.sources() if x.name == name)
+
+# %% ../nbs/01_store.ipynb #4e75dd9c
 def sources(db:Database|TenantStore)->list[Source]:
     "Every source of the tenant in `db`, secrets shown as fingerprints."
     return as_tenant(db).sources()
@@ -598,7 +689,7 @@ def add_source(db:Database|TenantStore, # tenant database
                name:str,                # source name (letters, digits, '-', '_'), used in the URL
                scheme:str|Scheme,       # preset name, or a `Scheme`
                secret:str|None,         # signing secret (a public key for public-key schemes); a second one rotates; None: settings only
-               tolerance:int=TOLERANCE, # seconds a timestamp may be off, both ways
+               tolerance:int|None=None, # seconds a timestamp may be off, both ways (None: keep it / the scheme's, else 300)
                max_body:int|None=None,  # largest body accepted from it, in bytes (None: keep it / the default)
                verify_token:str|None=None, # token the subscribe handshake must carry, e.g. Meta's (None: keep it / none)
                url:str|None=None,       # public URL of its endpoint, for senders that sign the URL (None: keep it / the request's)
@@ -612,6 +703,15 @@ def remove_secret(db:Database|TenantStore, # tenant database
                  )->Source|None:
     "Retire one secret of source `name`; the source as it is now (None once its last secret is gone)."
     return as_tenant(db).remove_secret(name, fingerprint)
+
+def set_source(db:Database|TenantStore,      # tenant database
+               name:str,                     # source name
+               paused:bool|None=None,        # pause (True) or resume (False) its processing (None: as it is)
+               rate_limit:float|None=None,   # deliveries a second the receiver accepts from it (0: no limit; None: as it is)
+               handler_rate:float|None=None, # handler runs a second the worker starts for it (0: no cap; None: as it is)
+              )->Source:
+    "Pause or resume source `name` of the tenant in `db`, and set its rates; the source as it is now."
+    return as_tenant(db).set_source(name, paused, rate_limit, handler_rate)
 
 # %% ../nbs/01_store.ipynb #ae72d4e8
 _insert = '''INSERT INTO webhook_events (id, source, event_type, payload, signature, idempotency_key, status, attempts,
@@ -835,11 +935,14 @@ def reclaim(self:SqliteTenant,
     "Put `processing` events whose lease lapsed or whose owner died back to `pending` (`failed` once out of attempts)."
     with write_txn(self.db): return self._reclaim(time.time() if now is None else now, max_attempts)
 
-_claim = '''UPDATE webhook_events SET status='processing', attempts=attempts+1, lease_until=?, lease_owner=?
-WHERE seq IN (SELECT seq FROM webhook_events WHERE status='pending' AND next_attempt_at <= ? {}
+_held = 'source NOT IN (SELECT name FROM webhook_sources WHERE paused)'  # the paused sources, read once per statement
+# the indexes named: without statistics the planner took the status index and sorted every pending event (85 ms at 200,000)
+_claim = f'''UPDATE webhook_events SET status='processing', attempts=attempts+1, lease_until=?, lease_owner=?
+WHERE seq IN (SELECT seq FROM webhook_events INDEXED BY {{}} WHERE status='pending' AND next_attempt_at <= ? AND {_held} {{}}
               ORDER BY next_attempt_at, seq LIMIT ?)
 RETURNING seq, id, source, event_type, payload, attempts'''
-_suspect = "SELECT 1 FROM webhook_events WHERE status='pending' AND next_attempt_at <= ? AND lapses >= 2 LIMIT 1"
+_suspect = f"""SELECT 1 FROM webhook_events INDEXED BY webhook_events_suspect
+WHERE status='pending' AND next_attempt_at <= ? AND lapses >= 2 AND {_held} LIMIT 1"""
 
 @patch
 def claim(self:SqliteTenant,
@@ -855,7 +958,8 @@ def claim(self:SqliteTenant,
         # an event that lapsed twice may be what kills its worker: it is claimed alone, taking no batch mates with it
         suspect = self.c.execute(_suspect, (now,)).fetchone()
         args = (now + lease, self.owner, now, 1 if suspect else batch)
-        rows = self.c.execute(_claim.format('AND lapses >= 2' if suspect else ''), args).fetchall()
+        q = _claim.format('webhook_events_suspect', 'AND lapses >= 2') if suspect else _claim.format('webhook_events_due', '')
+        rows = self.c.execute(q, args).fetchall()
     return [Claim(*r) for r in sorted(rows)]
 
 # %% ../nbs/01_store.ipynb #746ddf78
@@ -896,15 +1000,23 @@ def renew(self:SqliteTenant,
         self.c.executemany("UPDATE webhook_events SET lease_until=? WHERE seq=? AND attempts=? AND lease_owner=?",
                            [(now, s, a, self.owner) for s,a in lapse])
 
+def due_times(claims:list, until:float|list|None)->list:
+    "One due time (or None) per claim: `until` for each, or `until`'s own, one per claim."
+    if not isinstance(until, (list, tuple)): return [until]*len(claims)
+    if len(until) != len(claims): raise ValueError(f'until has {len(until)} times for {len(claims)} claims')
+    return list(until)
+
 @patch
 def release(self:SqliteTenant,
-            claims:list[Claim],  # claims of this process whose handlers never started
+            claims:list[Claim],           # claims of this process whose handlers never started
+            until:float|list|None=None,   # unix time they are due again, or one per claim (None: when they were due)
            )->None:
-    "Give back claims that never started (the worker is stopping): pending again, the attempt not counted."
+    "Give back claims that never started (the worker is stopping, or is over a source's `handler_rate`): pending again, the attempt not counted."
     with write_txn(self.db):
-        self.c.executemany("""UPDATE webhook_events SET status='pending', attempts=attempts-1, lease_until=NULL, lease_owner=NULL
+        self.c.executemany("""UPDATE webhook_events SET status='pending', attempts=attempts-1, lease_until=NULL, lease_owner=NULL,
+                                next_attempt_at=coalesce(?, next_attempt_at)
                               WHERE seq=? AND status='processing' AND lease_owner=? AND attempts=?""",
-                           [(c.seq, self.owner, c.attempt) for c in claims])
+                           [(u, c.seq, self.owner, c.attempt) for c, u in zip(claims, due_times(claims, until))])
 
 # %% ../nbs/01_store.ipynb #a202e43e
 @patch
@@ -1054,7 +1166,8 @@ EVENT_COLS = ('seq', 'id', 'source', 'event_type', 'payload', 'signature', 'idem
               'error_message', 'received_at', 'processed_at', 'next_attempt_at', 'lease_until', 'lease_owner', 'lapses',
               'note', 'headers')
 ATTEMPT_COLS = ('event_seq', 'webhook_id', 'attempt', 'started_at', 'finished_at', 'outcome', 'error')
-SOURCE_COLS = ('name', 'scheme', 'secret', 'fingerprint', 'tolerance', 'added_at', 'max_body', 'verify_token', 'url')
+SOURCE_COLS = ('name', 'scheme', 'secret', 'fingerprint', 'tolerance', 'added_at', 'max_body', 'verify_token', 'url',
+               'paused', 'rate_limit', 'handler_rate')
 
 class Rows(NamedTuple):
     "A page of one tenant's rows, as dicts keyed by column: what `export_rows` reads and `import_rows` writes."
@@ -1068,7 +1181,8 @@ def export_rows(self:SqliteTenant,
     "A page of this tenant: its sources (on the first page, secrets decrypted), up to `limit` events after `after`, and their attempts."
     q = lambda cols, sql, args=(): [dict(zip(cols, r)) for r in self.c.execute(sql, args)]
     srcs = q(SOURCE_COLS, f'SELECT {", ".join(SOURCE_COLS)} FROM webhook_sources ORDER BY added_at, rowid') if not after else []
-    srcs = [{**r, 'secret': self._decrypt(r['secret']), 'verify_token': self._decrypt(r['verify_token'])} for r in srcs]
+    srcs = [{**r, 'secret': self._decrypt(r['secret']), 'verify_token': self._decrypt(r['verify_token']), 'paused': bool(r['paused'])}
+            for r in srcs]
     evs = q(EVENT_COLS, f'SELECT {", ".join(EVENT_COLS)} FROM webhook_events WHERE seq > ? ORDER BY seq LIMIT ?', (after, limit))
     atts = q(ATTEMPT_COLS, f'SELECT {", ".join(ATTEMPT_COLS)} FROM webhook_attempts WHERE event_seq BETWEEN ? AND ? ORDER BY seq',
              (evs[0]['seq'], evs[-1]['seq'])) if evs else []
@@ -1092,7 +1206,8 @@ def import_rows(self:SqliteTenant,
             one = self.c.execute(_one_sealed).fetchone()
             mk = self.master(one[0] if one else None, create=True)
         for r in rows.sources:
-            r = {**r, 'secret': mk.encrypt(mk.decrypt(r['secret'])), 'verify_token': mk.encrypt(mk.decrypt(r.get('verify_token')))}
+            r = {**r, 'secret': mk.encrypt(mk.decrypt(r['secret'])), 'verify_token': mk.encrypt(mk.decrypt(r.get('verify_token'))),
+                 'paused': bool(r.get('paused'))}  # a page from an older store has no flood settings
             self.c.execute(ins('webhook_sources', SOURCE_COLS) + ' ON CONFLICT DO NOTHING', [r.get(k) for k in SOURCE_COLS])
             n['sources'] += self.c.changes()
         for r in map(arriving, rows.events):
@@ -1125,10 +1240,15 @@ def copy_tenant(src:TenantStore,        # where the tenant is now
         after = rows.events[-1]['seq']
 
 # %% ../nbs/01_store.ipynb #3267d32c
+INVALID = (ValueError, TypeError, OverflowError)  # errors about an event's data, whatever the backend (UnicodeEncodeError is a ValueError)
+
 class GroupCommit:
     "Concurrent `submit`s batched into rounds, each one `write(events)`: one transaction, one fsync."
-    def __init__(self, write:Callable, idle:Callable|None=None):
-        self.write, self.idle = write, idle  # `idle()` runs whenever the last round in flight ends
+    def __init__(self, write:Callable,           # async `write(events)`: store them in one transaction; a seq or None each
+                 idle:Callable|None=None,        # called whenever the last round in flight ends
+                 invalid:tuple=INVALID,          # exception types that mean an event's data, not the store, failed the write
+                ):
+        self.write, self.idle, self.invalid = write, idle, invalid
         self.pending, self.task, self.rounds = [], None, 0
 
     async def submit(self, event:NewEvent)->int|None:
@@ -1144,37 +1264,60 @@ class GroupCommit:
             while self.pending:
                 batch, self.pending = self.pending, []
                 self.rounds += 1
-                try: res = await self.write([e for e,_ in batch])
-                except Exception as e:
-                    err = e if isinstance(e, StoreUnavailable) else \
-                          StoreUnavailable(f'could not commit the event, retry later ({error_text(e)})')
-                    for _,f in batch:
-                        if not f.done(): f.set_exception(err)
-                    continue
-                for (_,f),seq in zip(batch, res):
-                    if not f.done(): f.set_result(seq)
+                await self._settle(batch)
         finally:
             self.task = None
             if self.idle: self.idle()
 
+    async def _settle(self, batch:list):
+        "Write `batch` and answer its requests; if an event's data failed it, write its halves apart (the good ones commit)."
+        try: res = await self.write([e for e,_ in batch])
+        except Exception as e:
+            if isinstance(e, StoreUnavailable): err = e
+            elif isinstance(e, self.invalid):
+                if len(batch) > 1:
+                    half = len(batch) // 2
+                    await self._settle(batch[:half]); await self._settle(batch[half:])
+                    return
+                err = WebhookError('invalid_event', f'the event cannot be stored: {error_text(e)}')
+            else: err = StoreUnavailable(f'could not commit the event, retry later ({error_text(e)})')
+            for _,f in batch:
+                if not f.done(): f.set_exception(err)
+            return
+        for (_,f),seq in zip(batch, res):
+            if not f.done(): f.set_result(seq)
+
 # %% ../nbs/01_store.ipynb #322ab5dc
+SQLITE_INVALID = INVALID + (apsw.ConstraintError, apsw.MismatchError, apsw.TooBigError)  # what a bad value makes apsw raise
+
 class SqliteInbox:
     "A tenant open for receiving: sources read on the event loop, events group-committed."
-    def __init__(self, name:str, root:str|Path, pool:ThreadPoolExecutor, busy_timeout:float=5.0):
-        self.name, self.pool = name, pool
-        self.reader = SqliteTenant(tenant_db(name, root, create=False), name)
-        self.writer = SqliteTenant(tenant_db(name, root, create=False), name)
+    def __init__(self, name:str, root:str|Path, pool:ThreadPoolExecutor, busy_timeout:float=5.0,
+                 max_db_bytes:int|None=None,  # the tenant's size cap (`SqliteStore.max_db_bytes`)
+                ):
+        self.name, self.pool, self.max_db_bytes = name, pool, max_db_bytes
+        self.reader = SqliteTenant(tenant_db(name, root, create=False, max_db_bytes=max_db_bytes), name)
+        self.writer = SqliteTenant(tenant_db(name, root, create=False, max_db_bytes=max_db_bytes), name)
+        self.capped = max_db_bytes  # the cap the writer has now: a new `max_db_bytes` applies from the next round
         # a locked database must turn into a 503 well inside a sender's timeout (GitHub: 10 s)
         self.busy_ms = int(busy_timeout*1000)
         self.writer.c.set_busy_timeout(self.busy_ms)
-        self.commit = GroupCommit(self._write, idle=self._idle)
+        self.commit = GroupCommit(self._write, idle=self._idle, invalid=SQLITE_INVALID)
         self.closed, self.users = False, 0
 
     def source(self, name:str)->SourceKeys|None: return self.reader.source(name)
     async def submit(self, event:NewEvent)->int|None: return await self.commit.submit(event)
 
     async def _write(self, events:list[NewEvent])->list[int|None]:
-        "One round: the inserts on the loop if the write lock is free at once, only the fsync'd COMMIT on a thread."
+        "One round; `StoreFull` if the database cannot grow (the round's transaction rolled back, the connection fine for the next)."
+        if self.capped != self.max_db_bytes:
+            limit_size(self.writer.db, self.max_db_bytes); self.capped = self.max_db_bytes
+        try: return await self._round(events)
+        except apsw.FullError:
+            raise StoreFull(f'tenant {self.name!r} is full (its disk, or its size cap): the event was not stored, retry later') from None
+
+    async def _round(self, events:list[NewEvent])->list[int|None]:
+        "The inserts on the loop if the write lock is free at once, only the fsync'd COMMIT on a thread."
         loop, c = asyncio.get_running_loop(), self.writer.c
         c.set_busy_timeout(0)
         try: c.execute('BEGIN IMMEDIATE')
@@ -1185,7 +1328,7 @@ class SqliteInbox:
             res = self.writer.log(events, in_txn=True)
             await loop.run_in_executor(self.pool, c.execute, 'COMMIT')
         except Exception:
-            if c.in_transaction: c.execute('ROLLBACK')
+            if c.in_transaction: c.execute('ROLLBACK')  # SQLite may have rolled back already (a full disk does)
             raise
         return res
 
@@ -1206,19 +1349,31 @@ class SqliteStore:
                  max_open:int=256,              # tenants kept open at once for receiving (LRU)
                  busy_timeout:float=5.0,        # seconds a commit waits for a lock before answering 503
                  writers:int=8,                 # threads committing rounds (different tenants in parallel)
+                 max_db_bytes:int|None=None,    # the most receiving may grow one tenant's database to (None: as far as the disk goes)
                 ):
         self.root, self.max_open, self.busy_timeout, self.writers = Path(root), max_open, busy_timeout, writers
         self.key_file = self.root/'.master-key'  # the master key, made on first use, unless `WEBHOOKS_MASTER_KEY` is set
         self.inboxes:OrderedDict[str,SqliteInbox] = OrderedDict()
         self.opening:dict[str,asyncio.Future] = {}
         self._pool = None
+        self.max_db_bytes = max_db_bytes
     def __repr__(self): return f'SqliteStore({str(self.root)!r})'
+
+    @property
+    def max_db_bytes(self)->int|None: return self._max_db_bytes
+    @max_db_bytes.setter
+    def max_db_bytes(self, n:int|None):
+        "A new cap: for each open tenant's receiving from its next round, and for the connections opened from now on."
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f'max_db_bytes must be a positive number of bytes, not {n!r}')
+        self._max_db_bytes = n
+        for t in self.inboxes.values(): t.max_db_bytes = n
 
     def open(self,
              tenant:str,         # tenant name
              create:bool=False,  # create the tenant if it does not exist
             )->SqliteTenant:
-        "A `SqliteTenant` for `tenant`, for use on one thread at a time."
+        "A `SqliteTenant` for `tenant`, for use on one thread at a time (not capped: a full tenant can still be worked off and pruned)."
         return SqliteTenant(tenant_db(tenant, self.root, create), tenant)
 
     def tenants(self)->list[str]: return tenants(self.root)
@@ -1233,7 +1388,7 @@ def is_db_url(where)->bool:
     return isinstance(where, str) and where.startswith(('postgresql://', 'postgres://'))
 
 def as_store(where:str|Path|Store, # a folder of tenant databases, a `postgresql://` URL, or a `Store`
-             **kwargs,                # for a folder: `SqliteStore`'s max_open, busy_timeout, writers; for a URL: `PgStore`'s
+             **kwargs,                # for a folder: `SqliteStore`'s max_open, busy_timeout, writers, max_db_bytes; for a URL: `PgStore`'s
             )->Store:
     "The `Store` for `where`: a store is itself; a folder is a `SqliteStore`; a PostgreSQL URL is a `PgStore`."
     if hasattr(where, 'receiving'):
@@ -1258,7 +1413,7 @@ async def _inbox(self:SqliteStore, name:str)->SqliteInbox:
     opening = self.opening.get(name)
     if opening is None:
         opening = self.opening[name] = asyncio.get_running_loop().run_in_executor(
-            self.pool, SqliteInbox, name, self.root, self.pool, self.busy_timeout)
+            self.pool, SqliteInbox, name, self.root, self.pool, self.busy_timeout, self.max_db_bytes)
         opening.add_done_callback(lambda f: self._opened(name, f))
     try: return await asyncio.shield(opening)
     except TenantError: raise
@@ -1302,8 +1457,9 @@ async def reject(self:SqliteStore,
                 )->int:
     "Record refused deliveries of `tenant` on a writer thread, with a connection of their own; how many."
     def write():
-        t = self.open(tenant)
+        t = SqliteTenant(tenant_db(tenant, self.root, False, self.max_db_bytes), tenant)
         try: return t.reject(rows)
+        except apsw.FullError: raise StoreFull(f'tenant {tenant!r} is full: {len(rows)} refused deliveries not recorded') from None
         finally: t.close()
     return await asyncio.get_running_loop().run_in_executor(self.pool, write)
 

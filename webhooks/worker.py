@@ -87,6 +87,7 @@ class Worker:
         self._tenants:dict[str,TenantStore] = {}
         self._sem = self._wake = self._task = None
         self.stopping, self._skip = False, {}
+        self._pacing:dict[tuple,list] = {}         # (tenant, source) -> [start tokens, when counted]: its `handler_rate`
         self._outs:list[tuple[str,Outcome]] = []   # finished, not yet recorded: (tenant, outcome), from any batch or thread
         self._started:dict[tuple,float] = {}       # (tenant, seq, attempt) -> start time of plain handlers running now
         self.running = self.peak = self.done = 0
@@ -232,6 +233,7 @@ async def step(self:Worker, names:list[str]|None=None)->int:
         try:
             claim = lambda: self._tenant(t).claim(self.batch, self.lease, self.max_attempts)
             claims = await loop.run_in_executor(self.db_thread, claim)
+            if claims: claims = await self._pace(t, claims)
             if claims: n += await self.run_batch(t, claims)
         except TenantError: continue
         except Exception as e:  # one broken or locked tenant database must not hold up the others
@@ -247,6 +249,25 @@ async def drain(self:Worker, names:list[str]|None=None)->int:
     total = 0
     while (n := await self.step(names)): total += n
     return total
+
+# %% ../nbs/04_worker.ipynb #976c59d0
+@patch
+async def _pace(self:Worker, tenant:str, claims:list[Claim])->list[Claim]:
+    "The claims their sources' `handler_rate` lets start now; the rest go back, each due at its turn."
+    loop, now = asyncio.get_running_loop(), time.time()
+    srcs = {c.source for c in claims}
+    rates = await loop.run_in_executor(self.db_thread, lambda: {s: getattr(self._tenant(tenant).source(s), 'handler_rate', None) for s in srcs})
+    if not any(rates.values()): return claims
+    run, later, due = [], [], []
+    for c in claims:
+        r = rates.get(c.source)
+        if not r: run.append(c); continue
+        b = self._pacing.setdefault((tenant, c.source), [max(1.0, r), now])  # a bucket of start tokens: a second's worth at most
+        b[0], b[1] = min(max(1.0, r), b[0] + (now - b[1]) * r), now
+        if b[0] >= 1: b[0] -= 1; run.append(c)
+        else: later.append(c); due.append(now + len(later) / r)  # each back in the queue at its turn
+    if later: await loop.run_in_executor(self.db_thread, lambda: self._tenant(tenant).release(later, until=due))
+    return run
 
 # %% ../nbs/04_worker.ipynb #3c91a162
 @patch
