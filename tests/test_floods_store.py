@@ -277,3 +277,29 @@ def test_a_full_filesystem_refuses_with_503_and_ingest_recovers_when_space_is_ba
     with closing(store.open('acme')) as t: ids = {e.id for e in t.events(limit=10_000)}
     assert {'evt_before', *acked, *(f'evt_after-{i}' for i in range(20))} == ids  # everything acknowledged, nothing else
     assert isinstance(full, StoreFull), f'a full disk answered {type(full).__name__}: {full.message}'
+
+# ---------------------------------------------------------------- the worker paces a source to its handler_rate
+
+def test_the_worker_paces_a_source_to_its_handler_rate_and_leaves_others_alone(store):
+    "30 events of a source capped at 20 runs/s take at least 0.5 s to start (a second's burst, then 20/s); another source's don't wait."
+    from webhooks.worker import Handlers, Worker
+    t = tenant_with_sources(store, 'acme', 'slow', 'fast')
+    t.set_source('slow', handler_rate=20)
+    t.log([ev(f's{i}', 'slow') for i in range(30)] + [ev(f'f{i}', 'fast') for i in range(30)])
+    h, starts = Handlers(), {'slow': [], 'fast': []}
+    @h.on('*')
+    def handle(e): starts[e.source].append(time.monotonic())
+    w = Worker(store, h, poll=0.02)
+    async def main():
+        t0 = time.monotonic()
+        try:
+            while len(starts['slow']) < 30 and time.monotonic() - t0 < 20: await w.step(); await asyncio.sleep(0.01)
+        finally: await w.stop()
+        return t0
+    t0 = asyncio.run(main())
+    assert len(starts['slow']) == 30 and len(starts['fast']) == 30
+    assert max(starts['fast']) - t0 < 0.5                     # the fast source ran at once
+    assert max(starts['slow']) - min(starts['slow']) >= 0.45  # the slow one: a burst of 20, then 10 more at 20/s
+    assert {e.status for e in t.events(limit=100)} == {'completed'}
+    assert max(e.attempts for e in t.events(limit=100)) == 1   # deferring is not an attempt
+    t.close()
