@@ -513,7 +513,8 @@ def test_one_bad_event_never_fails_its_round(tmp_path, bad):
                 assert (await primer).status_code == 200
                 return waiting, rs
         waiting, rs = asyncio.run(main())
-    assert waiting == n + 1, f'only {waiting} of {n + 1} deliveries shared the round: the test did not set up one round'
+    # the bad one may be refused before it joins the round (the receiver checks ids up front) or inside it (the store's guard)
+    assert waiting >= n, f'only {waiting} of {n + 1} deliveries shared the round: the test did not set up one round'
     good_rs = rs[:n//2] + rs[n//2 + 1:]
     bad_r = rs[n//2]
     failed = [(r.status_code, r.text[:200]) for r in good_rs if r.status_code != 200]

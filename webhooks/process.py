@@ -6,6 +6,7 @@
 from __future__ import annotations
 import asyncio, hashlib, inspect, json, os
 from collections.abc import Callable, Mapping
+from json.encoder import c_make_encoder, encode_basestring_ascii
 from typing import NamedTuple
 from urllib.parse import parse_qsl
 from fastlite import Database
@@ -14,8 +15,8 @@ from .signatures import (TOLERANCE, Scheme, SignatureError, Verified, WebhookErr
 from .store import NewEvent, TenantStore, as_tenant, error_text
 
 # %% auto #0
-__all__ = ['DROP_HEADERS', 'SHOWN', 'parse_event', 'redact', 'Delivery', 'accept', 'run_handler', 'finish', 'process_webhook',
-           'aprocess_webhook']
+__all__ = ['MAX_ID', 'DROP_HEADERS', 'SHOWN', 'parse_event', 'redact', 'stored_headers', 'Delivery', 'accept', 'run_handler',
+           'finish', 'process_webhook', 'aprocess_webhook']
 
 # %% ../nbs/02_process.ipynb #692dd893
 def parse_event(scheme:Scheme,          # the source's scheme: where the id and type are
@@ -38,7 +39,19 @@ def parse_event(scheme:Scheme,          # the source's scheme: where the id and 
         except (ValueError, RecursionError): pass
     elif ct == 'application/x-www-form-urlencoded': payload = dict(parse_qsl(body.decode('latin-1') if text is None else text))
     did = delivery_id(scheme, headers, payload) or 'sha256:' + hashlib.sha256(body).hexdigest()[:32]
-    return body if text is None else text, payload, did, event_type(scheme, headers, payload)
+    etype = event_type(scheme, headers, payload)
+    _check_text(did, 'id', MAX_ID); _check_text(etype, 'type', MAX_ID)
+    return body if text is None else text, payload, did, etype
+
+MAX_ID = 1024  # characters of a delivery id or event type: ids are keys, not documents
+
+def _check_text(v:str|None, what:str, most:int):
+    "Refuse an id or type that can't be stored as text (a lone surrogate from a JSON `\\ud800` escape) or is absurdly long."
+    if v is None: return
+    if len(v) > most: raise WebhookError(f'invalid_{what}', f'the event {what} is {len(v)} characters long; at most {most}')
+    if not v.isascii():
+        try: v.encode('utf-8')
+        except UnicodeEncodeError: raise WebhookError(f'invalid_{what}', f'the event {what} holds a lone surrogate (\\ud800-\\udfff): not text') from None
 
 # %% ../nbs/02_process.ipynb #4424d23f
 DROP_HEADERS = frozenset({'authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key'})
@@ -61,7 +74,16 @@ def redact(headers:Mapping,  # request headers
         if v is not None and len(v) > SHOWN: res[k] = v[:SHOWN] + '…'
     return res
 
-_json = json.JSONEncoder(ensure_ascii=False, separators=(',', ':')).encode  # headers as stored: compact JSON
+# one encoder, made once (`json.dumps` makes one per call): (markers, default, encoder, indent, key and item separators,
+# sort_keys, skipkeys, allow_nan); ASCII, so SQLite stores the text as it is
+_encode = c_make_encoder(None, None, encode_basestring_ascii, None, ':', ',', False, False, True) if c_make_encoder else None
+
+def stored_headers(headers:Mapping,    # request headers
+                   scheme:Scheme|None, # the source's scheme (see `redact`)
+                  )->str:
+    "`redact`ed `headers` as they are stored with an event: compact JSON, in ASCII."
+    shown = redact(headers, scheme)
+    return ''.join(_encode(shown, 0)) if _encode else json.dumps(shown, separators=(',', ':'))
 
 # %% ../nbs/02_process.ipynb #359b36e8
 class Delivery(NamedTuple):
@@ -85,7 +107,7 @@ def accept(scheme:Scheme,             # the source's scheme
     "Verify `body`'s signature, then parse it into the event to log; `WebhookError` if either fails."
     v = verify(scheme, body, headers, secrets, tolerance, url=url, method=method)
     text, payload, did, etype = parse_event(scheme, body, headers, content_type or header(headers, 'Content-Type'))
-    did, shown = id or did, _json(redact(headers, scheme))
+    did, shown = id or did, stored_headers(headers, scheme)
     sig = header(headers, scheme.header) if scheme._fast is not None else None  # a shared token (GitLab) is a secret: never stored
     ev = NewEvent(did, source, type or etype, text, sig, key or f'{source}:{did}', status,
                   headers=shown, secret=v.fingerprint)

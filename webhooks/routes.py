@@ -4,7 +4,8 @@
 
 # %% ../nbs/03_routes.ipynb #b1b553cc
 from __future__ import annotations
-import asyncio, hmac, inspect, json, logging, os, re, sys, time
+import asyncio, hmac, inspect, json, logging, math, os, re, sys, time
+from bisect import bisect_left
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -18,11 +19,12 @@ from .signatures import Reply, Scheme, WebhookError, fingerprint, get_scheme, gr
 from .store import (REJECTED_BODY, Rejection, SourceKeys, Store, StoreUnavailable, TenantStore, as_store, as_tenant,
                             error_text)
 from .store import add_source, remove_secret, sources  # still importable from here, where they used to live
-from .process import accept, finish, redact, run_handler
+from .process import accept, finish, run_handler, stored_headers
 
 # %% auto #0
-__all__ = ['MAX_BODY', 'log', 'answer', 'refuse', 'headers_dict', 'read_body', 'Receiver', 'public_url', 'diagnose', 'AccessLog',
-           'Metrics', 'install_ops', 'install_webhooks', 'on_lifespan', 'reference_scheme', 'handle_webhook_request']
+__all__ = ['RETRY_AFTER', 'MAX_BODY', 'READ_TIMEOUT', 'log', 'answer', 'refuse', 'headers_dict', 'read_body', 'Receiver',
+           'public_url', 'diagnose', 'AccessLog', 'Metrics', 'install_ops', 'install_webhooks', 'on_lifespan',
+           'reference_scheme', 'handle_webhook_request']
 
 # %% ../nbs/03_routes.ipynb #12558b21
 def answer(status:int,           # HTTP status
@@ -35,9 +37,14 @@ def answer(status:int,           # HTTP status
     return JSONResponse({'ok': False, 'error': error, 'message': message, **data}, status,
                         headers={'Allow': 'POST'} if status == 405 else None)
 
+RETRY_AFTER = 5  # seconds a sender is told to wait after a 503 that names no time of its own
+
 def refuse(e:WebhookError)->JSONResponse:
-    "The JSON answer for a refusal: its status, code and message."
-    return answer(e.status, e.code, e.message)
+    "The JSON answer for a refusal: its status, code and message (the public one, when the full one names paths), and `Retry-After` on 429 and 503."
+    r = answer(e.status, e.code, getattr(e, 'public_message', None) or e.message)
+    if e.status in (429, 503): r.headers['Retry-After'] = str(getattr(e, 'retry_after', None) or RETRY_AFTER)
+    if e.status == 408: r.headers['Connection'] = 'close'  # what is left of a stalled body must not be read as the next request
+    return r
 
 def headers_dict(request:Request)->dict:
     "The request's headers as one `{lower-case name: value}` dict (the first value wins), for cheap repeated lookups."
@@ -45,11 +52,19 @@ def headers_dict(request:Request)->dict:
 
 # %% ../nbs/03_routes.ipynb #d59977e7
 MAX_BODY = 1024*1024  # 1 MiB: far above any provider's event size, far below what hurts
+READ_TIMEOUT = 10.0   # seconds a body may take to arrive: a client that stalls is cut off, not waited for
 
 async def read_body(request:Request,     # the request, body not yet read
                     limit:int=MAX_BODY,  # most bytes accepted
+                    timeout:float|None=None, # seconds the whole body may take to arrive (None: no limit)
                    )->bytes:
-    "The raw body of `request`, exactly as sent; `WebhookError` 413 past `limit` bytes."
+    "The raw body of `request`, exactly as sent; `WebhookError` 413 past `limit` bytes, 408 past `timeout` seconds."
+    if timeout is None: return await _read_body(request, limit)
+    try:
+        async with asyncio.timeout(timeout): return await _read_body(request, limit)
+    except TimeoutError: raise WebhookError('request_timeout', f'the body did not arrive within {timeout:g} s', 408) from None
+
+async def _read_body(request:Request, limit:int)->bytes:
     cl = request.headers.get('content-length')
     if cl is not None:
         if not cl.isdigit(): raise WebhookError('invalid_content_length', f'Content-Length {cl[:20]!r} is not a number')
@@ -73,10 +88,12 @@ class Receiver:
     def __init__(self, root:str|Path|Store='data', # folder of tenant databases, or a `Store`
                  max_body:int=MAX_BODY,            # largest body accepted, in bytes, from a source with no limit of its own
                  metrics:Metrics|None=None,        # counters to update (default: a fresh `Metrics`)
+                 read_timeout:float|None=READ_TIMEOUT, # seconds a body may take to arrive (a stalled one gets 408)
                  **kwargs,                         # for a folder's `SqliteStore`: max_open, busy_timeout, writers
                 ):
         self.store = as_store(root, **kwargs)
-        self.max_body, self.listeners = max_body, []
+        self.max_body, self.listeners, self.read_timeout = max_body, [], read_timeout
+        self.buckets:dict[tuple,list] = {}  # (tenant, source) -> [tokens, when]: sources with a `rate_limit`
         self.metrics = metrics or Metrics()
         self.refused:list[tuple[str,Rejection]] = []  # refusals waiting to be recorded, off the request path
         self.recording, self.dropped = None, 0
@@ -112,15 +129,19 @@ async def receive(self:Receiver,
                 r = greet(scheme, method, dict(request.query_params), hd, keys.secrets, getattr(keys, 'verify_token', None))
                 if r is not None: return self._handshake(tenant, source, r, t0)
                 if method != 'POST': raise WebhookError('method_not_allowed', f'{method} is not allowed; webhooks are POSTed', 405)
+            if keys.rate_limit: self._admit(tenant, source, keys.rate_limit)
+            ce = hd.get('content-encoding')
+            if ce and ce.strip().lower() != 'identity':  # the signature is over the bytes sent: inflating them is no one's job here
+                raise WebhookError('unsupported_encoding', f'Content-Encoding {ce[:40]!r}: send the body uncompressed', 415)
             limit = keys.max_body or scheme.max_body or self.max_body  # the source's own, the provider's, the default
-            body = await read_body(request, limit)
+            body = await read_body(request, limit, self.read_timeout)
             url = public_url(request, getattr(keys, 'url', None)) if scheme._signs_url or scheme.body_hash else None
             d = accept(scheme, body, hd, keys.secrets, source, keys.tolerance, url=url, method=method)
             if scheme.handshake and (r := reply(scheme, d.payload, hd, keys.secrets[d.verified.index])) is not None:
                 return self._handshake(tenant, source, r, t0)  # verified, answered, never stored
             seq = await inbox.submit(d.event)
     except WebhookError as e:
-        if inbox is not None and e.status < 500 and e.status != 405: self._refused(tenant, source, request, e, scheme, keys, body)
+        if inbox is not None and e.status < 500 and e.status not in (405, 429): self._refused(tenant, source, request, e, scheme, keys, body)
         self._done(tenant, source, e.status, e.code, None, t0)
         return refuse(e)
     if seq is not None:
@@ -128,6 +149,19 @@ async def receive(self:Receiver,
     self._done(tenant, source, 200, 'new' if seq is not None else 'duplicate', d.event.id, t0)
     return Response(b'{"ok":true,"id":%s,"duplicate":%s}' % (json.dumps(d.event.id).encode(), b'true' if seq is None else b'false'),
                     media_type='application/json')
+
+@patch
+def _admit(self:Receiver, tenant:str, source:str, rate:float):
+    "Take one token of the source's bucket (`rate` a second, a second's worth at most); `WebhookError` 429 when none is left."
+    now = time.monotonic()
+    b = self.buckets.get((tenant, source))
+    if b is None: b = self.buckets[tenant, source] = [max(1.0, rate), now]
+    b[0], b[1] = min(max(1.0, rate), b[0] + (now - b[1]) * rate), now
+    if b[0] < 1:
+        e = WebhookError('rate_limited', f'source {source!r} accepts {rate:g} deliveries a second; retry later', 429)
+        e.retry_after = max(1, math.ceil((1 - b[0]) / rate))
+        raise e
+    b[0] -= 1
 
 _GREETS = {n for n, h in handshakes.items() if h.before}  # handshakes that may come as a POST before any body is read (Graph)
 
@@ -199,7 +233,7 @@ def _refused(self:Receiver, tenant:str, source:str, request:Request, e:WebhookEr
     hd = headers_dict(request)
     cl = hd.get('content-length', '')
     rej = Rejection(time.time(), source[:64], request.client.host if request.client else None, e.code,
-                    diagnose(e, scheme, keys, hd, body, tenant, source), json.dumps(redact(hd, scheme), ensure_ascii=False),
+                    diagnose(e, scheme, keys, hd, body, tenant, source), stored_headers(hd, scheme),
                     body[:REJECTED_BODY] if body else None, len(body) if body is not None else int(cl) if cl.isdigit() else None)
     self.refused.append((tenant, rej))
     if self.recording is None: self.recording = asyncio.get_running_loop().create_task(self._record())
@@ -229,6 +263,7 @@ class AccessLog:
         import queue, threading
         self.fmt, self.stream, self.every, self.most = fmt, stream, every, most
         self.lines, self.task, self.waiting, self.dropped = [], None, 0, 0
+        self.second, self.stamp = None, ''  # the text lines' date and time, formatted once a second
         self.q = queue.SimpleQueue()
         threading.Thread(target=self._write, name='webhooks-access-log', daemon=True).start()
 
@@ -263,33 +298,53 @@ class AccessLog:
             return json.dumps(dict(time=round(t, 3), level='info', logger='webhooks', msg=f'{tenant}/{source} {status} {code}',
                                    tenant=tenant, source=source, status=status, code=code, event_id=id, ms=round(ms, 2)),
                               ensure_ascii=False) + '\n'
-        ts = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t))
-        return f"{ts},{int(t % 1 * 1000):03d} INFO webhooks: {tenant}/{source} {status} {code} {id or '-'} {ms:.1f}ms\n"
+        s = int(t)
+        if s != self.second: self.second, self.stamp = s, time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(s))
+        what = f"{tenant}/{source} {status} {code} {id or '-'}"
+        if not what.isprintable(): what = what.encode('unicode_escape').decode('ascii')  # a CR/LF from a URL must not start a line
+        return f"{self.stamp},{int((t - s) * 1000):03d} INFO webhooks: {what} {ms:.1f}ms\n"
+
+_SERIES = {'received': ('Deliveries stored as new events', ['tenant']),
+           'duplicates': ('Deliveries answered as duplicates', ['tenant']),
+           'handshakes': ('Provider handshakes answered (never stored)', ['tenant']),
+           'rejected': ('Deliveries refused, by code', ['tenant', 'code']),
+           'handled': ('Handler runs by outcome: completed, failed, retried, unhandled', ['tenant', 'outcome'])}
+_OUTCOMES = {'retry': 'retried', 'ignored': 'unhandled'}
 
 class Metrics:
-    "Prometheus series of one receiver (and its worker), in their own registry."
+    "Prometheus series of one receiver (and its worker), in their own registry: plain counts, made into series when scraped."
+    buckets = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5)  # ingest latency, seconds
     def __init__(self):
-        from prometheus_client import CollectorRegistry, Counter, Histogram
-        r = self.registry = CollectorRegistry()
-        self.received = Counter('webhooks_received', 'Deliveries stored as new events', ['tenant'], registry=r)
-        self.duplicates = Counter('webhooks_duplicates', 'Deliveries answered as duplicates', ['tenant'], registry=r)
-        self.handshakes = Counter('webhooks_handshakes', 'Provider handshakes answered (never stored)', ['tenant'], registry=r)
-        self.rejected = Counter('webhooks_rejected', 'Deliveries refused, by code', ['tenant', 'code'], registry=r)
-        self.handled = Counter('webhooks_handled', 'Handler runs by outcome: completed, failed, retried, unhandled',
-                               ['tenant', 'outcome'], registry=r)
-        self.latency = Histogram('webhooks_ingest_seconds', 'From request to answer',
-                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5), registry=r)
+        from prometheus_client import CollectorRegistry
+        self.registry = CollectorRegistry()
+        self.counts:dict[tuple,int] = {}                 # ('received', tenant), ('rejected', tenant, code), …: how many
+        self.latency = [0] * (len(self.buckets) + 1)    # answers per latency bucket (the last: slower than them all)
+        self.seconds = 0.0                              # and their total time
+        self.registry.register(self)
 
     def request(self, tenant:str, status:int, code:str, seconds:float):
-        "Count one answered request."
-        self.latency.observe(seconds)
-        if code == 'handshake': self.handshakes.labels(tenant).inc()
-        elif status == 200: (self.received if code == 'new' else self.duplicates).labels(tenant).inc()
-        else: self.rejected.labels('-' if code in ('unknown_tenant', 'invalid_tenant') else tenant, code).inc()
+        "Count one answered request (on the event loop)."
+        self.latency[bisect_left(self.buckets, seconds)] += 1; self.seconds += seconds
+        if code == 'handshake': k = ('handshakes', tenant)
+        elif status == 200: k = ('received' if code == 'new' else 'duplicates', tenant)
+        else: k = ('rejected', '-' if code in ('unknown_tenant', 'invalid_tenant') else tenant, code)
+        self.counts[k] = self.counts.get(k, 0) + 1
 
     def outcome(self, tenant:str, outcome:str):
         "Count one recorded handler run ('retry' is counted as 'retried', 'ignored' as 'unhandled')."
-        self.handled.labels(tenant, {'retry': 'retried', 'ignored': 'unhandled'}.get(outcome, outcome)).inc()
+        k = ('handled', tenant, _OUTCOMES.get(outcome, outcome))
+        self.counts[k] = self.counts.get(k, 0) + 1
+
+    def collect(self):
+        "The series, from the counts as they are now (the registry calls this when scraped)."
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+        from prometheus_client.utils import floatToGoString
+        series = {name: CounterMetricFamily(f'webhooks_{name}', doc, labels=labels) for name, (doc, labels) in _SERIES.items()}
+        for (name, *labels), n in dict(self.counts).items(): series[name].add_metric(labels, n)  # a copy: the loop keeps counting
+        yield from series.values()
+        acc, cumulative = 0, []
+        for le, n in zip(self.buckets + (float('inf'),), list(self.latency)): acc += n; cumulative.append((floatToGoString(le), acc))
+        yield HistogramMetricFamily('webhooks_ingest_seconds', 'From request to answer', buckets=cumulative, sum_value=self.seconds)
 
     def watch(self, store:Store):
         "Also report `store`'s queue depth by status and lag per tenant, read when scraped."
@@ -351,9 +406,30 @@ def install_webhooks(app,                          # a FastHTML (or Starlette) a
         return answer(404, 'unknown_tenant', f'no webhook endpoint at {request.url.path[:200]}; use POST {prefix}/<tenant>/<source>')
     app.router.routes[0:0] = [Route(f'{prefix}/{{tenant}}/{{source}}', _AnyMethod(endpoint)),
                               Route(f'{prefix}/{{rest:path}}', _AnyMethod(nowhere))]
+    _answer_first(app, rcv, prefix)
     app.state.webhooks = rcv
     on_lifespan(app, stop=rcv.aclose)
     return rcv
+
+def _answer_first(app, rcv:Receiver, prefix:str):
+    "Have `app` send `{prefix}/{tenant}/{source}` straight to `rcv` when it has no middleware of its own to run first."
+    build, start = app.build_middleware_stack, prefix + '/'
+    def stack():
+        inner = build()
+        if app.user_middleware or app.debug or getattr(app, 'max_body_size', None) is not None or \
+           any(k in (500, Exception) for k in app.exception_handlers): return inner  # something of the app's own sees every request
+        async def first(scope, receive, send):
+            if scope['type'] == 'http' and scope['path'].startswith(start) and not scope.get('root_path'):
+                tenant, _, source = scope['path'][len(start):].partition('/')
+                if tenant and source and '/' not in source:
+                    try: r = await rcv.receive(Request(scope, receive, send), tenant, source)
+                    except Exception:
+                        await answer(500, 'internal_error', 'the receiver failed on this delivery; retry later')(scope, receive, send)
+                        raise
+                    return await r(scope, receive, send)
+            await inner(scope, receive, send)
+        return first
+    app.build_middleware_stack = stack
 
 def on_lifespan(app,         # a Starlette or FastHTML app
                 start=None,  # called when the app starts (sync or async)
