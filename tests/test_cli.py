@@ -425,3 +425,85 @@ def test_the_command_that_makes_the_master_key_says_where_it_is(tmp_path):
         assert f"Created the master key that encrypts the sources' secrets: {(tmp_path/'fresh'/'.master-key').resolve()}" in s.out
         assert 'Created tenant "demo"' in s.out
     with Serve('--root', tmp_path/'fresh') as s: assert 'master key' not in s.out
+
+# ---------------------------------------------------------------- floods: pause, rate limit, handler rate
+
+def test_source_flood_flags(root):
+    p = run('webhooks-source', 'acme', 'gen', '--pause', '--rate-limit', 50, '--root', root)  # no --scheme or --secret needed
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith('acme/gen  scheme=generic  tolerance=300s  paused  rate-limit=50/s  secrets=fp_'), p.stdout
+    p = run('webhooks-source', 'acme', 'gen', '--resume', '--handler-rate', 2.5, '--root', root)
+    assert 'paused' not in p.stdout and 'rate-limit=50/s  handler-rate=2.5/s' in p.stdout, p.stdout
+    assert 'rate-limit=50/s  handler-rate=2.5/s' in listing(root)
+    run('webhooks-source', 'acme', 'gen', '--rate-limit', 0, '--handler-rate', 0, '--root', root)  # 0: off
+    assert re.search(r'acme/gen  scheme=generic  tolerance=300s  secrets=fp_\w+\n', listing(root)), listing(root)
+    p = run('webhooks-source', 'acme', 'gh', '--scheme', 'github', '--secret', 'gh_s3cret_9f', '--pause', '--root', root)  # a new source, held
+    assert p.returncode == 0 and 'acme/gh  scheme=github  tolerance=300s  paused  secrets=' in p.stdout, p.stdout + p.stderr
+    t = SqliteStore(root).open('acme')
+    assert (t.source('gen').paused, t.source('gen').rate_limit, t.source('gh').paused) == (False, None, True)
+    t.close()
+
+@pytest.mark.parametrize('args,words', [
+    (['nope', '--pause'], ["there is no source 'nope' in tenant 'acme'"]),
+    (['gen', '--pause', '--resume'], ['give --pause or --resume, not both']),
+    (['gen', '--rate-limit', -5], ['--rate-limit must be a finite number of events a second, 0 or more', 'not -5.0']),
+    (['gen', '--handler-rate', 'nan'], ['--handler-rate must be a finite number', 'not nan']),
+    (['gen', '--handler-rate', 'inf'], ['--handler-rate must be a finite number']),
+])
+def test_source_flood_flag_mistakes(root, args, words):
+    before = listing(root)
+    refused(run('webhooks-source', 'acme', *args, '--root', root), *words)
+    assert listing(root) == before
+
+def test_paused_source_is_stored_and_held_until_resumed(root, tmp_path):
+    (tmp_path/'hooks.py').write_text(HOOKS)
+    assert run('webhooks-source', 'acme', 'gen', '--pause', '--root', root).returncode == 0
+    with Serve('--root', root, '--handlers', tmp_path/'hooks.py') as s:
+        for i in range(3):
+            assert post(f'{s.url}/webhooks/acme/gen', 'generic', json.dumps({'id': f'evt_held{i}', 'type': 'invoice.paid'}).encode()).status_code == 200
+        time.sleep(1.5)  # the worker has looked, and left them
+        assert [e['status'] for e in events(root)] == ['pending'] * 3
+        assert run('webhooks-source', 'acme', 'gen', '--resume', '--root', root).returncode == 0
+        deadline = time.monotonic() + 20  # taken at the worker's next poll
+        while {e['status'] for e in events(root)} != {'completed'}:
+            assert time.monotonic() < deadline, events(root)
+            time.sleep(0.2)
+
+def test_rate_limited_source_is_answered_429(root):
+    import inspect, webhooks.routes
+    if 'rate_limit' not in inspect.getsource(webhooks.routes): pytest.skip('the receiver does not enforce rate_limit yet')
+    assert run('webhooks-source', 'acme', 'gen', '--rate-limit', 2, '--root', root).returncode == 0
+    with Serve('--root', root, '--no-worker') as s:
+        rs = [post(f'{s.url}/webhooks/acme/gen', 'generic', json.dumps({'id': f'evt_flood{i}', 'type': 'invoice.paid'}).encode())
+              for i in range(10)]
+    assert {r.status_code for r in rs} == {200, 429}, [r.status_code for r in rs]
+    late = [r for r in rs if r.status_code == 429]
+    assert all(r.json()['error'] and int(r.headers['retry-after']) >= 1 for r in late)
+    assert len(events(root)) == 10 - len(late)  # what was refused is not stored
+
+# ---------------------------------------------------------------- webhooks-send, as each provider signs
+
+def _ed25519()->tuple[str,str]:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    k = Ed25519PrivateKey.generate()
+    return k.private_bytes_raw().hex(), k.public_key().public_bytes_raw().hex()
+
+def test_send_signs_as_each_provider(root):
+    "Twilio signs the URL (with the JSON body's hash in it), Mailgun inside the body, Discord with a private key, GitLab sends a token."
+    priv, pub = _ed25519()
+    added = [run('webhooks-source', 'acme', 'sms', '--scheme', 'twilio', '--secret', TWILIO, '--root', root),
+             run('webhooks-source', 'acme', 'mail', '--scheme', 'mailgun', '--secret', 'key-3ax6xnjp29jd6fds4gc373sgvjxteol0', '--root', root),
+             run('webhooks-source', 'acme', 'bot', '--scheme', 'discord', '--public-key', pub, '--root', root),
+             run('webhooks-source', 'acme', 'gl', '--scheme', 'gitlab', '--secret', 'glpat-webhook-token-0123', '--root', root)]
+    assert [p.returncode for p in added] == [0] * 4, [p.stderr for p in added]
+    sends = {'sms': ('twilio', TWILIO), 'mail': ('mailgun', 'key-3ax6xnjp29jd6fds4gc373sgvjxteol0'), 'bot': ('discord', priv),
+             'gl': ('gitlab', 'glpat-webhook-token-0123')}
+    with Serve('--root', root, '--no-worker') as s:
+        for src, (scheme, secret) in sends.items():
+            p = run('webhooks-send', f'{s.url}/webhooks/acme/{src}', '--scheme', scheme, '--secret', secret, '--event', 'invoice.paid')
+            assert p.returncode == 0 and p.stdout.startswith('200 '), (src, p.stdout, p.stderr)
+            assert json.loads(p.stdout[4:])['duplicate'] is False
+        p = run('webhooks-send', f'{s.url}/webhooks/acme/bot', '--scheme', 'discord', '--secret', _ed25519()[0])  # another key
+        assert p.returncode == 1 and p.stdout.startswith('401 '), p.stdout
+    assert sorted(e['source'] for e in events(root)) == sorted(sends)
+    refused(run('webhooks-send', 'http://127.0.0.1:9/x', '--scheme', 'discord', '--secret', 'not-a-key'), 'webhooks-send: cannot sign as discord')

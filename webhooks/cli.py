@@ -4,30 +4,37 @@
 
 # %% ../nbs/05_cli.ipynb #c5732668
 from __future__ import annotations
-import asyncio, gc, importlib, json, logging, logging.handlers, os, re, resource, secrets, signal, socket, sys, time, urllib.request, urllib.error
+import asyncio, gc, hashlib, importlib, json, logging, logging.handlers, math, os, re, resource, secrets, select, signal, socket, sys
+import time, traceback
+import urllib.request, urllib.error
 from contextlib import contextmanager
+from typing import Callable
+from urllib.parse import urlsplit
 from datetime import datetime
 from pathlib import Path
 import apsw
 from fastcore.script import call_parse
-from .signatures import WebhookError, check_secret, fingerprint, sign, presets, get_scheme
-from .store import (REPLAYABLE, STATUSES, TOLERANCE, MasterKeyError, Store, SqliteStore, as_store, error_text, is_db_url,
-                            signing_key)
-from .routes import MAX_BODY, AccessLog, Receiver, install_ops, install_webhooks, on_lifespan
+from .signatures import WebhookError, check_secret, fingerprint, signed, presets, get_scheme
+from .store import (REPLAYABLE, STATUSES, TOLERANCE, MasterKeyError, Store, SqliteStore, as_store, error_text, flood_settings,
+                            is_db_url, signing_key)
+from .routes import MAX_BODY, READ_TIMEOUT, AccessLog, Receiver, install_ops, install_webhooks, on_lifespan
 from .dashboard import install_dashboard
 from .worker import Alerts, Worker, install_worker, handlers as default_handlers, Handlers
 
 # %% auto #0
-__all__ = ['FLAGS', 'CONFIRM_OVER', 'flag_words', 'fail', 'cli_errors', 'open_store', 'open_tenant', 'load_handlers', 'describe',
-           'serve_app', 'freeze_heap', 'ensure_demo', 'demo_notice', 'key_notice', 'check_master_key', 'listen',
-           'banner', 'JsonLog', 'setup_logging', 'webhooks_serve', 'webhooks_source', 'sample_event', 'send',
-           'webhooks_send', 'parse_since', 'show_body', 'event_json', 'webhooks_events', 'webhooks_worker', 'run_async',
-           'confirm', 'webhooks_replay', 'webhooks_prune', 'webhooks_copy']
+__all__ = ['FLAGS', 'HEADER_TIMEOUT', 'STARTUP_FAILED', 'CONFIRM_OVER', 'flag_words', 'fail', 'cli_errors', 'open_store',
+           'open_tenant', 'load_handlers', 'describe', 'serve_app', 'freeze_heap', 'ensure_demo', 'demo_notice',
+           'key_notice', 'check_master_key', 'listen', 'banner', 'JsonLog', 'setup_logging', 'HeaderClock',
+           'HttpToolsClock', 'H11Clock', 'timed_protocol', 'run_async', 'WakePipe', 'SharedStderr', 'exit_reason',
+           'supervise', 'webhooks_serve', 'webhooks_source', 'sample_event', 'send', 'webhooks_send', 'parse_since',
+           'show_body', 'event_json', 'webhooks_events', 'webhooks_worker', 'confirm', 'webhooks_replay',
+           'webhooks_prune', 'webhooks_copy']
 
 # %% ../nbs/05_cli.ipynb #2abe953a
 FLAGS = {'max_body': '--max-body', 'older_than_days': '--days', 'failed=True': '--failed', 'source=': '--source',
          'status=': '--status', 'tolerance': '--tolerance', 'secret must': '--secret must', 'secret=': '--secret',
-         'public_key=': '--public-key', 'verify_token': '--verify-token', 'url must': '--url must'}
+         'public_key=': '--public-key', 'verify_token': '--verify-token', 'url must': '--url must',
+         'rate_limit': '--rate-limit', 'handler_rate': '--handler-rate'}
 
 def flag_words(msg:str)->str:
     "`msg` with the library's parameter names replaced by the command-line flags."
@@ -187,8 +194,8 @@ def listen(host:str, port:int, cmd:str='webhooks-serve')->socket.socket:
              (' (another process is using it: stop it, or pick another --port)' if getattr(e, 'errno', None) == 98 else ''))
     return sock
 
-def banner(store:Store, base:str, worker:bool, h:Handlers, most:int=20, admin:bool=False)->str:
-    "What `webhooks-serve` says it serves: every source's URL (the first `most`), admin, metrics and health URLs, the worker."
+def banner(store:Store, base:str, worker:bool, h:Handlers, most:int=20, admin:bool=False, workers:int=1)->str:
+    "What `webhooks-serve` says it serves: every source's URL (the first `most`), admin, metrics and health URLs, the processes, the worker."
     lines, n = [], 0
     for t in store.tenants():
         ts = store.open(t)
@@ -201,11 +208,13 @@ def banner(store:Store, base:str, worker:bool, h:Handlers, most:int=20, admin:bo
     where = getattr(store, 'root', None)
     head = f'Receiving on {base}/webhooks/<tenant>/<source> ({n} source(s) in ' + \
            (f'{Path(where).resolve()})' if where is not None else 'PostgreSQL)')
+    here = 'running here' if workers == 1 else 'running in process 0'
     wk = ('Worker: not in this process (--no-worker); run webhooks-worker' if not worker else
-          f'Worker: running here, handlers for {describe(h)}' if h.routes else
-          'Worker: running here, no handler registered (events end "unhandled"; pass --handlers MODULE)')
+          f'Worker: {here}, handlers for {describe(h)}' if h.routes else
+          f'Worker: {here}, no handler registered (events end "unhandled"; pass --handlers MODULE)')
     ops = [f'Admin: {base}/admin (log in with the admin token)'] if admin else []
     ops += [f'Metrics: {base}/metrics (Authorization: Bearer <admin token>)', f'Health: {base}/healthz  ready: {base}/readyz']
+    if workers > 1: ops.append(f'Processes: {workers}, sharing the port and the tenant files (--workers)')
     return '\n'.join([head, *lines, *ops, wk])
 
 class JsonLog(logging.Formatter):
@@ -221,18 +230,177 @@ class _Handoff(logging.handlers.QueueHandler):
     "Hand records to the writer thread as they are: formatting and writing happen off the request's path."
     def prepare(self, record): return record  # the records' arguments are plain values, safe to format later
 
-def setup_logging(fmt:str='text', # 'text' or 'json'
-                 ):
-    "Log the `webhooks` loggers (one line per request, handler failures with their traceback) to stderr, from a thread."
+def setup_logging(fmt:str='text',       # 'text' or 'json'
+                  background:bool=True, # write from a thread of its own (False: in the caller, for a process that forks)
+                 )->logging.handlers.QueueListener|None:
+    "Log the `webhooks` loggers (one line per request, handler failures with their traceback) to stderr; returns the writer thread."
     import atexit, queue
     h = logging.StreamHandler(sys.stderr)
     h.setFormatter(JsonLog() if fmt == 'json' else logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+    lg = logging.getLogger('webhooks')
+    lg.setLevel(logging.INFO); lg.propagate = False
+    if not background: lg.handlers[:] = [h]; return None
     q = queue.SimpleQueue()
     writer = logging.handlers.QueueListener(q, h)
     writer.start(); atexit.register(writer.stop)  # what is queued is written before the process ends
-    lg = logging.getLogger('webhooks')
-    lg.handlers[:] = [_Handoff(q)]; lg.setLevel(logging.INFO); lg.propagate = False
+    lg.handlers[:] = [_Handoff(q)]
+    return writer
 
+# %% ../nbs/05_cli.ipynb #7ade3c10
+HEADER_TIMEOUT = 10.0  # seconds a connection may take to send a request's headers, by default
+
+class HeaderClock:
+    "For uvicorn's HTTP protocols: close a connection whose request headers are not all in `header_timeout` s after it opened or after its last response."
+    header_timeout:float = HEADER_TIMEOUT
+    _clock = None
+    def _arm(self):
+        self._disarm()
+        self._clock = self.loop.call_later(self.header_timeout, self._too_slow)
+    def _disarm(self):
+        if self._clock is not None: self._clock.cancel(); self._clock = None
+    def _too_slow(self):
+        self._clock = None
+        if not self.transport.is_closing(): self.transport.close()
+    def connection_made(self, transport):
+        super().connection_made(transport); self._arm()
+    def connection_lost(self, exc):
+        self._disarm(); super().connection_lost(exc)
+    def on_response_complete(self):
+        super().on_response_complete()  # may start a pipelined request whose headers are already in: then no clock
+        if not self.transport.is_closing() and self._between_requests(): self._arm()
+
+class HttpToolsClock(HeaderClock):
+    "`HeaderClock` for uvicorn's httptools protocol, whose parser says when a request's headers are complete."
+    def _between_requests(self): return not self.pipeline and (self.cycle is None or self.cycle.response_complete)
+    def on_headers_complete(self): self._disarm(); super().on_headers_complete()
+
+class H11Clock(HeaderClock):
+    "`HeaderClock` for uvicorn's h11 protocol: a request's headers are in once the client's state leaves IDLE."
+    def _between_requests(self):
+        import h11
+        return self.conn.their_state is h11.IDLE
+    def handle_events(self):
+        super().handle_events()
+        if not self._between_requests(): self._disarm()
+
+def timed_protocol(header_timeout:float=HEADER_TIMEOUT, # seconds a connection may take to send a request's headers
+                   base:type|None=None,                   # uvicorn's `HttpToolsProtocol` or `H11Protocol` (default: httptools' if installed)
+                  )->type:
+    "uvicorn's HTTP protocol class with a `HeaderClock` of `header_timeout` seconds, for `uvicorn.Config(http=...)`."
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    if base is None: from uvicorn.protocols.http.auto import AutoHTTPProtocol as base
+    clock = H11Clock if issubclass(base, H11Protocol) else HttpToolsClock
+    return type(f'Timed{base.__name__}', (clock, base), {'header_timeout': header_timeout})
+
+# %% ../nbs/05_cli.ipynb #05da74ea
+def run_async(coro):
+    "Run `coro` to completion, also from code that is already inside an event loop (Jupyter)."
+    try: asyncio.get_running_loop()
+    except RuntimeError: return asyncio.run(coro)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(1) as ex: return ex.submit(asyncio.run, coro).result()
+
+class WakePipe:
+    "A pipe shared by forked processes: receivers `poke` it when they store an event, the worker's process `watch`es it."
+    def __init__(self):
+        self.r, self.w = os.pipe()
+        for fd in (self.r, self.w): os.set_blocking(fd, False)
+    def poke(self, tenant:str|None=None):
+        "Say there is new work (a receiver's listener: called with the tenant, from the event loop)."
+        try: os.write(self.w, b'.')
+        except BlockingIOError: pass  # the pipe is full: the worker has wake-ups waiting already
+    def watch(self, wake:Callable):
+        "Call `wake()` on the running loop whenever pokes arrive."
+        def ready():
+            try: os.read(self.r, 1 << 16)
+            except BlockingIOError: return
+            wake()
+        asyncio.get_running_loop().add_reader(self.r, ready)
+
+# %% ../nbs/05_cli.ipynb #80f04c03
+class SharedStderr:
+    "stderr for a process that shares it: text written in pieces of whole lines, each at most `select.PIPE_BUF` bytes, so lines never interleave."
+    def __init__(self, fd:int=2): self.fd = fd
+    def pieces(self, text:str)->list[bytes]:
+        "`text` cut into the writes `write` makes."
+        data, i, out = text.encode('utf-8', 'backslashreplace'), 0, []
+        while i < len(data):
+            j = data.rfind(b'\n', i, i + select.PIPE_BUF) + 1
+            if j <= i: j = min(len(data), i + select.PIPE_BUF)  # one line longer than PIPE_BUF: it cannot stay whole
+            out.append(data[i:j]); i = j
+        return out
+    def write(self, text:str):
+        for b in self.pieces(text):
+            while b: b = b[os.write(self.fd, b):]
+    def flush(self): pass
+
+# %% ../nbs/05_cli.ipynb #4c2a355c
+STARTUP_FAILED = 3  # a child's exit status when its server never started (uvicorn's own): restarting it cannot help
+
+def exit_reason(status:int)->str:
+    "How a child process ended, from its `os.waitpid` status, for people."
+    code = os.waitstatus_to_exitcode(status)
+    return f'was killed by {signal.Signals(-code).name}' if code < 0 else f'exited with status {code}'
+
+def _die_with_parent(parent:int):
+    "Ask Linux to send this process SIGTERM when its parent ends (and end now if it already has)."
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError): pass  # not Linux: the parent's SIGTERM is the only way down
+    if os.getppid() != parent: os.kill(os.getpid(), signal.SIGTERM)
+
+def supervise(n:int,           # how many children
+              run:Callable,    # `run(i)`, in child `i`: serve until SIGTERM, return the exit status
+              grace:float=30,  # seconds children get to stop after SIGTERM before SIGKILL
+             )->int:
+    "Fork `n` children running `run(i)`, start one again when it dies, stop them all on SIGINT/SIGTERM; the exit status."
+    log, parent = logging.getLogger('webhooks.serve'), os.getpid()
+    stop = []
+    for sig in (signal.SIGINT, signal.SIGTERM): signal.signal(sig, lambda sig, frame: stop.append(sig))
+    kids, born, due = {}, {}, {}  # pid -> i; i -> when it started; i -> when to start it again
+    def start(i):
+        sys.stdout.flush(); sys.stderr.flush()  # else the child would write the parent's buffered lines again
+        pid = os.fork()
+        if pid == 0:
+            code = 70
+            try:
+                for sig in (signal.SIGINT, signal.SIGTERM): signal.signal(sig, signal.SIG_DFL)
+                os.setpgid(0, 0)
+                _die_with_parent(parent)
+                code = run(i)
+            except BaseException: traceback.print_exc()
+            finally:
+                sys.stdout.flush(); sys.stderr.flush()
+                os._exit(code)  # never return into the parent's code
+        kids[pid], born[i] = i, time.monotonic()
+        log.info('process %d started (pid %d)', i, pid)
+    for i in range(n): start(i)
+    failed = False
+    while (kids or due) and not stop and not failed:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            for i, t in list(due.items()):
+                if time.monotonic() >= t: del due[i]; start(i)
+            time.sleep(0.1); continue
+        i = kids.pop(pid)
+        if os.waitstatus_to_exitcode(status) == STARTUP_FAILED:
+            log.error('process %d (pid %d) could not start; stopping', i, pid); failed = True
+        else:
+            log.warning('process %d (pid %d) %s; starting it again', i, pid, exit_reason(status))
+            due[i] = born[i] + 1  # at most one start a second per process: a crash loop must not spin
+    for pid in kids: os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while kids:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid: kids.pop(pid, None); continue
+        if time.monotonic() > deadline:
+            for pid, i in kids.items(): log.error('process %d (pid %d) did not stop within %g s; killed', i, pid, grace); os.kill(pid, signal.SIGKILL)
+            deadline = math.inf
+        time.sleep(0.05)
+    return 1 if failed else 0
+
+# %% ../nbs/05_cli.ipynb #6cbcd8d9
 @call_parse
 def webhooks_serve(root:str='data',         # folder of tenant databases (SQLite)
                    db:str=None,             # PostgreSQL URL instead of --root (default: WEBHOOKS_DB)
@@ -241,6 +409,9 @@ def webhooks_serve(root:str='data',         # folder of tenant databases (SQLite
                    handlers:str=None,       # module whose `@on(...)` handlers the worker runs
                    max_body:int=MAX_BODY,   # largest body accepted from a source without a limit of its own
                    no_worker:bool=False,    # run the receiver alone (workers run elsewhere: webhooks-worker)
+                   workers:int=1,           # processes serving the port, sharing the tenant files (the worker runs in one)
+                   header_timeout:float=HEADER_TIMEOUT, # seconds a connection may take to send a request's headers (slow clients are cut off)
+                   read_timeout:float=READ_TIMEOUT,     # seconds a request's body may take to arrive (then 408)
                    log_format:str='text',   # log lines as 'text' or 'json'
                    alert_url:str=None,      # POST alerts (dead letters, queue lag, refusal bursts) here as JSON
                    alert_lag:float=600,     # seconds the oldest pending event may wait before an alert
@@ -250,6 +421,9 @@ def webhooks_serve(root:str='data',         # folder of tenant databases (SQLite
     import uvicorn
     cmd = 'webhooks-serve'
     if log_format not in ('text', 'json'): fail(cmd, f"--log-format must be text or json, not {log_format!r}")
+    if workers < 1: fail(cmd, '--workers must be at least 1')
+    for flag, v in (('--header-timeout', header_timeout), ('--read-timeout', read_timeout)):
+        if not 0 < v < math.inf: fail(cmd, f'{flag} must be a positive number of seconds, not {v:g}')
     _more_files()
     with cli_errors(cmd): h = load_handlers(handlers)
     if max_body < 1: fail(cmd, '--max-body must be a positive number of bytes')
@@ -260,9 +434,11 @@ def webhooks_serve(root:str='data',         # folder of tenant databases (SQLite
         check_master_key(store)
         secret = ensure_demo(store)
         notice = demo_notice(store)
-        text = banner(store, f'http://{host}:{port}', not no_worker, h, admin=not no_dashboard)
+        text = banner(store, f'http://{host}:{port}', not no_worker, h, admin=not no_dashboard, workers=workers)
         token, made = os.environ.get('WEBHOOKS_ADMIN_TOKEN') or None, False
         if token is None: token, made = store.admin_token()
+    if alert_url and not alert_url.startswith(('http://', 'https://')): fail(cmd, f'--alert-url must be an http(s) URL, not {alert_url[:40]!r}')
+    if len(token) < 16: fail(cmd, 'WEBHOOKS_ADMIN_TOKEN must be at least 16 characters')
     sock = listen(host, port)
     if secret: print(f'Created tenant "demo" with a generic source "demo". Its secret, shown only this once:\n  {secret}')
     elif first: print(f'Created tenant "demo" with a generic source "demo" whose secret is WEBHOOK_SECRET '
@@ -272,16 +448,34 @@ def webhooks_serve(root:str='data',         # folder of tenant databases (SQLite
     if made: print(f'Created the admin token (for /metrics and the dashboard), shown only this once '
                    f'(set WEBHOOKS_ADMIN_TOKEN to choose it):\n  {token}')
     print(text, flush=True)
-    setup_logging(log_format)
-    if alert_url and not alert_url.startswith(('http://', 'https://')): fail(cmd, f'--alert-url must be an http(s) URL, not {alert_url[:40]!r}')
-    alerts = Alerts(url=alert_url, lag=alert_lag)  # always on: alerts are logged even without a URL
-    if len(token) < 16: fail(cmd, 'WEBHOOKS_ADMIN_TOKEN must be at least 16 characters')
-    app = serve_app(store, h, worker=not no_worker, admin_token=token, alerts=alerts, dashboard=not no_dashboard, max_body=max_body)
-    app.state.webhooks.access = AccessLog(log_format)  # request lines in batches; handler failures go through `logging`
-    try: uvicorn.Server(uvicorn.Config(app, log_level='warning')).run(sockets=[sock])
-    except KeyboardInterrupt: pass  # Ctrl-C: uvicorn has shut down gracefully (the worker's lifespan stop ran)
+    def app(store, worker:bool):
+        a = serve_app(store, h, worker=worker, admin_token=token, alerts=Alerts(url=alert_url, lag=alert_lag),  # alerts are logged even without a URL
+                      dashboard=not no_dashboard, max_body=max_body)
+        a.state.webhooks.access = AccessLog(log_format, stream=SharedStderr() if workers > 1 else None)  # request lines in batches
+        a.state.webhooks.read_timeout = read_timeout
+        return a
+    config = lambda a: uvicorn.Config(a, log_level='warning', http=timed_protocol(header_timeout))
+    if workers == 1:
+        setup_logging(log_format)
+        try: uvicorn.Server(config(app(store, not no_worker))).run(sockets=[sock])
+        except KeyboardInterrupt: pass  # Ctrl-C: uvicorn has shut down gracefully (the worker's lifespan stop ran)
+        return
+    store.close()  # the children open their own connections: none may cross the fork
+    sock.listen(2048)  # connections wait in the backlog while a child starts or restarts
+    pipe = WakePipe()
+    def child(i:int)->int:
+        writer = setup_logging(log_format)
+        a = app(open_store(cmd, root, db), worker=i == 0 and not no_worker)
+        if i == 0 and not no_worker: on_lifespan(a, start=lambda: pipe.watch(a.state.worker.wake))
+        elif not no_worker: a.state.webhooks.listeners.append(pipe.poke)
+        server = uvicorn.Server(config(a))
+        try: server.run(sockets=[sock])
+        finally: writer.stop()
+        return 0 if server.started else STARTUP_FAILED
+    setup_logging(log_format, background=False)  # the parent forks: no thread of its own
+    if supervise(workers, child): fail(cmd, 'a process could not start (see the log above)')
 
-# %% ../nbs/05_cli.ipynb #7ade3c10
+# %% ../nbs/05_cli.ipynb #f9d23d85
 def _public_key(scheme:str)->bool:
     "Does `scheme` verify with the provider's public key (rather than a shared secret)?"
     try: return bool(getattr(get_scheme(scheme), 'public_key', False))
@@ -289,7 +483,8 @@ def _public_key(scheme:str)->bool:
 
 def _show(t:str, s)->str:
     extra = (f'  max-body={s.max_body}' if s.max_body else '') + (f'  url={s.url}' if s.url else '') + \
-            ('  verify-token=set' if s.verify_token else '')
+            ('  verify-token=set' if s.verify_token else '') + ('  paused' if s.paused else '') + \
+            (f'  rate-limit={s.rate_limit:g}/s' if s.rate_limit else '') + (f'  handler-rate={s.handler_rate:g}/s' if s.handler_rate else '')
     keys = 'public-keys' if _public_key(s.scheme) else 'secrets'
     return f'{t}/{s.name}  scheme={s.scheme}  tolerance={s.tolerance}s{extra}  {keys}={", ".join(s.fingerprints)}'
 
@@ -303,12 +498,16 @@ def webhooks_source(tenant:str,          # tenant name
                     url:str=None,        # public URL of this source's endpoint, for senders that sign it (behind a proxy)
                     tolerance:int=None,  # seconds a timestamp may be off (default: the source's, else 300)
                     max_body:int=None,   # largest body accepted from this source, in bytes (default: the provider's, else 1 MiB)
+                    pause:bool=False,    # hold its events: still stored and answered 200, not processed until --resume
+                    resume:bool=False,   # process its events again (those held meanwhile first)
+                    rate_limit:float=None, # deliveries a second accepted from it; over it they are answered 429 + Retry-After (0: off)
+                    handler_rate:float=None, # handler runs a second the worker starts for its events (0: off)
                     root:str='data',     # folder of tenant databases (SQLite)
                     db:str=None,         # PostgreSQL URL instead of --root (default: WEBHOOKS_DB)
                     list:bool=False,     # list the tenant's sources
                     remove:str=None,     # fingerprint of a secret to retire
                    ):
-    "Add a source or a rotated secret to a tenant, change a source's settings, retire a secret, or `--list` sources."
+    "Add a source or a rotated secret to a tenant, change a source's settings or flood limits, retire a secret, or `--list` sources."
     cmd = 'webhooks-source'
     if list:
         t = open_tenant(open_store(cmd, root, db), tenant, cmd)
@@ -316,11 +515,18 @@ def webhooks_source(tenant:str,          # tenant name
         for s in srcs: print(_show(tenant, s))
         return
     if not source: fail(cmd, 'give a SOURCE name, or --list')
+    if pause and resume: fail(cmd, 'give --pause or --resume, not both')
+    flood = dict(paused=True if pause else False if resume else None, rate_limit=rate_limit, handler_rate=handler_rate)
+    with cli_errors(cmd): floods = bool(flood_settings(**flood))  # checked before anything is opened
     if remove:
         t = open_tenant(open_store(cmd, root, db), tenant, cmd)
         with cli_errors(cmd): s = t.remove_secret(source, remove)
         return print(_show(tenant, s) if s else f'{tenant}/{source} removed (no secret left)')
     settings = any(v is not None for v in (verify_token, url, tolerance, max_body))
+    if floods and not settings and secret is None and public_key is None:  # an existing source's limits: its scheme is known
+        t = open_tenant(open_store(cmd, root, db), tenant, cmd)
+        with cli_errors(cmd): s = t.set_source(source, **flood)
+        return print(_show(tenant, s))
     if not scheme or (secret is None and public_key is None and not settings):
         fail(cmd, f'give --scheme (one of: {", ".join(presets)}) and --secret (--public-key for a scheme that signs with a key pair)')
     with cli_errors(cmd):
@@ -335,19 +541,37 @@ def webhooks_source(tenant:str,          # tenant name
     with cli_errors(cmd):
         if tolerance is None: tolerance = next((x.tolerance for x in t.sources() if x.name == source), TOLERANCE)
         s = t.add_source(source, scheme, key, tolerance, max_body, verify_token, url)
+        if floods: s = t.set_source(source, **flood)
     print(_show(tenant, s)); print(f'POST /webhooks/{tenant}/{source}')
     if (kn := key_notice(store, had_key)): print(kn)
 
 # %% ../nbs/05_cli.ipynb #c8c5f908
-def sample_event(event:str='test.event', data:dict|None=None)->bytes:
-    "A provider-style event body with a fresh id."
-    return json.dumps({'id': 'evt_' + secrets.token_hex(10), 'type': event, 'created': int(time.time()),
-                       'data': data if data is not None else {'object': {'id': 'obj_' + secrets.token_hex(6)}}}, separators=(',', ':')).encode()
+def sample_event(event:str='test.event',     # event type
+                 data:dict|None=None,         # its `data` object (default: a fresh object id)
+                 scheme:str|None=None,        # preset whose sender batches events in a list it signs inside (Graph's `value.*`)
+                )->bytes:
+    "A provider-style event body with a fresh id (inside the list a batching scheme's sender signs)."
+    ev = {'id': 'evt_' + secrets.token_hex(10), 'type': event, 'created': int(time.time()),
+          'data': data if data is not None else {'object': {'id': 'obj_' + secrets.token_hex(6)}}}
+    path = (get_scheme(scheme).sig_field or '').split('|')[0].split('.') if scheme else []
+    if '*' in path:
+        ev = [ev]
+        for k in reversed(path[:path.index('*')]): ev = {k: ev}
+    return json.dumps(ev, separators=(',', ':')).encode()
 
-def send(url:str, scheme:str, secret:str, body:bytes, event:str|None=None, timeout:float=10)->tuple[int,str]:
-    "POST `body` to `url` signed under `scheme`; (status, response text)."
-    h = {'Content-Type': 'application/json', 'User-Agent': 'webhooks-send', **sign(scheme, body, secret, event_type=event)}
-    req = urllib.request.Request(url, data=body, headers=h, method='POST')
+def send(url:str,               # the receiver's URL
+         scheme:str,            # signing scheme: a preset name
+         secret:str,            # signing secret; for a scheme that signs with a key pair, the private key
+         body:bytes,            # a JSON body (`sample_event`)
+         event:str|None=None,   # event type, for schemes that send it in a header
+         timeout:float=10,      # seconds to wait for the answer
+        )->tuple[int,str]:
+    "POST `body` to `url` signed under `scheme` as its provider would; (status, response text)."
+    s = get_scheme(scheme)
+    if s.body_hash:  # the URL is signed instead of a JSON body, and carries the body's hash
+        url += ('&' if urlsplit(url).query else '?') + f'{s.body_hash}={hashlib.sha256(body).hexdigest()}'
+    body, h = signed(s, body, secret, event_type=event, url=url, content_type='application/json')  # the URL, for schemes that sign it
+    req = urllib.request.Request(url, data=body, headers={**h, 'User-Agent': 'webhooks-send'}, method='POST')
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r: return r.status, r.read().decode()
     except urllib.error.HTTPError as e: return e.code, e.read().decode()
@@ -355,17 +579,20 @@ def send(url:str, scheme:str, secret:str, body:bytes, event:str|None=None, timeo
 @call_parse
 def webhooks_send(url:str,              # receiver URL, e.g. http://127.0.0.1:5001/webhooks/demo/demo
                   scheme:str='generic', # signing scheme: a preset name
-                  secret:str=None,      # signing secret (default: WEBHOOK_SECRET)
+                  secret:str=None,      # signing secret (default: WEBHOOK_SECRET); for a key-pair scheme, the private key (hex seed, whsk_… or PEM)
                   event:str='test.event', # event type
                   data:str=None,        # JSON for the event's `data`
                  ):
     "Sign a sample event as provider `scheme` would, send it, and print the status and answer."
+    cmd = 'webhooks-send'
     secret = secret or os.environ.get('WEBHOOK_SECRET')
-    if not secret: sys.exit('webhooks-send: give --secret or set WEBHOOK_SECRET')
-    try: get_scheme(scheme); d = json.loads(data) if data else None
-    except (KeyError, ValueError) as e: sys.exit(f'webhooks-send: {e.args[0]}')
-    try: status, text = send(url, scheme, secret, sample_event(event, d), event)
-    except (urllib.error.URLError, OSError) as e: sys.exit(f'webhooks-send: cannot reach {url}: {getattr(e, "reason", e)}')
+    if not secret: fail(cmd, 'give --secret or set WEBHOOK_SECRET')
+    with cli_errors(cmd): get_scheme(scheme)
+    try: d = json.loads(data) if data else None
+    except ValueError as e: fail(cmd, f'--data is not JSON: {e}')
+    try: status, text = send(url, scheme, secret, sample_event(event, d, scheme), event)
+    except (urllib.error.URLError, OSError) as e: fail(cmd, f'cannot reach {url}: {getattr(e, "reason", e)}')
+    except (WebhookError, ValueError) as e: fail(cmd, f'cannot sign as {scheme}: {getattr(e, "message", None) or e.args[0]}')
     print(status, text)
     if status >= 300: sys.exit(1)
 
@@ -491,13 +718,6 @@ def webhooks_worker(root:str='data',       # folder of tenant databases (SQLite)
 
 # %% ../nbs/05_cli.ipynb #be051250
 CONFIRM_OVER = 100  # a replay of more events than this asks first
-
-def run_async(coro):
-    "Run `coro` to completion, also from code that is already inside an event loop (Jupyter)."
-    try: asyncio.get_running_loop()
-    except RuntimeError: return asyncio.run(coro)
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(1) as ex: return ex.submit(asyncio.run, coro).result()
 
 def confirm(question:str)->bool:
     "Ask `question` on the terminal (or read the answer from stdin); only 'y' or 'yes' is a yes."
