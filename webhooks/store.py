@@ -381,7 +381,7 @@ def tenant_db(tenant:str,            # tenant name (see `tenant_path`)
     if not p.exists():
         if not create: raise TenantError('unknown_tenant', f'unknown tenant {tenant!r} (no {p})')
         p.parent.mkdir(parents=True, exist_ok=True)
-    db = database(p)
+    db = _open(p)
     for pragma in ('busy_timeout=10000', 'journal_mode=WAL', 'synchronous=FULL', 'foreign_keys=ON'): db.execute(f'PRAGMA {pragma}')
     if db.execute('PRAGMA user_version').fetchone()[0] != SCHEMA_VERSION:  # only a new or older database takes the write lock
         with write_txn(db):
@@ -398,6 +398,15 @@ def tenant_db(tenant:str,            # tenant name (see `tenant_path`)
     if db.execute(_plaintext).fetchone(): encrypt_plaintext(db, p.parent/'.master-key')  # stored by an older webhooks
     if max_db_bytes is not None: limit_size(db, max_db_bytes)  # after the schema: a cap must never stop a tenant from opening
     return db
+
+def _open(p:Path, wait:float=10.0)->Database:
+    "`database(p)`, retried while another process holds the write lock: opening runs `PRAGMA optimize` (apsw's best-practice hook), which may need it."
+    deadline = time.monotonic() + wait
+    while True:
+        try: return database(p)
+        except apsw.BusyError:
+            if time.monotonic() > deadline: raise
+            time.sleep(0.005)
 
 NO_CAP = 0xFFFFFFFE  # SQLite's largest `max_page_count`: no cap
 
