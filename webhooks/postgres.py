@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from pathlib import Path
 from .signatures import TOLERANCE, Scheme, fingerprint
-from .store import (ATTEMPT_COLS, EVENT_COLS, IDEMPOTENCY_WINDOW, LEASE, MAX_ATTEMPTS, REJECTION_CAP, REPLAYABLE,
+from .store import (KeyHolder, ATTEMPT_COLS, EVENT_COLS, IDEMPOTENCY_WINDOW, LEASE, MAX_ATTEMPTS, REJECTION_CAP, REPLAYABLE,
                             RETIRED_KEPT, SOURCE_COLS, STATUSES, Attempt, Claim, GroupCommit, NewEvent, Outcome, Rejection,
                             Rows, SecretInfo, Source, SourceKeys, StoredEvent, StoreFull, StoreUnavailable, TenantError, arriving,
                             body_value, check_name, check_source, default_tolerance, due_times, error_text, flood_settings, lease_owner,
@@ -317,7 +317,7 @@ def safe_url(url:str,  # a PostgreSQL URL or libpq connection string
     user, host, port = d.get('user'), d.get('host', ''), d.get('port')
     return f"postgresql://{user + '@' if user else ''}{host}{':' + str(port) if port else ''}/{d.get('dbname', '')}"
 
-class PgStore:
+class PgStore(KeyHolder):
     "Tenants as schemas of one PostgreSQL database: the `Store` that many receivers and workers on many hosts share."
     def __init__(self, url:str,              # `postgresql://user:password@host:port/database`
                  max_open:int=256,           # tenants kept open at once for receiving (LRU)
@@ -398,20 +398,6 @@ async def _asend(c, steps, step):
             cur = await c.execute(*step)
             step = steps.send(await cur.fetchall() if cur.description else [])
     except StopIteration as e: return e.value
-
-@patch
-def master(self:PgStore,
-           sealed:str|None=None,  # a value a tenant holds encrypted: the key must decrypt it
-           create:bool=False,     # make the key file if there is no key yet and nothing is encrypted
-          )->MasterKey:
-    "The store's master key (`WEBHOOKS_MASTER_KEY`, else `master_key_file`'s), found once and checked against `sealed`."
-    if self._mk is None: self._mk = master_key(self.key_file, sealed, create)
-    elif sealed is not None: self._mk.decrypt(sealed)
-    return self._mk
-
-@patch
-def _decrypt(self:PgStore, stored:str|None)->str|None:
-    return stored if stored is None or not stored.startswith(SEALED) else self.master(stored).decrypt(stored)
 
 def encrypt_steps(store:PgStore,  # the store (its master key)
                   tenant:str,     # tenant name

@@ -26,10 +26,10 @@ __all__ = ['STATUSES', 'REPLAYABLE', 'REJECTION_CAP', 'REJECTED_BODY', 'RETIRED_
            'StoreFull', 'check_name', 'tenant_path', 'NewEvent', 'Claim', 'Outcome', 'StoredEvent', 'Attempt', 'Source',
            'SourceKeys', 'Rejection', 'SecretInfo', 'error_text', 'TenantStore', 'Inbox', 'Store', 'MasterKeyError',
            'MasterKey', 'master_key', 'tenant_db', 'limit_size', 'write_txn', 'tenants', 'secret_txn',
-           'encrypt_plaintext', 'SqliteTenant', 'lease_owner', 'as_tenant', 'source_keys', 'check_url', 'check_source',
-           'default_tolerance', 'signing_key', 'check_rate', 'flood_settings', 'sources', 'add_source', 'remove_secret',
-           'set_source', 'body_value', 'matched', 'due_times', 'Rows', 'arriving', 'copy_tenant', 'GroupCommit',
-           'SqliteInbox', 'SqliteStore', 'is_db_url', 'as_store', 'store_events', 'log_webhook_event',
+           'encrypt_plaintext', 'KeyHolder', 'SqliteTenant', 'lease_owner', 'as_tenant', 'source_keys', 'check_url',
+           'check_source', 'default_tolerance', 'signing_key', 'check_rate', 'flood_settings', 'sources', 'add_source',
+           'remove_secret', 'set_source', 'body_value', 'matched', 'due_times', 'Rows', 'arriving', 'copy_tenant',
+           'GroupCommit', 'SqliteInbox', 'SqliteStore', 'is_db_url', 'as_store', 'store_events', 'log_webhook_event',
            'check_idempotency', 'update_webhook_status']
 
 # %% ../nbs/01_store.ipynb #dbb306f7
@@ -467,7 +467,23 @@ def encrypt_plaintext(db:Database,        # a tenant's database
     return len(rows)
 
 # %% ../nbs/01_store.ipynb #cc7647c2
-class SqliteTenant:
+class KeyHolder:
+    "Finds and keeps a master key for what it stores sealed: needs `key_file` and `_mk` (None until the key is found)."
+    def master(self,
+               sealed:str|None=None,  # a value this holder keeps encrypted: the key must decrypt it
+               create:bool=False,     # make the key file if there is no key yet and nothing is encrypted
+              )->MasterKey:
+        "The master key (`WEBHOOKS_MASTER_KEY`, else `key_file`'s), found once and checked against `sealed`."
+        if self._mk is None: self._mk = master_key(self.key_file, sealed, create)
+        elif sealed is not None: self._mk.decrypt(sealed)
+        return self._mk
+
+    def _decrypt(self, stored:str|None)->str|None:
+        "`stored` decrypted when it is sealed, else as it is."
+        return stored if stored is None or not stored.startswith(SEALED) else self.master(stored).decrypt(stored)
+
+# %% ../nbs/01_store.ipynb #7694b55a
+class SqliteTenant(KeyHolder):
     "One tenant's storage in its SQLite file: every operation of `TenantStore`."
     def __init__(self, db:Database, name:str|None=None):
         self.db, self.c = db, db.conn
@@ -513,20 +529,6 @@ def sources(self:SqliteTenant)->list[Source]:
     "Every source of this tenant, secrets shown as fingerprints."
     return [Source(n, s, tol, tuple(fps), mb, url, vt is not None, bool(p), rl, hr)
             for n,(s,_,tol,fps,mb,vt,url,p,rl,hr) in sorted(_grouped(self.c.execute(_source_rows)).items())]
-
-@patch
-def master(self:SqliteTenant,
-           sealed:str|None=None,  # a value this tenant holds encrypted: the key must decrypt it
-           create:bool=False,     # make the key file if there is no key yet and nothing is encrypted
-          )->MasterKey:
-    "This tenant's master key (`WEBHOOKS_MASTER_KEY`, else `<root>/.master-key`), found once and checked against `sealed`."
-    if self._mk is None: self._mk = master_key(self.key_file, sealed, create)
-    elif sealed is not None: self._mk.decrypt(sealed)
-    return self._mk
-
-@patch
-def _decrypt(self:SqliteTenant, stored:str|None)->str|None:
-    return stored if stored is None or not stored.startswith(SEALED) else self.master(stored).decrypt(stored)
 
 @patch
 def source(self:SqliteTenant,
