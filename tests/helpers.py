@@ -53,3 +53,19 @@ class Serve:
         lines = self.err.splitlines()  # the only traceback allowed is a handler's, in the log line saying it failed
         for i, l in enumerate(lines):
             if l.startswith('Traceback'): assert i and 'webhooks.worker: handler for' in lines[i-1], self.err
+
+def parse_response(buf:bytes)->tuple[int,dict,bytes]:
+    "(status, lower-case headers, body) of a raw HTTP/1.1 answer: de-chunked, or cut to its Content-Length."
+    head, _, body = buf.partition(b'\r\n\r\n')
+    lines = head.decode('latin-1').split('\r\n')
+    status = int(lines[0].split()[1])
+    hd = {k.strip().lower(): v.strip() for k, _, v in (l.partition(':') for l in lines[1:])}
+    if hd.get('transfer-encoding') == 'chunked':
+        out, rest = b'', body
+        while True:
+            size, _, rest = rest.partition(b'\r\n'); n = int(size, 16)
+            if not n: break
+            out, rest = out + rest[:n], rest[n+2:]
+        body = out
+    elif 'content-length' in hd: body = body[:int(hd['content-length'])]
+    return status, hd, body

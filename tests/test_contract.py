@@ -19,7 +19,7 @@ from typing import Callable
 
 import pytest
 
-from helpers import Server
+from helpers import Server, parse_response as parse
 from webhooks.cli import serve_app
 from webhooks.routes import MAX_BODY
 from webhooks.signatures import sign
@@ -81,21 +81,6 @@ class Answer:
     def __init__(self, status:int|None, headers:dict, body:bytes, elapsed:float, closed:bool):
         self.status, self.headers, self.body, self.elapsed, self.closed = status, headers, body, elapsed, closed
     def __repr__(self): return f'Answer({self.status}, {self.headers.get("content-type")}, {self.body[:300]!r}, {self.elapsed:.2f}s)'
-
-def parse(buf:bytes)->tuple:
-    head, _, body = buf.partition(b'\r\n\r\n')
-    lines = head.decode('latin-1').split('\r\n')
-    status = int(lines[0].split()[1])
-    hd = {k.strip().lower(): v.strip() for k, _, v in (l.partition(':') for l in lines[1:])}
-    if hd.get('transfer-encoding') == 'chunked':
-        out, rest = b'', body
-        while True:
-            size, _, rest = rest.partition(b'\r\n'); n = int(size, 16)
-            if not n: break
-            out, rest = out + rest[:n], rest[n+2:]
-        body = out
-    elif 'content-length' in hd: body = body[:int(hd['content-length'])]
-    return status, hd, body
 
 def send(port:int, data:bytes, timeout:float=BOUND, shut:bool=False)->Answer:
     "Send `data`, read until the server closes (or `timeout`): the first answer, if any."

@@ -25,7 +25,7 @@ STANDARD = 'whsec_' + base64.b64encode(b'standard-webhooks-test-key-32byt').deco
 
 # ---------------------------------------------------------------- servers and helpers
 
-from helpers import Server
+from helpers import Server, parse_response
 
 def make_source(root, tenant, source, scheme, secret, **kw):
     db = root.open(tenant, create=True) if hasattr(root, 'receiving') else tenant_db(tenant, root)  # a folder, or a `Store`
@@ -67,18 +67,7 @@ def raw_request(port, data:bytes)->tuple[int,dict,bytes]:
         s.sendall(data)
         buf = b''
         while chunk := s.recv(65536): buf += chunk
-    head, _, body = buf.partition(b'\r\n\r\n')
-    lines = head.decode('latin-1').split('\r\n')
-    status = int(lines[0].split()[1])
-    hdrs = {k.strip().lower(): v.strip() for k,_,v in (l.partition(':') for l in lines[1:])}
-    if hdrs.get('transfer-encoding') == 'chunked':  # de-chunk
-        out, rest = b'', body
-        while True:
-            size, _, rest = rest.partition(b'\r\n'); n = int(size, 16)
-            if not n: break
-            out, rest = out + rest[:n], rest[n+2:]
-        body = out
-    return status, hdrs, body
+    return parse_response(buf)
 
 def raw_post(port, path:str, body:bytes, headers:dict)->tuple[int,dict,bytes]:
     h = {'Host': f'127.0.0.1:{port}', 'Content-Length': str(len(body)), 'Connection': 'close', **headers}
