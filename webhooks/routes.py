@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from .signatures import Reply, Scheme, WebhookError, fingerprint, get_scheme, greet, handshakes, presets, reply, verify
-from .store import (REJECTED_BODY, Rejection, SourceKeys, Store, StoreUnavailable, TenantStore, as_store, as_tenant,
+from .store import (REJECTED_BODY, Rejection, refill, SourceKeys, Store, StoreUnavailable, TenantStore, as_store, as_tenant,
                             error_text)
 from .store import add_source, remove_secret, sources  # still importable from here, where they used to live
 from .process import accept, finish, run_handler, stored_headers
@@ -154,9 +154,7 @@ async def receive(self:Receiver,
 def _admit(self:Receiver, tenant:str, source:str, rate:float):
     "Take one token of the source's bucket (`rate` a second, a second's worth at most); `WebhookError` 429 when none is left."
     now = time.monotonic()
-    b = self.buckets.get((tenant, source))
-    if b is None: b = self.buckets[tenant, source] = [max(1.0, rate), now]
-    b[0], b[1] = min(max(1.0, rate), b[0] + (now - b[1]) * rate), now
+    b = refill(self.buckets, (tenant, source), rate, now)
     if b[0] < 1:
         e = WebhookError('rate_limited', f'source {source!r} accepts {rate:g} deliveries a second; retry later', 429)
         e.retry_after = max(1, math.ceil((1 - b[0]) / rate))

@@ -27,10 +27,10 @@ __all__ = ['STATUSES', 'REPLAYABLE', 'REJECTION_CAP', 'REJECTED_BODY', 'RETIRED_
            'SourceKeys', 'Rejection', 'SecretInfo', 'error_text', 'TenantStore', 'Inbox', 'Store', 'MasterKeyError',
            'MasterKey', 'master_key', 'tenant_db', 'limit_size', 'write_txn', 'tenants', 'secret_txn',
            'encrypt_plaintext', 'KeyHolder', 'SqliteTenant', 'lease_owner', 'as_tenant', 'source_keys', 'check_url',
-           'check_source', 'default_tolerance', 'signing_key', 'check_rate', 'flood_settings', 'sources', 'add_source',
-           'remove_secret', 'set_source', 'body_value', 'matched', 'due_times', 'Rows', 'arriving', 'copy_tenant',
-           'GroupCommit', 'SqliteInbox', 'SqliteStore', 'is_db_url', 'as_store', 'store_events', 'log_webhook_event',
-           'check_idempotency', 'update_webhook_status']
+           'check_source', 'default_tolerance', 'signing_key', 'check_rate', 'refill', 'flood_settings', 'sources',
+           'add_source', 'remove_secret', 'set_source', 'body_value', 'matched', 'due_times', 'Rows', 'arriving',
+           'copy_tenant', 'GroupCommit', 'SqliteInbox', 'SqliteStore', 'is_db_url', 'as_store', 'store_events',
+           'log_webhook_event', 'check_idempotency', 'update_webhook_status']
 
 # %% ../nbs/01_store.ipynb #dbb306f7
 STATUSES = ('pending', 'processing', 'completed', 'failed', 'unhandled')  # unhandled: no handler for its type (yet)
@@ -663,6 +663,17 @@ def check_rate(rate:float|None,  # per second; 0 turns it off
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate < 0:
         raise ValueError(f'{what} must be a finite number of events a second, 0 or more (0: no limit), not {rate!r}')
     return float(rate) or None
+
+def refill(buckets:dict,  # token buckets by key: [tokens, when last counted]
+           key,           # this one's key, e.g. (tenant, source)
+           rate:float,    # tokens a second
+           now:float,     # the clock the bucket is counted on
+          )->list:
+    "The bucket `key`, refilled at `rate` a second up to a second's worth (at least one token): the receiver's `rate_limit` and the worker's `handler_rate` both use it."
+    b = buckets.get(key)
+    if b is None: b = buckets[key] = [max(1.0, rate), now]
+    b[0], b[1] = min(max(1.0, rate), b[0] + (now - b[1]) * rate), now
+    return b
 
 def flood_settings(paused:bool|None=None,        # pause (True) or resume (False) the source's processing
                    rate_limit:float|None=None,   # deliveries a second the receiver accepts (0: no limit)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from fastcore.basics import patch, store_attr
 from fastlite import Database
-from .store import (IDEMPOTENCY_WINDOW, LEASE, MAX_ATTEMPTS, Claim, Outcome, Store, TenantError, TenantStore,
+from .store import (refill, IDEMPOTENCY_WINDOW, LEASE, MAX_ATTEMPTS, Claim, Outcome, Store, TenantError, TenantStore,
                             as_store, as_tenant, error_text)
 from .process import run_handler
 
@@ -262,8 +262,7 @@ async def _pace(self:Worker, tenant:str, claims:list[Claim])->list[Claim]:
     for c in claims:
         r = rates.get(c.source)
         if not r: run.append(c); continue
-        b = self._pacing.setdefault((tenant, c.source), [max(1.0, r), now])  # a bucket of start tokens: a second's worth at most
-        b[0], b[1] = min(max(1.0, r), b[0] + (now - b[1]) * r), now
+        b = refill(self._pacing, (tenant, c.source), r, now)  # a bucket of start tokens: a second's worth at most
         if b[0] >= 1: b[0] -= 1; run.append(c)
         else: later.append(c); due.append(now + len(later) / r)  # each back in the queue at its turn
     if later: await loop.run_in_executor(self.db_thread, lambda: self._tenant(tenant).release(later, until=due))
