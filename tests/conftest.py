@@ -1,9 +1,9 @@
 """Fixtures shared by the tests: a throwaway PostgreSQL server, and `store`, which runs a behaviour test once per backend.
 
-The server is started once per session by pytest-postgresql through `pg_ctl_as_postgres.sh` (these machines run as root
+The server is started once per session, in a folder of its own, by pytest-postgresql's executor through `pg_ctl_as_postgres.sh` (these machines run as root
 and `pg_ctl` refuses root). Without PostgreSQL the postgres cases skip, naming the install command; with `CI=true` they fail.
 """
-import glob, itertools, os, shutil
+import contextlib, glob, itertools, os, shutil, tempfile
 from pathlib import Path
 import pytest
 from webhooks.store import SqliteStore
@@ -13,9 +13,9 @@ IN_CI = os.environ.get('CI', '').lower() == 'true'
 INSTALL = 'apt-get install postgresql (server) and pip install -e ".[dev]" (psycopg, pytest-postgresql)'
 
 try:
-    from pytest_postgresql import factories
-    pg_proc = factories.postgresql_proc(executable=str(PG_CTL), host='127.0.0.1', port=None, user='postgres')
-except ImportError: factories = None
+    from port_for import get_port
+    from pytest_postgresql.executors import PostgreSQLExecutor
+except ImportError: PostgreSQLExecutor = None
 
 def no_postgres(why:str):
     "Skip the test, naming the install command; in CI (`CI=true`) fail it instead: there a missing server is a bug."
@@ -29,12 +29,30 @@ def server_binaries()->list[str]:
     return [d for d in dirs if os.access(f'{d}/pg_ctl', os.X_OK) and os.access(f'{d}/initdb', os.X_OK)]
 
 @pytest.fixture(scope='session')
-def pg_server(request):
-    "The session's throwaway PostgreSQL server (a pytest-postgresql executor)."
-    if factories is None: no_postgres('psycopg or pytest-postgresql is not installed')
+def pg_server():
+    """The session's throwaway PostgreSQL server (a pytest-postgresql executor), stopped and removed at the end.
+
+    Its data directory, log and socket live in a folder of its own (`tempfile.mkdtemp`), not under pytest's base temp:
+    pytest keeps only the last three `pytest-N` folders and deletes older ones when a session starts, so a server whose
+    data lived there died as soon as a few other pytest sessions started on the machine."""
+    if PostgreSQLExecutor is None: no_postgres('psycopg or pytest-postgresql is not installed')
     if not server_binaries(): no_postgres('PostgreSQL server binaries (pg_ctl, initdb) not found')
     if not os.access(PG_CTL, os.X_OK): PG_CTL.chmod(0o755)  # a checkout that lost the executable bit
-    return request.getfixturevalue('pg_proc')
+    home = Path(tempfile.mkdtemp(prefix='webhooks-pg-'))
+    try:
+        for tries in range(5):  # another session may take the same free port between our pick and the server's bind
+            ex = PostgreSQLExecutor(executable=str(PG_CTL), host='127.0.0.1', port=get_port(None), datadir=str(home/'data'),
+                                    unixsocketdir=str(home), logfile=str(home/'postgresql.log'), startparams='-w',
+                                    dbname='tests', user='postgres')
+            try: ex.start(); break
+            except Exception:
+                with contextlib.suppress(Exception): ex.stop()
+                if tries == 4: raise
+                shutil.rmtree(home/'data', ignore_errors=True)
+        ex.wait_for_postgres()
+        yield ex
+        ex.stop()
+    finally: shutil.rmtree(home, ignore_errors=True)
 
 _dbs = itertools.count()
 

@@ -102,3 +102,16 @@ def test_a_new_source_gets_its_providers_tolerance_and_a_rotation_keeps_its_own(
     assert t.add_source('src', scheme, None, url='https://hooks.example.com/acme/src').tolerance == 42
     assert {r['tolerance'] for r in q(t, 'SELECT tolerance FROM webhook_sources')} == {42}           # stored, NOT NULL
     with pytest.raises(ValueError, match='tolerance must be a non-negative'): t.add_source('src', scheme, None, tolerance=-1)
+
+def test_type_filter_takes_exact_types_dotted_prefixes_and_wildcards(store):
+    "`type='invoice'` picks every invoice.… event (not invoiceitem.…), as 'invoice.' and 'invoice.*' do; replay filters alike."
+    t = store.open('acme', create=True)
+    types = ['invoice.paid', 'invoice.payment.failed', 'invoice', 'invoiceitem.created', 'charge.failed']
+    for i, ty in enumerate(types): log_webhook_event(t, f'evt_{i}', 'stripe', ty, '{}', 'sig', f'stripe:evt_{i}')
+    got = lambda ty: sorted(e.type for e in t.events(type=ty))
+    assert got('invoice') == ['invoice', 'invoice.paid', 'invoice.payment.failed']
+    assert got('invoice.') == got('invoice.*') == ['invoice.paid', 'invoice.payment.failed']
+    assert got('invoice.paid') == ['invoice.paid'] and got('invoice.pa') == [] and got('invoiceitem') == ['invoiceitem.created']
+    for e in t.events(): t.set_status('failed', seq=e.seq)
+    assert len(t.replay(status='failed', type='invoice', dry_run=True)) == 3
+    t.close()

@@ -22,12 +22,12 @@ from .dashboard import install_dashboard
 from .worker import Alerts, Worker, install_worker, handlers as default_handlers, Handlers
 
 # %% auto #0
-__all__ = ['FLAGS', 'HEADER_TIMEOUT', 'STARTUP_FAILED', 'CONFIRM_OVER', 'flag_words', 'fail', 'cli_errors', 'open_store',
-           'open_tenant', 'load_handlers', 'describe', 'serve_app', 'freeze_heap', 'ensure_demo', 'demo_notice',
-           'key_notice', 'check_master_key', 'listen', 'banner', 'JsonLog', 'setup_logging', 'HeaderClock',
-           'HttpToolsClock', 'H11Clock', 'timed_protocol', 'run_async', 'WakePipe', 'SharedStderr', 'exit_reason',
-           'supervise', 'webhooks_serve', 'webhooks_source', 'sample_event', 'send', 'webhooks_send', 'parse_since',
-           'show_body', 'event_json', 'webhooks_events', 'webhooks_worker', 'confirm', 'webhooks_replay',
+__all__ = ['FLAGS', 'CANT_OPEN', 'HEADER_TIMEOUT', 'STARTUP_FAILED', 'CONFIRM_OVER', 'flag_words', 'fail', 'cli_errors',
+           'open_store', 'open_tenant', 'load_handlers', 'describe', 'serve_app', 'freeze_heap', 'ensure_demo',
+           'demo_notice', 'key_notice', 'check_master_key', 'listen', 'banner', 'JsonLog', 'setup_logging',
+           'HeaderClock', 'HttpToolsClock', 'H11Clock', 'timed_protocol', 'run_async', 'WakePipe', 'SharedStderr',
+           'exit_reason', 'supervise', 'webhooks_serve', 'webhooks_source', 'sample_event', 'send', 'webhooks_send',
+           'parse_since', 'show_body', 'event_json', 'webhooks_events', 'webhooks_worker', 'confirm', 'webhooks_replay',
            'webhooks_prune', 'webhooks_copy']
 
 # %% ../nbs/05_cli.ipynb #2abe953a
@@ -40,6 +40,9 @@ def flag_words(msg:str)->str:
     "`msg` with the library's parameter names replaced by the command-line flags."
     for k, v in FLAGS.items(): msg = re.sub(rf'(?<![\w-]){re.escape(k)}', v, msg)
     return msg
+
+CANT_OPEN = ('. SQLite cannot create or open its files there: give --root a folder on a writable local disk'
+             ' (or --db a PostgreSQL URL)')
 
 def fail(cmd:str, msg:str):
     "End command `cmd` with a one-line message on stderr and exit status 1."
@@ -54,7 +57,9 @@ def cli_errors(cmd:str,              # the command, e.g. 'webhooks-source'
     except WebhookError as e: fail(cmd, e.message)
     except (ValueError, KeyError) as e: fail(cmd, str(e.args[0]) if e.args else type(e).__name__)
     except (OSError, apsw.Error) as e:
-        fail(cmd, (f'{where}: ' if where else '') + (e.strerror or error_text(e) if isinstance(e, OSError) else error_text(e)))
+        why = e.strerror or error_text(e) if isinstance(e, OSError) else error_text(e)
+        if isinstance(e, apsw.CantOpenError): why += CANT_OPEN
+        fail(cmd, (f'{where}: ' if where else '') + why)
     except ImportError as e: fail(cmd, str(e))
 
 # %% ../nbs/05_cli.ipynb #fcf03912
@@ -82,7 +87,9 @@ def open_store(cmd:str,               # the command, for messages
 
 def open_tenant(store:Store, tenant:str, cmd:str, create:bool=False):
     "An existing tenant of `store` (or a new one with `create`), or `fail` with the reason."
-    with cli_errors(cmd, f'cannot open tenant {tenant!r}'): return store.open(tenant, create=create)
+    root = getattr(store, 'root', None)  # a SQLite store: name the file and the flag that chose it
+    where = f'cannot open tenant {tenant!r}' + (f' at {Path(root)/tenant}.db (--root {root})' if root is not None else '')
+    with cli_errors(cmd, where): return store.open(tenant, create=create)
 
 # %% ../nbs/05_cli.ipynb #1c2e4acf
 def load_handlers(module:str|None, # dotted module name or path to a .py file; None: the package's `handlers`
@@ -661,7 +668,7 @@ def _status_flag(cmd:str, status:str|None, allowed=STATUSES):
 def webhooks_events(tenant:str,         # tenant name
                     id:str=None,        # one event's delivery id: show it whole (headers, body, attempts)
                     status:str=None,    # only events with this status
-                    type:str=None,      # only this type: exact, a prefix ending in '.', or a wildcard ('invoice.*')
+                    type:str=None,      # only this type: exact, a prefix ('invoice'), or a wildcard ('invoice.*')
                     source:str=None,    # only this source's events
                     since:str=None,     # only events received since: 30m, 2h, 3d, 1w or an ISO time
                     limit:int=20,       # how many, newest first
@@ -741,7 +748,7 @@ def webhooks_replay(tenant:str,           # tenant name
                     id:str=None,          # webhook id to replay
                     failed:bool=False,    # every failed event (same as --status failed)
                     status:str=None,      # every event with this status: completed, failed or unhandled
-                    type:str=None,        # only this type: exact, a prefix ending in '.', or a wildcard ('invoice.*')
+                    type:str=None,        # only this type: exact, a prefix ('invoice'), or a wildcard ('invoice.*')
                     since:str=None,       # only events received since: 30m, 2h, 3d, 1w or an ISO time
                     source:str=None,      # only this source's events (also: which source, when an id was delivered by several)
                     root:str='data',      # folder of tenant databases (SQLite)

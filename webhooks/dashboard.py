@@ -283,7 +283,7 @@ def EventFilters(prefix:str,      # the dashboard's URL prefix
     "The events page's filter form: a GET form, so each filtered view is a link."
     return Form(Label('tenant', Select(*[Option(t, value=t, selected=t == q.tenant) for t in tenants], name='tenant')),
                 Choice('source', 'source', sources, q.source), Choice('status', 'status', STATUSES, q.status),
-                Field('type', 'type', q.type, placeholder='invoice.paid, invoice. or invoice.*'),
+                Field('type', 'type', q.type, placeholder='invoice.paid, invoice or invoice.*'),
                 Field('since', 'since', q.since, placeholder='2h or 2026-11-23T10:00', size=14),
                 Field('until', 'until', q.until, placeholder='30m', size=14), Field('id', 'id', q.id, size=16),
                 Button('Filter'), A('clear', href=link(prefix, 'events', tenant=q.tenant)), method='get', action=f'{prefix}/events',

@@ -280,7 +280,7 @@ def glob_regex(pattern:str,  # a SQLite GLOB pattern, e.g. 'invoice.*' or 'charg
 # %% ../nbs/06_postgres.ipynb #0a65cd25
 def pg_where(status:str|tuple|None=None,  # one status, or several
              source:str|None=None,        # only this source
-             type:str|None=None,          # exact type, a prefix ending in '.', or a wildcard ('invoice.*')
+             type:str|None=None,          # exact type, a prefix ('invoice'), or a wildcard ('invoice.*')
              since:float|None=None,       # only events received at or after this unix time
              id:str|None=None,            # only this delivery id
              seqs:list|None=None,         # only these events
@@ -299,7 +299,8 @@ def pg_where(status:str|tuple|None=None,  # one status, or several
     if type is not None:
         if any(c in type for c in '*?['): where.append('event_type ~ %s'); args.append(glob_regex(type))
         elif type.endswith('.'): where.append('left(event_type, %s::int) = %s'); args += [len(type), type]
-        else: where.append('event_type = %s'); args.append(type)
+        else:  # exact, or its dotted prefix: 'invoice' picks invoice and invoice.paid (not invoiceitem.created)
+            where.append('(event_type = %s OR left(event_type, %s::int) = %s)'); args += [type, len(type) + 1, type + '.']
     if since is not None: where.append('received_at >= %s'); args.append(since)
     if until is not None: where.append('received_at < %s'); args.append(until)
     if before is not None: where.append('seq < %s'); args.append(before)
@@ -667,7 +668,7 @@ def events(self:PgTenant,
            status:str|None=None,   # only this status
            limit:int=20,           # most rows, newest first
            source:str|None=None,   # only this source
-           type:str|None=None,     # exact type, a prefix ending in '.', or a wildcard ('invoice.*')
+           type:str|None=None,     # exact type, a prefix ('invoice'), or a wildcard ('invoice.*')
            since:float|None=None,  # only events received at or after this unix time
            id:str|None=None,       # only this delivery id
            seqs:list|None=None,    # only these events
@@ -841,7 +842,7 @@ def replay(self:PgTenant,
            failed:bool=False,     # or: every `failed` event (same as status='failed')
            source:str|None=None,  # only this source's events (an id may repeat across sources)
            status:str|None=None,  # or: every event with this final status (completed, failed, unhandled)
-           type:str|None=None,    # only this type: exact, a prefix ending in '.', or a wildcard ('invoice.*')
+           type:str|None=None,    # only this type: exact, a prefix ('invoice'), or a wildcard ('invoice.*')
            since:float|None=None, # only events received at or after this unix time
            dry_run:bool=False,    # only say which events would be queued
            until:float|None=None, # only events received before this unix time

@@ -12,7 +12,7 @@ from pathlib import Path
 from fastcore.basics import patch
 from fastlite import Database
 from starlette.background import BackgroundTask
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from .signatures import Reply, Scheme, WebhookError, fingerprint, get_scheme, greet, handshakes, presets, reply, verify
@@ -57,23 +57,38 @@ READ_TIMEOUT = 10.0   # seconds a body may take to arrive: a client that stalls 
 async def read_body(request:Request,     # the request, body not yet read
                     limit:int=MAX_BODY,  # most bytes accepted
                     timeout:float|None=None, # seconds the whole body may take to arrive (None: no limit)
+                    raw:bool=False,      # read the ASGI messages directly: only where no framework can have read it first
                    )->bytes:
     "The raw body of `request`, exactly as sent; `WebhookError` 413 past `limit` bytes, 408 past `timeout` seconds."
-    if timeout is None: return await _read_body(request, limit)
+    read = _read_raw if raw else _read_stream
+    if timeout is None: return await read(request, limit)
     try:
-        async with asyncio.timeout(timeout): return await _read_body(request, limit)
+        async with asyncio.timeout(timeout): return await read(request, limit)
     except TimeoutError: raise WebhookError('request_timeout', f'the body did not arrive within {timeout:g} s', 408) from None
 
-async def _read_body(request:Request, limit:int)->bytes:
+def _check_length(request:Request, limit:int):
     cl = request.headers.get('content-length')
     if cl is not None:
         if not cl.isdigit(): raise WebhookError('invalid_content_length', f'Content-Length {cl[:20]!r} is not a number')
         if int(cl) > limit: raise WebhookError('body_too_large', f'body of {cl} bytes is over the {limit}-byte limit', 413)
-    if (done := getattr(request, '_body', None)) is not None:  # a framework read it already (FastHTML parses JSON bodies)
-        if len(done) > limit: raise WebhookError('body_too_large', f'body is over the {limit}-byte limit', 413)
-        return done
+
+async def _read_stream(request:Request, limit:int)->bytes:
+    "Through Starlette's public `stream()`, which also yields a body a framework already read (FastHTML parses JSON bodies)."
+    _check_length(request, limit)
     chunks, n = [], 0
-    while True:  # the ASGI messages themselves: `request.stream()` would cost an async generator per request
+    try:
+        async for b in request.stream():
+            n += len(b)
+            if n > limit: raise WebhookError('body_too_large', f'body is over the {limit}-byte limit', 413)
+            if b: chunks.append(b)
+    except ClientDisconnect: raise WebhookError('client_disconnected', 'the client left before sending the whole body') from None
+    return b''.join(chunks)
+
+async def _read_raw(request:Request, limit:int)->bytes:
+    "The ASGI messages themselves: `request.stream()` would cost an async generator per request on the receiver's hot path."
+    _check_length(request, limit)
+    chunks, n = [], 0
+    while True:
         m = await request.receive()
         if m['type'] == 'http.disconnect': raise WebhookError('client_disconnected', 'the client left before sending the whole body')
         b = m.get('body', b'')
@@ -134,7 +149,7 @@ async def receive(self:Receiver,
             if ce and ce.strip().lower() != 'identity':  # the signature is over the bytes sent: inflating them is no one's job here
                 raise WebhookError('unsupported_encoding', f'Content-Encoding {ce[:40]!r}: send the body uncompressed', 415)
             limit = keys.max_body or scheme.max_body or self.max_body  # the source's own, the provider's, the default
-            body = await read_body(request, limit, self.read_timeout)
+            body = await read_body(request, limit, self.read_timeout, raw=True)
             url = public_url(request, getattr(keys, 'url', None)) if scheme._signs_url or scheme.body_hash else None
             d = accept(scheme, body, hd, keys.secrets, source, keys.tolerance, url=url, method=method)
             if scheme.handshake and (r := reply(scheme, d.payload, hd, keys.secrets[d.verified.index])) is not None:

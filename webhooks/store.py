@@ -824,7 +824,7 @@ def events(self:SqliteTenant,
            status:str|None=None,   # only this status
            limit:int=20,           # most rows, newest first
            source:str|None=None,   # only this source
-           type:str|None=None,     # exact type, a prefix ending in '.', or a wildcard ('invoice.*')
+           type:str|None=None,     # exact type, a prefix ('invoice'), or a wildcard ('invoice.*')
            since:float|None=None,  # only events received at or after this unix time
            id:str|None=None,       # only this delivery id
            seqs:list|None=None,    # only these events
@@ -849,7 +849,8 @@ def _where(status=None, source=None, type=None, since=None, id=None, seqs=None, 
     if type is not None:
         if any(c in type for c in '*?['): where.append('event_type GLOB ?'); args.append(type)
         elif type.endswith('.'): where.append('substr(event_type, 1, ?) = ?'); args += [len(type), type]
-        else: where.append('event_type=?'); args.append(type)
+        else:  # exact, or its dotted prefix: 'invoice' picks invoice and invoice.paid (not invoiceitem.created)
+            where.append('(event_type=? OR substr(event_type, 1, ?) = ?)'); args += [type, len(type) + 1, type + '.']
     if since is not None: where.append('received_at >= ?'); args.append(since)
     if until is not None: where.append('received_at < ?'); args.append(until)
     if before is not None: where.append('seq < ?'); args.append(before)
@@ -1047,7 +1048,7 @@ def replay(self:SqliteTenant,
            failed:bool=False,     # or: every `failed` event (same as status='failed')
            source:str|None=None,  # only this source's events (an id may repeat across sources)
            status:str|None=None,  # or: every event with this final status (completed, failed, unhandled)
-           type:str|None=None,    # only this type: exact, a prefix ending in '.', or a wildcard ('invoice.*')
+           type:str|None=None,    # only this type: exact, a prefix ('invoice'), or a wildcard ('invoice.*')
            since:float|None=None, # only events received at or after this unix time
            dry_run:bool=False,    # only say which events would be queued
            until:float|None=None, # only events received before this unix time

@@ -409,7 +409,7 @@ def replay(db:Database|TenantStore,  # tenant database
            failed:bool=False,        # or: every `failed` event of the tenant
            source:str|None=None,     # only this source's events (delivery ids may repeat across sources)
            status:str|None=None,     # or: every event with this final status (completed, failed, unhandled)
-           type:str|None=None,       # only this event type: exact, a prefix ending in '.', or a wildcard ('invoice.*')
+           type:str|None=None,       # only this event type: exact, a prefix ('invoice'), or a wildcard ('invoice.*')
            since:float|None=None,    # only events received at or after this unix time
           )->int:
     "Queue stored events to run again through today's handlers, keeping their history; returns how many."
