@@ -1,8 +1,8 @@
 "Races and path safety for the per-tenant store: what a documentation page can't show (the races on every backend: `store`)."
-import os, threading
+import os, threading, time
 from pathlib import Path
 import pytest
-from webhooks.store import as_store, tenant_db, log_webhook_event, check_idempotency, store_events, TenantError
+from webhooks.store import as_store, tenant_db, log_webhook_event, check_idempotency, store_events, TenantError, NewEvent, Outcome
 
 def test_eight_threads_log_one_key_once(store, q):
     store.open('race', create=True).close()
@@ -114,4 +114,36 @@ def test_type_filter_takes_exact_types_dotted_prefixes_and_wildcards(store):
     assert got('invoice.paid') == ['invoice.paid'] and got('invoice.pa') == [] and got('invoiceitem') == ['invoiceitem.created']
     for e in t.events(): t.set_status('failed', seq=e.seq)
     assert len(t.replay(status='failed', type='invoice', dry_run=True)) == 3
+    t.close()
+
+def test_detail_reads_status_and_attempts_from_one_snapshot(store):
+    "While a worker records outcomes, an event read with its attempts never shows the outcome without its status (or back)."
+    t = store.open('acme', create=True)
+    seqs = t.log([NewEvent(f'evt_{i}', 'stripe', 'invoice.paid', '{}', None, f'stripe:evt_{i}') for i in range(150)])
+    claims, done, seen, errors, at = t.claim(batch=150), threading.Event(), [], [], [0]
+    reading = threading.Event()
+    assert len(claims) == 150
+    def worker():
+        w = store.open('acme')
+        try:
+            reading.wait(10)
+            for i, c in enumerate(claims):
+                at[0] = i  # the reader watches the event being recorded now
+                w.record([Outcome(c.seq, c.id, c.attempt, time.time(), time.time(), 'completed')])
+        finally: done.set(); w.close()
+    def reader():
+        r = store.open('acme')
+        try:
+            while not done.is_set():
+                e, atts = r.detail(claims[at[0]].seq)
+                seen.append((e.status, [a.outcome for a in atts])); reading.set()
+        except Exception as x: errors.append(x)
+        finally: r.close()
+    ths = [threading.Thread(target=worker), threading.Thread(target=reader)]
+    for th in ths: th.start()
+    for th in ths: th.join()
+    ok = [('processing', []), ('completed', ['completed'])]
+    assert errors == [] and seen
+    assert all(x in ok for x in seen), [x for x in seen if x not in ok][:3]
+    assert t.detail(seqs[0])[0].status == 'completed' and t.detail(10**9) is None
     t.close()

@@ -685,8 +685,7 @@ def webhooks_events(tenant:str,         # tenant name
     with cli_errors(cmd):
         if id is not None:
             seq = t.find(id, source)
-            e, = t.events(seqs=[seq], limit=1)
-            h = t.attempts(seq)
+            e, h = t.detail(seq)  # one snapshot: the status and the attempts agree
             return print(_dumps(event_json(e, h)) if as_json else _detail(e, h))
         rows = t.events(status, limit, source=source, type=type, since=since_t)
     for e in rows:

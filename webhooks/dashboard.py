@@ -690,10 +690,10 @@ class NotFound(LookupError):
 def one_event(t,        # a `TenantStore`
               seq:int, # the event
              ):
-    "Event `seq` of tenant `t`; `NotFound` if there is none."
-    e = t.events(seqs=[seq], limit=1)
-    if not e: raise NotFound(f'tenant {t.name!r} has no event {seq}')
-    return e[0]
+    "Event `seq` of tenant `t` and its attempts, from one snapshot; `NotFound` if there is none."
+    got = t.detail(seq)
+    if got is None: raise NotFound(f'tenant {t.name!r} has no event {seq}')
+    return got
 
 def event_page(d:Dashboard,      # the dashboard
                auth:dict,        # the session
@@ -703,7 +703,7 @@ def event_page(d:Dashboard,      # the dashboard
                status:int=200,   # HTTP status
               ):
     "The event page as a response, with `note` on top."
-    with d.tenant(tenant) as t: e = one_event(t, seq); atts = t.attempts(seq)
+    with d.tenant(tenant) as t: e, atts = one_event(t, seq)
     return FtResponse(Page(f'Event {e.id}', *EventView(d.prefix, tenant, e, atts, auth['csrf'], note), prefix=d.prefix,
                            csrf=auth['csrf'], tenant=tenant), status)
 
@@ -718,7 +718,7 @@ def replay_event(req:Request, auth, tenant:str, seq:int):
     "Queue one event for replay and go back to it (409 if it can't be replayed now)."
     d = dash(req)
     with d.tenant(tenant) as t:
-        e = one_event(t, seq)
+        e, _ = one_event(t, seq)
         if (newest := t.find(e.id, e.source)) != seq:
             why = f'a later delivery of {e.id} exists (event {newest}): replay that one'
         else:

@@ -690,6 +690,19 @@ def attempts(self:PgTenant,
     with self._conn() as c: return [Attempt(*r) for r in c.execute(q, (seq,))]
 
 @patch
+def detail(self:PgTenant,
+           seq:int,  # the event
+          )->tuple[StoredEvent, list[Attempt]]|None:
+    "Event `seq` and its attempts from one snapshot (REPEATABLE READ): a status never older than the history beside it."
+    where, args = pg_where(seqs=[seq])
+    with self._conn() as c, c.transaction():
+        c.execute('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ')  # READ COMMITTED would take a snapshot per statement
+        e = c.execute(f'SELECT {_event_cols} FROM {self.s}.webhook_events WHERE {where}', args).fetchone()
+        if e is None: return None
+        q = f'SELECT attempt, started_at, finished_at, outcome, error FROM {self.s}.webhook_attempts WHERE event_seq=%s ORDER BY seq'
+        return _stored(e), [Attempt(*r) for r in c.execute(q, (seq,))]
+
+@patch
 def count(self:PgTenant,
           seqs:list[int],                        # the events
           statuses:tuple=('completed', 'failed', 'unhandled'),# statuses that count (the final ones)

@@ -176,6 +176,7 @@ class TenantStore(Protocol):
     def prune(self, older_than_days:float, statuses:tuple, window:float, now:float)->dict: ...
     def events(self, status:str|None=None, limit:int=20, **filters)->list[StoredEvent]: ...
     def attempts(self, seq:int)->list[Attempt]: ...
+    def detail(self, seq:int)->tuple[StoredEvent, list[Attempt]]|None: ...  # an event and its attempts, one snapshot
     def count(self, seqs:list[int], statuses:tuple)->int: ...               # how many of `seqs` are in `statuses`
     def find(self, id:str, source:str|None=None)->int: ...                 # seq of the newest event with delivery `id`
     def export_rows(self, after:int=0, limit:int=1000)->Rows: ...          # a page of everything, for a move
@@ -864,6 +865,17 @@ def attempts(self:SqliteTenant,
     "The attempt history of event `seq`, oldest first."
     return [Attempt(*r) for r in self.c.execute('''SELECT attempt, started_at, finished_at, outcome, error
                                                     FROM webhook_attempts WHERE event_seq=? ORDER BY seq''', (seq,))]
+
+@patch
+def detail(self:SqliteTenant,
+           seq:int,  # the event
+          )->tuple[StoredEvent, list[Attempt]]|None:
+    "Event `seq` and its attempts, read in one transaction: a status never older than the history beside it. None if no such event."
+    self.c.execute('BEGIN')  # one read snapshot (WAL): a worker's commit lands before both reads or after both
+    try:
+        e = self.events(seqs=[seq], limit=1)
+        return (e[0], self.attempts(seq)) if e else None
+    finally: self.c.execute('COMMIT')
 
 @patch
 def count(self:SqliteTenant,
