@@ -3,7 +3,7 @@
 One server for the module (receiver + worker + dashboard over a fresh SQLite store, tenant `acme`
 with a Stripe source), one Chromium, one logged-in page. Each test checks what it shows against
 the store itself, so the tests do not depend on each other's order. Screenshots of the main pages
-go to docs/screenshots/ (shown in nbs/07_dashboard.ipynb and the README).
+go to docs/screenshots/ (shown in nbs/14_dashboard.ipynb and the README).
 
 Without Chromium or Playwright the module is skipped (apt-get install chromium; pip install -e ".[dev]"),
 except with CI=true, where that is a failure."""
