@@ -110,11 +110,10 @@ def test_the_receivers_cached_source_sees_a_pause_and_a_rate_at_once(store):
 def test_the_claim_query_stays_on_the_due_index(tmp_path):
     "A backlog must not be sorted whole at each claim (the planner, without statistics, preferred the status index)."
     t = SqliteStore(tmp_path).open('acme', create=True)
-    from webhooks.store import _claim, _suspect
     plan = lambda q, args: ' | '.join(r[3] for r in t.c.execute('EXPLAIN QUERY PLAN ' + q, args))
-    assert 'COVERING INDEX webhook_events_due' in plan(_claim.format('webhook_events_due', ''), (1, 'x', 1, 10))
-    assert 'TEMP B-TREE' not in plan(_claim.format('webhook_events_due', ''), (1, 'x', 1, 10))
-    assert 'INDEX webhook_events_suspect' in plan(_suspect, (1,))
+    assert 'COVERING INDEX webhook_events_due' in plan(t.sql['claim'], (1, 'x', 1, 10))
+    assert 'TEMP B-TREE' not in plan(t.sql['claim'], (1, 'x', 1, 10))
+    assert 'INDEX webhook_events_suspect' in plan(t.sql['suspect'], (1,))
 
 # ---------------------------------------------------------------- one bad event in a round
 
