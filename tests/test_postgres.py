@@ -20,8 +20,8 @@ def schemas(url):
 
 @pytest.mark.parametrize('clock', ['now', '+30d'])
 def test_notebook_lessons_run_against_a_server(pg_url, clock):
-    "The `postgres`-flagged cells of nbs/06_postgres.ipynb, which `nbdev-test` alone skips; again 30 days ahead: none expires."
-    nb = Path(__file__).parents[1]/'nbs'/'06_postgres.ipynb'
+    "The `postgres`-flagged cells of nbs/05_postgres.ipynb, which `nbdev-test` alone skips; again 30 days ahead: none expires."
+    nb = Path(__file__).parents[1]/'nbs'/'05_postgres.ipynb'
     ahead = []
     if clock != 'now':
         if not shutil.which('faketime'):

@@ -27,7 +27,7 @@ class MasterKeyError(StoreUnavailable):
                       'retry later')
     def __init__(self, message:str): WebhookError.__init__(self, 'master_key', message)
 
-# %% ../nbs/02_keys.ipynb #1a231a30
+# %% ../nbs/02_keys.ipynb #2ea66075
 class MasterKey:
     "A Fernet master key: `encrypt` a secret for storage, `decrypt` a stored one (once per process, then remembered)."
     def __init__(self, key:str|bytes,  # a Fernet key: 32 bytes in URL-safe base64
@@ -43,7 +43,8 @@ class MasterKey:
 
     def encrypt(self, secret:str|None)->str|None:
         "`secret` as it is stored: 'fernet:' and a Fernet token (None stays None)."
-        return None if secret is None else SEALED + self.fernet.encrypt(secret.encode('utf-8', 'surrogatepass')).decode()
+        if secret is None: return None
+        return SEALED + self.fernet.encrypt(secret.encode('utf-8', 'surrogatepass')).decode()
 
 # %% ../nbs/02_keys.ipynb #cfd0476c
 _WRONG_KEY = ('it is not the master key they were encrypted with (restore that key; if it is lost, give the sources '
@@ -80,14 +81,14 @@ def _new_key_file(p:Path)->str:
     finally: tmp.unlink(missing_ok=True)
     return key
 
-# %% ../nbs/02_keys.ipynb #bce82ec9
+# %% ../nbs/02_keys.ipynb #004848f4
 _in_use:dict[tuple,MasterKey] = {}  # one `MasterKey` per key and origin in this process: the decryptions are shared
 
 def master_key(key_file:str|Path|None,  # where the key is kept when `WEBHOOKS_MASTER_KEY` is not set
                sealed:str|None=None,     # a value the store already holds encrypted: the key must decrypt it
                create:bool=False,        # with no key and nothing `sealed`, make the key file (mode 600)
               )->MasterKey:
-    "The master key: `WEBHOOKS_MASTER_KEY`, else `key_file`'s; `MasterKeyError` if missing, malformed or not `sealed`'s."
+    "The master key (`WEBHOOKS_MASTER_KEY`, else `key_file`'s); `MasterKeyError` if missing, malformed, not `sealed`'s."
     key, where = os.environ.get(MASTER_KEY_ENV) or None, MASTER_KEY_ENV
     if key is None and key_file is not None:
         p = Path(key_file)

@@ -378,7 +378,7 @@ def settle(self:SqliteTenant, h, rows:list)->set[int]:
                                        for r in rows if (r.seq, r.attempt) in applied])  # a stale twin writes no history
     return {s for s, _ in applied}
 
-# %% ../nbs/04_sqlite.ipynb #0254ceea
+# %% ../nbs/04_sqlite.ipynb #644076c4
 @patch
 def sources_changed(self:SqliteTenant, h): self._version = None  # `data_version` only tells of other connections
 
@@ -388,7 +388,8 @@ def source(self:SqliteTenant,
           )->SourceKeys|None:
     "What verifying source `name`'s deliveries needs; reloaded whenever another connection changed the database."
     v = self.c.execute('PRAGMA data_version').fetchone()[0]
-    if v != self._version: self._keys, self._version = self.source_rows(self.c), v
+    if v != self._version:
+        with self.snapshot() as h: self._keys, self._version = self.source_rows(h), v
     return self._keys.get(name)
 
 # %% ../nbs/04_sqlite.ipynb #2c1d97b3
