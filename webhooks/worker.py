@@ -111,12 +111,13 @@ class Worker:
         self.metrics = None  # a `routes.Metrics` to count outcomes in (`install_worker` shares the receiver's)
         self.alerts = None   # an `Alerts` told of dead letters
 
-# %% ../nbs/10_worker.ipynb #1c87ec32
+# %% ../nbs/10_worker.ipynb #608a8377
 @patch
 def _db(self:Worker, f:Callable)->asyncio.Future:
     "Run `f()` on the worker's `db_thread`; await the result."
     return asyncio.get_running_loop().run_in_executor(self.db_thread, f)
 
+# %% ../nbs/10_worker.ipynb #ce4ddefb
 @patch
 def _tenant(self:Worker, name:str)->TenantStore:
     "The worker's store for tenant `name` (only ever used on `db_thread`)."
@@ -350,7 +351,7 @@ async def run(self:Worker):
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
 
-# %% ../nbs/10_worker.ipynb #4856243c
+# %% ../nbs/10_worker.ipynb #463dbd1b
 @patch
 def wake(self:Worker,
          tenant:str|None=None, # the tenant with new work (any wake starts a round over all of them)
@@ -358,6 +359,7 @@ def wake(self:Worker,
     "Tell a running worker there is new work (call from the event loop's thread)."
     if self._wake is not None: self._wake.set()
 
+# %% ../nbs/10_worker.ipynb #12ee56b3
 @patch
 def start(self:Worker)->asyncio.Task:
     "Start `run` as a task on the running loop."
