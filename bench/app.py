@@ -27,5 +27,5 @@ else:
     app = serve_app(root, worker=worker, writers=int(os.environ.get('BENCH_WRITERS', '8')))
 
 if fmt := os.environ.get('BENCH_LOG'):  # as webhooks-serve does
-    from webhooks.routes import AccessLog
+    from webhooks.ops import AccessLog
     setup_logging(fmt); app.state.webhooks.access = AccessLog(fmt)

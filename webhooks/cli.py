@@ -17,7 +17,8 @@ from fastcore.script import call_parse
 from .signatures import WebhookError, check_secret, fingerprint, signed, presets, get_scheme
 from .store import (REPLAYABLE, STATUSES, TOLERANCE, MasterKeyError, Store, SqliteStore, as_store, error_text, flood_settings,
                             is_db_url, signing_key)
-from .routes import MAX_BODY, READ_TIMEOUT, AccessLog, Receiver, install_ops, install_webhooks, on_lifespan
+from .routes import MAX_BODY, READ_TIMEOUT, Receiver, install_webhooks, on_lifespan
+from .ops import AccessLog, install_ops
 from .dashboard import install_dashboard
 from .worker import Alerts, Worker, install_worker, handlers as default_handlers, Handlers
 

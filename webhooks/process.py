@@ -28,41 +28,50 @@ def parse_event(scheme:Scheme,          # the source's scheme: where the id and 
     ct = (content_type or '').split(';')[0].strip().lower()
     try: text = body.decode('utf-8')
     except UnicodeDecodeError as e:
-        if 'json' in ct: raise WebhookError('invalid_body', f'a JSON body must be UTF-8: byte {e.start} is not') from None
+        if 'json' in ct:
+            raise WebhookError('invalid_body', f'a JSON body must be UTF-8: byte {e.start} is not') from None
         text = None
     payload = None
     if 'json' in ct:
         try: payload = json.loads(text)
-        except (ValueError, RecursionError) as e: raise WebhookError('invalid_json', f'body is not valid JSON: {e}') from None
+        except (ValueError, RecursionError) as e:
+            raise WebhookError('invalid_json', f'body is not valid JSON: {e}') from None
     elif not ct and text is not None and text[:1] in ('{', '['):
         try: payload = json.loads(text)
         except (ValueError, RecursionError): pass
-    elif ct == 'application/x-www-form-urlencoded': payload = dict(parse_qsl(body.decode('latin-1') if text is None else text))
+    elif ct == 'application/x-www-form-urlencoded':
+        payload = dict(parse_qsl(body.decode('latin-1') if text is None else text))
     did = delivery_id(scheme, headers, payload) or 'sha256:' + hashlib.sha256(body).hexdigest()[:32]
     etype = event_type(scheme, headers, payload)
     _check_text(did, 'id', MAX_ID); _check_text(etype, 'type', MAX_ID)
     return body if text is None else text, payload, did, etype
 
+# %% ../nbs/07_process.ipynb #7c8ef209
 MAX_ID = 1024  # characters of a delivery id or event type: ids are keys, not documents
 
 def _check_text(v:str|None, what:str, most:int):
-    "Refuse an id or type that can't be stored as text (a lone surrogate from a JSON `\\ud800` escape) or is absurdly long."
+    "Refuse an id or type that is not storable text (a lone surrogate, JSON's `\\ud800`) or is absurdly long."
     if v is None: return
-    if len(v) > most: raise WebhookError(f'invalid_{what}', f'the event {what} is {len(v)} characters long; at most {most}')
+    if len(v) > most:
+        raise WebhookError(f'invalid_{what}', f'the event {what} is {len(v)} characters long; at most {most}')
     if not v.isascii():
         try: v.encode('utf-8')
-        except UnicodeEncodeError: raise WebhookError(f'invalid_{what}', f'the event {what} holds a lone surrogate (\\ud800-\\udfff): not text') from None
+        except UnicodeEncodeError:
+            msg = f'the event {what} holds a lone surrogate (\\ud800-\\udfff): not text'
+            raise WebhookError(f'invalid_{what}', msg) from None
 
 # %% ../nbs/07_process.ipynb #4424d23f
 DROP_HEADERS = frozenset({'authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key'})
 SHOWN = 12  # characters of a signature value kept when it is stored
 
-def redact(headers:Mapping,  # request headers
+def redact(headers:Mapping,    # request headers
            scheme:Scheme|None, # the source's scheme: its signature header is masked, its secret headers dropped
           )->dict:
     "`headers` with lower-case names, safe to store and show: signatures masked after a short prefix, secrets dropped."
-    sig = scheme._lh if scheme else None   # no scheme (an unknown source), or one that signs in the body: mask what looks like a signature
-    drop = DROP_HEADERS | {h.lower() for h in scheme.secret_headers} if scheme and scheme.secret_headers else DROP_HEADERS
+    # no scheme (an unknown source), or one that signs in the body: mask what looks like a signature
+    sig = scheme._lh if scheme else None
+    drop = (DROP_HEADERS | {h.lower() for h in scheme.secret_headers} if scheme and scheme.secret_headers
+            else DROP_HEADERS)
     res = {}
     for k, v in headers.items():
         if type(k) is not str: k = k.decode('latin-1') if isinstance(k, bytes) else str(k)
@@ -74,9 +83,11 @@ def redact(headers:Mapping,  # request headers
         if v is not None and len(v) > SHOWN: res[k] = v[:SHOWN] + '…'
     return res
 
+# %% ../nbs/07_process.ipynb #a9458603
 # one encoder, made once (`json.dumps` makes one per call): (markers, default, encoder, indent, key and item separators,
 # sort_keys, skipkeys, allow_nan); ASCII, so SQLite stores the text as it is
-_encode = c_make_encoder(None, None, encode_basestring_ascii, None, ':', ',', False, False, True) if c_make_encoder else None
+_encode = (c_make_encoder(None, None, encode_basestring_ascii, None, ':', ',', False, False, True)
+           if c_make_encoder else None)
 
 def stored_headers(headers:Mapping,    # request headers
                    scheme:Scheme|None, # the source's scheme (see `redact`)
@@ -90,6 +101,7 @@ class Delivery(NamedTuple):
     "A verified, parsed delivery: the event to log, the payload for a handler, and what `verify` proved."
     event:NewEvent; payload:object; verified:Verified
 
+# %% ../nbs/07_process.ipynb #2ca8f6da
 def accept(scheme:Scheme,             # the source's scheme
            body:bytes,                # raw request body, exactly as received
            headers:Mapping,           # request headers
@@ -108,7 +120,8 @@ def accept(scheme:Scheme,             # the source's scheme
     v = verify(scheme, body, headers, secrets, tolerance, url=url, method=method)
     text, payload, did, etype = parse_event(scheme, body, headers, content_type or header(headers, 'Content-Type'))
     did, shown = id or did, stored_headers(headers, scheme)
-    sig = header(headers, scheme.header) if scheme._fast is not None else None  # a shared token (GitLab) is a secret: never stored
+    # a shared token (GitLab) is a secret: never stored
+    sig = header(headers, scheme.header) if scheme._fast is not None else None
     ev = NewEvent(did, source, type or etype, text, sig, key or f'{source}:{did}', status,
                   headers=shown, secret=v.fingerprint)
     return Delivery(ev, payload, v)
@@ -122,6 +135,7 @@ async def run_handler(handler:Callable, # `handler(payload)`, sync or async
     res = await asyncio.to_thread(handler, payload)
     return await res if inspect.isawaitable(res) else res
 
+# %% ../nbs/07_process.ipynb #040e7c0c
 def finish(tenant:TenantStore,              # the tenant's store
            event:NewEvent,                  # the event that ran
            seq:int,                         # its `seq`, as `log` returned it
@@ -136,39 +150,6 @@ def finish(tenant:TenantStore,              # the tenant's store
     return dict(status='failed', id=event.id, error=error_text(error))
 
 # %% ../nbs/07_process.ipynb #9f458162
-class _Run(NamedTuple):
-    "An event logged as `processing` by the reference functions, ready for its handler."
-    tenant:TenantStore; event:NewEvent; seq:int; payload:object
-    def finish(self, result=None, error=None)->dict: return finish(self.tenant, self.event, self.seq, result, error)
-
-def _start(db, webhook_id, source, event_type, payload, signature, idempotency_key, raw_body, secret)->_Run|dict:
-    "Verify, parse, dedupe and log as `processing`: the `_Run` to handle, or the result dict if it stops here."
-    secret = secret or os.environ.get('WEBHOOK_SECRET')
-    if not secret: raise ValueError('no webhook secret: pass secret= or set the WEBHOOK_SECRET environment variable')
-    if isinstance(raw_body, str): raw_body = raw_body.encode('utf-8', 'surrogatepass')
-    try: d = accept(presets['generic'], raw_body, {'X-Webhook-Signature': signature or ''}, secret, source, status='processing',
-                    content_type=None if payload is None else 'application/octet-stream',
-                    id=webhook_id, type=event_type, key=idempotency_key)
-    except SignatureError: return dict(status='invalid_signature', id=webhook_id)
-    except WebhookError as e: return dict(status=e.code, id=webhook_id, error=e.message)
-    tenant = as_tenant(db)
-    seq = None if tenant.seen(idempotency_key) else tenant.log([d.event])[0]
-    if seq is None: return dict(status='duplicate', id=webhook_id)
-    if payload is None: payload = d.payload
-    elif isinstance(payload, (str, bytes)): payload = json.loads(payload)
-    return _Run(tenant, d.event, seq, payload)
-
-def _call(handler:Callable, payload):
-    "Call `handler` in this thread; a coroutine runs to completion when no event loop is running here."
-    res = handler(payload)
-    if not inspect.isawaitable(res): return res
-    try: asyncio.get_running_loop()
-    except RuntimeError: return asyncio.run(_await(res))
-    if inspect.iscoroutine(res): res.close()
-    raise RuntimeError('async handler called from a running event loop: use `await aprocess_webhook(...)`')
-
-async def _await(aw): return await aw
-
 def process_webhook(db:Database|TenantStore, # tenant database
                     webhook_id:str,        # unique webhook id
                     source:str,            # source system
@@ -186,6 +167,42 @@ def process_webhook(db:Database|TenantStore, # tenant database
     try: res = _call(handler, run.payload)
     except Exception as e: return run.finish(error=e)
     return run.finish(res)
+
+# %% ../nbs/07_process.ipynb #918216e5
+class _Run(NamedTuple):
+    "An event logged as `processing` by the reference functions, ready for its handler."
+    tenant:TenantStore; event:NewEvent; seq:int; payload:object
+    def finish(self, result=None, error=None)->dict: return finish(self.tenant, self.event, self.seq, result, error)
+
+# %% ../nbs/07_process.ipynb #b5431475
+def _start(db, webhook_id, source, event_type, payload, signature, idempotency_key, raw_body, secret)->_Run|dict:
+    "Verify, parse, dedupe and log as `processing`: the `_Run` to handle, or the result dict if it stops here."
+    secret = secret or os.environ.get('WEBHOOK_SECRET')
+    if not secret: raise ValueError('no webhook secret: pass secret= or set the WEBHOOK_SECRET environment variable')
+    if isinstance(raw_body, str): raw_body = raw_body.encode('utf-8', 'surrogatepass')
+    try: d = accept(presets['generic'], raw_body, {'X-Webhook-Signature': signature or ''}, secret, source,
+                    status='processing', content_type=None if payload is None else 'application/octet-stream',
+                    id=webhook_id, type=event_type, key=idempotency_key)
+    except SignatureError: return dict(status='invalid_signature', id=webhook_id)
+    except WebhookError as e: return dict(status=e.code, id=webhook_id, error=e.message)
+    tenant = as_tenant(db)
+    seq = None if tenant.seen(idempotency_key) else tenant.log([d.event])[0]
+    if seq is None: return dict(status='duplicate', id=webhook_id)
+    if payload is None: payload = d.payload
+    elif isinstance(payload, (str, bytes)): payload = json.loads(payload)
+    return _Run(tenant, d.event, seq, payload)
+
+# %% ../nbs/07_process.ipynb #aeb8bcd5
+def _call(handler:Callable, payload):
+    "Call `handler` in this thread; a coroutine runs to completion when no event loop is running here."
+    res = handler(payload)
+    if not inspect.isawaitable(res): return res
+    try: asyncio.get_running_loop()
+    except RuntimeError: return asyncio.run(_await(res))
+    if inspect.iscoroutine(res): res.close()
+    raise RuntimeError('async handler called from a running event loop: use `await aprocess_webhook(...)`')
+
+async def _await(aw): return await aw
 
 # %% ../nbs/07_process.ipynb #029fceee
 async def aprocess_webhook(db:Database|TenantStore, # tenant database

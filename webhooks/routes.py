@@ -4,8 +4,7 @@
 
 # %% ../nbs/08_routes.ipynb #b1b553cc
 from __future__ import annotations
-import asyncio, hmac, inspect, json, logging, math, os, re, sys, time
-from bisect import bisect_left
+import asyncio, inspect, json, logging, math, os, re, time
 from contextlib import asynccontextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -15,16 +14,17 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from .signatures import Reply, Scheme, WebhookError, fingerprint, get_scheme, greet, handshakes, presets, reply, verify
-from .store import (REJECTED_BODY, Rejection, refill, SourceKeys, Store, StoreUnavailable, TenantStore, as_store, as_tenant,
-                            error_text)
+from .signatures import (Reply, Scheme, WebhookError, fingerprint, get_scheme, greet, handshakes, presets,
+                                 reply, verify)
+from .store import (REJECTED_BODY, Rejection, refill, SourceKeys, Store, StoreUnavailable, TenantStore,
+                            as_store, as_tenant, error_text)
 from .store import add_source, remove_secret, sources  # still importable from here, where they used to live
 from .process import accept, finish, run_handler, stored_headers
+from .ops import AccessLog, Metrics  # the receiver's request lines and counters
 
 # %% auto #0
 __all__ = ['RETRY_AFTER', 'MAX_BODY', 'READ_TIMEOUT', 'log', 'answer', 'refuse', 'headers_dict', 'read_body', 'Receiver',
-           'public_url', 'diagnose', 'AccessLog', 'Metrics', 'install_ops', 'install_webhooks', 'on_lifespan',
-           'reference_scheme', 'handle_webhook_request']
+           'public_url', 'diagnose', 'install_webhooks', 'on_lifespan', 'reference_scheme', 'handle_webhook_request']
 
 # %% ../nbs/08_routes.ipynb #12558b21
 def answer(status:int,           # HTTP status
@@ -37,15 +37,18 @@ def answer(status:int,           # HTTP status
     return JSONResponse({'ok': False, 'error': error, 'message': message, **data}, status,
                         headers={'Allow': 'POST'} if status == 405 else None)
 
+# %% ../nbs/08_routes.ipynb #a63a9562
 RETRY_AFTER = 5  # seconds a sender is told to wait after a 503 that names no time of its own
 
 def refuse(e:WebhookError)->JSONResponse:
-    "The JSON answer for a refusal: its status, code and message (the public one, when the full one names paths), and `Retry-After` on 429 and 503."
+    "The JSON answer for a refusal: its status, code and (public) message, and `Retry-After` on 429 and 503."
     r = answer(e.status, e.code, getattr(e, 'public_message', None) or e.message)
     if e.status in (429, 503): r.headers['Retry-After'] = str(getattr(e, 'retry_after', None) or RETRY_AFTER)
-    if e.status == 408: r.headers['Connection'] = 'close'  # what is left of a stalled body must not be read as the next request
+    # what is left of a stalled body must not be read as the next request
+    if e.status == 408: r.headers['Connection'] = 'close'
     return r
 
+# %% ../nbs/08_routes.ipynb #53960a6f
 def headers_dict(request:Request)->dict:
     "The request's headers as one `{lower-case name: value}` dict (the first value wins), for cheap repeated lookups."
     return {k.decode('latin-1').lower(): v.decode('latin-1') for k,v in reversed(request.scope['headers'])}
@@ -54,26 +57,31 @@ def headers_dict(request:Request)->dict:
 MAX_BODY = 1024*1024  # 1 MiB: far above any provider's event size, far below what hurts
 READ_TIMEOUT = 10.0   # seconds a body may take to arrive: a client that stalls is cut off, not waited for
 
-async def read_body(request:Request,     # the request, body not yet read
-                    limit:int=MAX_BODY,  # most bytes accepted
+async def read_body(request:Request,         # the request, body not yet read
+                    limit:int=MAX_BODY,      # most bytes accepted
                     timeout:float|None=None, # seconds the whole body may take to arrive (None: no limit)
-                    raw:bool=False,      # read the ASGI messages directly: only where no framework can have read it first
+                    raw:bool=False,          # read the ASGI messages directly: only where no framework read it first
                    )->bytes:
     "The raw body of `request`, exactly as sent; `WebhookError` 413 past `limit` bytes, 408 past `timeout` seconds."
     read = _read_raw if raw else _read_stream
     if timeout is None: return await read(request, limit)
     try:
         async with asyncio.timeout(timeout): return await read(request, limit)
-    except TimeoutError: raise WebhookError('request_timeout', f'the body did not arrive within {timeout:g} s', 408) from None
+    except TimeoutError:
+        raise WebhookError('request_timeout', f'the body did not arrive within {timeout:g} s', 408) from None
 
+# %% ../nbs/08_routes.ipynb #a54fef90
 def _check_length(request:Request, limit:int):
+    "Refuse a `Content-Length` that is not a number, or is over `limit`, before a byte is read."
     cl = request.headers.get('content-length')
     if cl is not None:
         if not cl.isdigit(): raise WebhookError('invalid_content_length', f'Content-Length {cl[:20]!r} is not a number')
-        if int(cl) > limit: raise WebhookError('body_too_large', f'body of {cl} bytes is over the {limit}-byte limit', 413)
+        if int(cl) > limit:
+            raise WebhookError('body_too_large', f'body of {cl} bytes is over the {limit}-byte limit', 413)
 
+# %% ../nbs/08_routes.ipynb #feddce68
 async def _read_stream(request:Request, limit:int)->bytes:
-    "Through Starlette's public `stream()`, which also yields a body a framework already read (FastHTML parses JSON bodies)."
+    "Through Starlette's public `stream()`, which also yields a body a framework already read (as FastHTML does JSON)."
     _check_length(request, limit)
     chunks, n = [], 0
     try:
@@ -81,16 +89,19 @@ async def _read_stream(request:Request, limit:int)->bytes:
             n += len(b)
             if n > limit: raise WebhookError('body_too_large', f'body is over the {limit}-byte limit', 413)
             if b: chunks.append(b)
-    except ClientDisconnect: raise WebhookError('client_disconnected', 'the client left before sending the whole body') from None
+    except ClientDisconnect:
+        raise WebhookError('client_disconnected', 'the client left before sending the whole body') from None
     return b''.join(chunks)
 
+# %% ../nbs/08_routes.ipynb #87de5a83
 async def _read_raw(request:Request, limit:int)->bytes:
-    "The ASGI messages themselves: `request.stream()` would cost an async generator per request on the receiver's hot path."
+    "The ASGI messages themselves: `request.stream()` would cost an async generator per request on the hot path."
     _check_length(request, limit)
     chunks, n = [], 0
     while True:
         m = await request.receive()
-        if m['type'] == 'http.disconnect': raise WebhookError('client_disconnected', 'the client left before sending the whole body')
+        if m['type'] == 'http.disconnect':
+            raise WebhookError('client_disconnected', 'the client left before sending the whole body')
         b = m.get('body', b'')
         n += len(b)
         if n > limit: raise WebhookError('body_too_large', f'body is over the {limit}-byte limit', 413)
@@ -101,7 +112,7 @@ async def _read_raw(request:Request, limit:int)->bytes:
 class Receiver:
     "Receives webhooks for every tenant of a store: verify, parse, group-commit, answer; refusals on record."
     def __init__(self, root:str|Path|Store='data', # folder of tenant databases, or a `Store`
-                 max_body:int=MAX_BODY,            # largest body accepted, in bytes, from a source with no limit of its own
+                 max_body:int=MAX_BODY,            # bytes accepted at most from a source with no limit of its own
                  metrics:Metrics|None=None,        # counters to update (default: a fresh `Metrics`)
                  read_timeout:float|None=READ_TIMEOUT, # seconds a body may take to arrive (a stalled one gets 408)
                  **kwargs,                         # for a folder's `SqliteStore`: max_open, busy_timeout, writers
@@ -112,7 +123,8 @@ class Receiver:
         self.metrics = metrics or Metrics()
         self.refused:list[tuple[str,Rejection]] = []  # refusals waiting to be recorded, off the request path
         self.recording, self.dropped = None, 0
-        self.access:AccessLog|None = None  # request lines, batched (`webhooks-serve` sets one); else the `webhooks` logger
+        # request lines, batched (`webhooks-serve` sets one); else the `webhooks` logger
+        self.access:AccessLog|None = None
 
     def close(self): self.store.close()
     async def aclose(self):
@@ -121,6 +133,7 @@ class Receiver:
         if self.access is not None: self.access.flush(wait=True)
         self.store.close()
 
+# %% ../nbs/08_routes.ipynb #78f3f662
 @patch
 async def receive(self:Receiver,
                   request:Request,  # the delivery, body not yet read
@@ -134,20 +147,22 @@ async def receive(self:Receiver,
     try:
         async with self.store.receiving(tenant) as inbox:
             keys = inbox.source(source)
-            if keys is None: raise WebhookError('unknown_source', f'tenant {tenant!r} has no source {source[:80]!r}', 404)
+            if keys is None:
+                raise WebhookError('unknown_source', f'tenant {tenant!r} has no source {source[:80]!r}', 404)
             try: scheme = get_scheme(keys.scheme)
             except KeyError as e:
                 msg = f'source {source!r} uses a scheme this process does not know: {e.args[0]}'
                 raise WebhookError('unknown_scheme', msg, 500) from None
             hd = headers_dict(request)
             if method != 'POST' or scheme.handshake in _GREETS:  # a handshake that comes before any body (or a 405)
-                r = greet(scheme, method, dict(request.query_params), hd, keys.secrets, getattr(keys, 'verify_token', None))
+                r = _greeting(request, scheme, keys, hd)
                 if r is not None: return self._handshake(tenant, source, r, t0)
-                if method != 'POST': raise WebhookError('method_not_allowed', f'{method} is not allowed; webhooks are POSTed', 405)
             if keys.rate_limit: self._admit(tenant, source, keys.rate_limit)
             ce = hd.get('content-encoding')
-            if ce and ce.strip().lower() != 'identity':  # the signature is over the bytes sent: inflating them is no one's job here
-                raise WebhookError('unsupported_encoding', f'Content-Encoding {ce[:40]!r}: send the body uncompressed', 415)
+            # the signature is over the bytes sent: inflating them is no one's job here
+            if ce and ce.strip().lower() != 'identity':
+                msg = f'Content-Encoding {ce[:40]!r}: send the body uncompressed'
+                raise WebhookError('unsupported_encoding', msg, 415)
             limit = keys.max_body or scheme.max_body or self.max_body  # the source's own, the provider's, the default
             body = await read_body(request, limit, self.read_timeout, raw=True)
             url = public_url(request, getattr(keys, 'url', None)) if scheme._signs_url or scheme.body_hash else None
@@ -156,18 +171,33 @@ async def receive(self:Receiver,
                 return self._handshake(tenant, source, r, t0)  # verified, answered, never stored
             seq = await inbox.submit(d.event)
     except WebhookError as e:
-        if inbox is not None and e.status < 500 and e.status not in (405, 429): self._refused(tenant, source, request, e, scheme, keys, body)
+        if inbox is not None and e.status < 500 and e.status not in (405, 429):
+            self._refused(tenant, source, request, e, scheme, keys, body)
         self._done(tenant, source, e.status, e.code, None, t0)
         return refuse(e)
     if seq is not None:
         for f in self.listeners: f(tenant)
     self._done(tenant, source, 200, 'new' if seq is not None else 'duplicate', d.event.id, t0)
-    return Response(b'{"ok":true,"id":%s,"duplicate":%s}' % (json.dumps(d.event.id).encode(), b'true' if seq is None else b'false'),
+    return Response(b'{"ok":true,"id":%s,"duplicate":%s}' % (json.dumps(d.event.id).encode(),
+                                                            b'true' if seq is None else b'false'),
                     media_type='application/json')
 
+# %% ../nbs/08_routes.ipynb #c374fff2
+# handshakes that may come as a POST before any body is read (Graph)
+_GREETS = {n for n, h in handshakes.items() if h.before}
+
+def _greeting(request:Request, scheme:Scheme, keys:SourceKeys, hd:dict)->Reply|None:
+    "The answer to a handshake that comes before any body, if this is one; `WebhookError` 405 for a method but POST."
+    method = request.method
+    r = greet(scheme, method, dict(request.query_params), hd, keys.secrets, getattr(keys, 'verify_token', None))
+    if r is None and method != 'POST':
+        raise WebhookError('method_not_allowed', f'{method} is not allowed; webhooks are POSTed', 405)
+    return r
+
+# %% ../nbs/08_routes.ipynb #c1d1c990
 @patch
 def _admit(self:Receiver, tenant:str, source:str, rate:float):
-    "Take one token of the source's bucket (`rate` a second, a second's worth at most); `WebhookError` 429 when none is left."
+    "Take one token of the source's bucket (`rate`/s, a second's worth at most); `WebhookError` 429 when none is left."
     now = time.monotonic()
     b = refill(self.buckets, (tenant, source), rate, now)
     if b[0] < 1:
@@ -176,21 +206,24 @@ def _admit(self:Receiver, tenant:str, source:str, rate:float):
         raise e
     b[0] -= 1
 
-_GREETS = {n for n, h in handshakes.items() if h.before}  # handshakes that may come as a POST before any body is read (Graph)
-
+# %% ../nbs/08_routes.ipynb #3f80a38d
 def public_url(request:Request,        # the delivery
                override:str|None=None, # the source's public URL, when a proxy stands between sender and app
               )->str:
-    "The URL the sender signed: the source's configured public URL plus the query string as received, else the request's own."
+    "The URL the sender signed: the source's public URL plus the query string as received, else the request's own."
     if not override: return str(request.url)
     qs = request.scope.get('query_string', b'').decode('latin-1')
     return override + ('&' if '?' in override else '?') + qs if qs else override
 
+# %% ../nbs/08_routes.ipynb #5367f91a
 @patch
 def _handshake(self:Receiver, tenant:str, source:str, r:Reply, t0:float)->Response:
     "Send a handshake's answer (logged, counted, never stored)."
     self._done(tenant, source, r.status, 'handshake', None, t0)
     return Response(r.body, r.status, headers=dict(r.headers), media_type=r.content_type)
+
+# %% ../nbs/08_routes.ipynb #9104c874
+log = logging.getLogger('webhooks')
 
 @patch
 def _done(self:Receiver, tenant:str, source:str, status:int, code:str, id:str|None, t0:float):
@@ -200,57 +233,74 @@ def _done(self:Receiver, tenant:str, source:str, status:int, code:str, id:str|No
     if self.access is not None: self.access.add(tenant[:64], source[:64], status, code, id, ms)
     elif log.isEnabledFor(logging.INFO):
         log.info('%s/%s %d %s %s %.1fms', tenant[:64], source[:64], status, code, id or '-', ms,
-                 extra=dict(tenant=tenant[:64], source=source[:64], status=status, code=code, event_id=id, ms=round(ms, 2)))
+                 extra=dict(tenant=tenant[:64], source=source[:64], status=status, code=code, event_id=id,
+                            ms=round(ms, 2)))
 
-# %% ../nbs/08_routes.ipynb #84d6b4a0
+# %% ../nbs/08_routes.ipynb #311a83da
 def _num(msg:str, pattern:str)->str:
+    "The first group of `pattern` in `msg`, or '?'."
     m = re.search(pattern, msg)
     return m[1] if m else '?'
 
-
-def diagnose(e:WebhookError,              # the refusal
-             scheme:Scheme|None,          # the source's scheme, if the source is known
-             keys:SourceKeys|None,        # the source's secrets (and lately retired ones), if known
-             headers:dict,                # request headers, lower-case names
-             body:bytes|None,             # the body, if it was read
-             tenant:str='', source:str='',# where it was sent
+# %% ../nbs/08_routes.ipynb #992520f3
+def diagnose(e:WebhookError,               # the refusal
+             scheme:Scheme|None,           # the source's scheme, if the source is known
+             keys:SourceKeys|None,         # the source's secrets (and lately retired ones), if known
+             headers:dict,                 # request headers, lower-case names
+             body:bytes|None,              # the body, if it was read
+             tenant:str='', source:str='', # where it was sent
             )->str:
     "One line saying what went wrong with a refused delivery, and what to do about it."
     code, msg = e.code, e.message
     if code == 'unknown_source':
-        return f'tenant {tenant!r} has no source {source[:64]!r}: add it (webhooks-source {tenant} {source[:64]} --scheme … --secret …) or fix the URL'
+        return (f'tenant {tenant!r} has no source {source[:64]!r}: '
+                f'add it (webhooks-source {tenant} {source[:64]} --scheme … --secret …) or fix the URL')
     if code == 'missing_header' and scheme is not None:
         other = next((p for p in presets.values() if p._lh and p._lh in headers and p._lh != scheme._lh), None)
         hint = f' (it carries {other.header}: a {other.name} delivery?)' if other else ''
-        if scheme.header and msg.startswith(scheme.header): return f"no `{scheme.header}` header: is this source's scheme ({scheme.name}) right?{hint}"
+        if scheme.header and msg.startswith(scheme.header):
+            return f"no `{scheme.header}` header: is this source's scheme ({scheme.name}) right?{hint}"
         return f'{msg}{hint}'
     if code in ('stale_timestamp', 'future_timestamp'):
         off, tol = _num(msg, r'(\d+) s (?:old|ahead)'), _num(msg, r'tolerance is (\d+)')
-        if code == 'stale_timestamp': return f"timestamp {off} s old, tolerance {tol} s: the sender's clock, or a replay of an old delivery"
-        return f"timestamp {off} s in the future, tolerance {tol} s: the sender's clock runs ahead (or this host's behind)"
+        if code == 'stale_timestamp':
+            return f"timestamp {off} s old, tolerance {tol} s: the sender's clock, or a replay of an old delivery"
+        return (f"timestamp {off} s in the future, tolerance {tol} s: "
+                "the sender's clock runs ahead (or this host's behind)")
     if code == 'invalid_signature' and scheme is not None and keys is not None and body is not None:
-        for sec, at in keys.retired:
-            try: verify(scheme, body, headers, [sec], tolerance=10**12)
-            except WebhookError: continue
-            when = time.strftime('%Y-%m-%d', time.gmtime(at))
-            return f'signed with a secret retired on {when} ({fingerprint(sec)}): the sender still uses it; add it back or update the sender'
-        return (f"no signature matches the source's {len(keys.secrets)} secret(s) ({', '.join(map(fingerprint, keys.secrets))}): "
-                'the sender signs with another secret, or the body was changed on the way (a proxy re-encoding it?)')
-    if code == 'body_too_large': return f"{msg}: if the sender is right, raise this source's limit (webhooks-source … --max-body)"
+        return _signed_with(scheme, keys, headers, body)
+    if code == 'body_too_large':
+        return f"{msg}: if the sender is right, raise this source's limit (webhooks-source … --max-body)"
     return msg
 
+# %% ../nbs/08_routes.ipynb #a9f79425
+def _signed_with(scheme:Scheme, keys:SourceKeys, headers:dict, body:bytes)->str:
+    "What a signature that matches none of the source's secrets was made with: a lately retired one, or none known."
+    for sec, at in keys.retired:
+        try: verify(scheme, body, headers, [sec], tolerance=10**12)
+        except WebhookError: continue
+        when = time.strftime('%Y-%m-%d', time.gmtime(at))
+        return (f'signed with a secret retired on {when} ({fingerprint(sec)}): '
+                'the sender still uses it; add it back or update the sender')
+    fps = ', '.join(map(fingerprint, keys.secrets))
+    return (f"no signature matches the source's {len(keys.secrets)} secret(s) ({fps}): "
+            'the sender signs with another secret, or the body was changed on the way (a proxy re-encoding it?)')
+
+# %% ../nbs/08_routes.ipynb #f7d8d726
 @patch
 def _refused(self:Receiver, tenant:str, source:str, request:Request, e:WebhookError, scheme, keys, body):
     "Queue a refusal to be recorded (the request never waits for it)."
     if len(self.refused) >= 10_000: self.dropped += 1; return
     hd = headers_dict(request)
     cl = hd.get('content-length', '')
+    size = len(body) if body is not None else int(cl) if cl.isdigit() else None
     rej = Rejection(time.time(), source[:64], request.client.host if request.client else None, e.code,
                     diagnose(e, scheme, keys, hd, body, tenant, source), stored_headers(hd, scheme),
-                    body[:REJECTED_BODY] if body else None, len(body) if body is not None else int(cl) if cl.isdigit() else None)
+                    body[:REJECTED_BODY] if body else None, size)
     self.refused.append((tenant, rej))
     if self.recording is None: self.recording = asyncio.get_running_loop().create_task(self._record())
 
+# %% ../nbs/08_routes.ipynb #2e6ad7ee
 @patch
 async def _record(self:Receiver):
     "Write waiting refusals, a batch per tenant, until none is left."
@@ -260,150 +310,19 @@ async def _record(self:Receiver):
             for t, r in batch: by.setdefault(t, []).append(r)
             for t, rows in by.items():
                 try: await self.store.reject(t, rows)
-                except Exception as e: log.warning('could not record %d refused deliveries of %s: %s', len(rows), t, error_text(e))
+                except Exception as e:
+                    log.warning('could not record %d refused deliveries of %s: %s', len(rows), t, error_text(e))
     finally: self.recording = None
 
-# %% ../nbs/08_routes.ipynb #5e711a3c
-log = logging.getLogger('webhooks')
-
-class AccessLog:
-    "A line per answered request: a tuple on the request path; formatted and written in batches by a thread of its own."
-    def __init__(self, fmt:str='text',         # 'text' or 'json' (one object per line)
-                 stream=None,                   # where to write (default: stderr)
-                 every:float=0.1,               # seconds lines gather before they are handed to the writer
-                 most:int=100_000,              # lines waiting at most: past it (output stuck) lines are counted, not kept
-                ):
-        import queue, threading
-        self.fmt, self.stream, self.every, self.most = fmt, stream, every, most
-        self.lines, self.task, self.waiting, self.dropped = [], None, 0, 0
-        self.second, self.stamp = None, ''  # the text lines' date and time, formatted once a second
-        self.q = queue.SimpleQueue()
-        threading.Thread(target=self._write, name='webhooks-access-log', daemon=True).start()
-
-    def add(self, tenant:str, source:str, status:int, code:str, id:str|None, ms:float):
-        "Note one answered request (from the event loop)."
-        if self.waiting >= self.most: self.dropped += 1; return
-        self.lines.append((time.time(), tenant, source, status, code, id, ms)); self.waiting += 1
-        if self.task is None: self.task = asyncio.get_running_loop().call_later(self.every, self.flush)
-
-    def flush(self, wait:bool=False):
-        "Hand the lines gathered so far to the writer (and with `wait`, until they are written)."
-        lines, self.lines, self.task = self.lines, [], None
-        if lines: self.q.put(lines)
-        if wait:
-            import threading
-            done = threading.Event(); self.q.put(done); done.wait(5)
-
-    def _write(self):
-        "The writer thread: a blocked stderr (a pipe nobody reads) stops it, never the event loop."
-        while True:
-            lines = self.q.get()
-            if not isinstance(lines, list): lines.set(); continue
-            out = self.stream or sys.stderr
-            if self.dropped: out.write(f'webhooks: {self.dropped} request lines dropped (the log output was not keeping up)\n'); self.dropped = 0
-            out.write(''.join(map(self.line, lines))); out.flush()
-            self.waiting -= len(lines)
-
-    def line(self, r:tuple)->str:
-        "One request as a text or JSON line."
-        t, tenant, source, status, code, id, ms = r
-        if self.fmt == 'json':
-            return json.dumps(dict(time=round(t, 3), level='info', logger='webhooks', msg=f'{tenant}/{source} {status} {code}',
-                                   tenant=tenant, source=source, status=status, code=code, event_id=id, ms=round(ms, 2)),
-                              ensure_ascii=False) + '\n'
-        s = int(t)
-        if s != self.second: self.second, self.stamp = s, time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(s))
-        what = f"{tenant}/{source} {status} {code} {id or '-'}"
-        if not what.isprintable(): what = what.encode('unicode_escape').decode('ascii')  # a CR/LF from a URL must not start a line
-        return f"{self.stamp},{int((t - s) * 1000):03d} INFO webhooks: {what} {ms:.1f}ms\n"
-
-_SERIES = {'received': ('Deliveries stored as new events', ['tenant']),
-           'duplicates': ('Deliveries answered as duplicates', ['tenant']),
-           'handshakes': ('Provider handshakes answered (never stored)', ['tenant']),
-           'rejected': ('Deliveries refused, by code', ['tenant', 'code']),
-           'handled': ('Handler runs by outcome: completed, failed, retried, unhandled', ['tenant', 'outcome'])}
-_OUTCOMES = {'retry': 'retried', 'ignored': 'unhandled'}
-
-class Metrics:
-    "Prometheus series of one receiver (and its worker), in their own registry: plain counts, made into series when scraped."
-    buckets = (.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5)  # ingest latency, seconds
-    def __init__(self):
-        from prometheus_client import CollectorRegistry
-        self.registry = CollectorRegistry()
-        self.counts:dict[tuple,int] = {}                 # ('received', tenant), ('rejected', tenant, code), …: how many
-        self.latency = [0] * (len(self.buckets) + 1)    # answers per latency bucket (the last: slower than them all)
-        self.seconds = 0.0                              # and their total time
-        self.registry.register(self)
-
-    def request(self, tenant:str, status:int, code:str, seconds:float):
-        "Count one answered request (on the event loop)."
-        self.latency[bisect_left(self.buckets, seconds)] += 1; self.seconds += seconds
-        if code == 'handshake': k = ('handshakes', tenant)
-        elif status == 200: k = ('received' if code == 'new' else 'duplicates', tenant)
-        else: k = ('rejected', '-' if code in ('unknown_tenant', 'invalid_tenant') else tenant, code)
-        self.counts[k] = self.counts.get(k, 0) + 1
-
-    def outcome(self, tenant:str, outcome:str):
-        "Count one recorded handler run ('retry' is counted as 'retried', 'ignored' as 'unhandled')."
-        k = ('handled', tenant, _OUTCOMES.get(outcome, outcome))
-        self.counts[k] = self.counts.get(k, 0) + 1
-
-    def collect(self):
-        "The series, from the counts as they are now (the registry calls this when scraped)."
-        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
-        from prometheus_client.utils import floatToGoString
-        series = {name: CounterMetricFamily(f'webhooks_{name}', doc, labels=labels) for name, (doc, labels) in _SERIES.items()}
-        for (name, *labels), n in dict(self.counts).items(): series[name].add_metric(labels, n)  # a copy: the loop keeps counting
-        yield from series.values()
-        acc, cumulative = 0, []
-        for le, n in zip(self.buckets + (float('inf'),), list(self.latency)): acc += n; cumulative.append((floatToGoString(le), acc))
-        yield HistogramMetricFamily('webhooks_ingest_seconds', 'From request to answer', buckets=cumulative, sum_value=self.seconds)
-
-    def watch(self, store:Store):
-        "Also report `store`'s queue depth by status and lag per tenant, read when scraped."
-        from prometheus_client.core import GaugeMetricFamily
-        class Queue:
-            def collect(_):
-                depth = GaugeMetricFamily('webhooks_queue_depth', 'Events by status', labels=['tenant', 'status'])
-                lag = GaugeMetricFamily('webhooks_queue_lag_seconds', 'Age of the oldest pending event', labels=['tenant'])
-                now = time.time()
-                for name in store.tenants():
-                    t = store.open(name)
-                    try: st = t.stats(now)
-                    finally: t.close()
-                    for s, n in st['counts'].items(): depth.add_metric([name, s], n)
-                    lag.add_metric([name], now - st['oldest_pending'] if st['oldest_pending'] else 0)
-                yield depth; yield lag
-        self.registry.register(Queue())
-        return self
-
-def install_ops(app,                  # the app the receiver is installed in
-                rcv:Receiver,         # its receiver
-                token:str|None=None,  # bearer token `/metrics` requires (None: /metrics is not served)
-               ):
-    "`/healthz` (the process answers), `/readyz` (the store answers) and `/metrics` (Prometheus, with a bearer token)."
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-    rcv.metrics.watch(rcv.store)
-    async def healthz(request): return JSONResponse({'ok': True})
-    async def readyz(request):
-        try: await asyncio.to_thread(rcv.store.tenants)
-        except Exception as e: return answer(503, 'store_unavailable', f'the store does not answer: {type(e).__name__}')
-        return JSONResponse({'ok': True})
-    async def metrics(request):
-        got = request.headers.get('authorization', '')
-        if not (token and got.startswith('Bearer ') and hmac.compare_digest(got[7:].encode(), token.encode())):
-            return answer(401, 'unauthorized', 'metrics need the admin token: Authorization: Bearer <token>')
-        return Response(await asyncio.to_thread(generate_latest, rcv.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-    app.router.routes[0:0] = [Route('/healthz', healthz), Route('/readyz', readyz)] + ([Route('/metrics', metrics)] if token else [])
-
-# %% ../nbs/08_routes.ipynb #653f7fe6
+# %% ../nbs/08_routes.ipynb #0ccd69d7
 class _AnyMethod:
-    "An endpoint for every HTTP method, TRACE and WebDAV's too (a function route answers those with Starlette's text 405)."
+    "An endpoint for every HTTP method, TRACE and WebDAV's too (a function route answers those with a text 405)."
     def __init__(self, f): self.f = f
     async def __call__(self, scope, receive, send):
         r = await self.f(Request(scope, receive, send))
         await r(scope, receive, send)
 
+# %% ../nbs/08_routes.ipynb #653f7fe6
 def install_webhooks(app,                          # a FastHTML (or Starlette) app
                      root:str|Path|Store|Receiver='data', # folder of tenant databases, a `Store`, or a ready `Receiver`
                      prefix:str='/webhooks',       # URL prefix: POST {prefix}/{tenant}/{source}
@@ -416,7 +335,8 @@ def install_webhooks(app,                          # a FastHTML (or Starlette) a
         p = request.path_params
         return await rcv.receive(request, p['tenant'], p['source'])
     async def nowhere(request:Request):
-        return answer(404, 'unknown_tenant', f'no webhook endpoint at {request.url.path[:200]}; use POST {prefix}/<tenant>/<source>')
+        msg = f'no webhook endpoint at {request.url.path[:200]}; use POST {prefix}/<tenant>/<source>'
+        return answer(404, 'unknown_tenant', msg)
     app.router.routes[0:0] = [Route(f'{prefix}/{{tenant}}/{{source}}', _AnyMethod(endpoint)),
                               Route(f'{prefix}/{{rest:path}}', _AnyMethod(nowhere))]
     _answer_first(app, rcv, prefix)
@@ -424,26 +344,30 @@ def install_webhooks(app,                          # a FastHTML (or Starlette) a
     on_lifespan(app, stop=rcv.aclose)
     return rcv
 
+# %% ../nbs/08_routes.ipynb #4865dd0f
 def _answer_first(app, rcv:Receiver, prefix:str):
     "Have `app` send `{prefix}/{tenant}/{source}` straight to `rcv` when it has no middleware of its own to run first."
     build, start = app.build_middleware_stack, prefix + '/'
     def stack():
         inner = build()
-        if app.user_middleware or app.debug or getattr(app, 'max_body_size', None) is not None or \
-           any(k in (500, Exception) for k in app.exception_handlers): return inner  # something of the app's own sees every request
+        own = app.user_middleware or app.debug or getattr(app, 'max_body_size', None) is not None or \
+              any(k in (500, Exception) for k in app.exception_handlers)
+        if own: return inner  # something of the app's own sees every request
         async def first(scope, receive, send):
             if scope['type'] == 'http' and scope['path'].startswith(start) and not scope.get('root_path'):
                 tenant, _, source = scope['path'][len(start):].partition('/')
                 if tenant and source and '/' not in source:
                     try: r = await rcv.receive(Request(scope, receive, send), tenant, source)
                     except Exception:
-                        await answer(500, 'internal_error', 'the receiver failed on this delivery; retry later')(scope, receive, send)
+                        oops = answer(500, 'internal_error', 'the receiver failed on this delivery; retry later')
+                        await oops(scope, receive, send)
                         raise
                     return await r(scope, receive, send)
             await inner(scope, receive, send)
         return first
     app.build_middleware_stack = stack
 
+# %% ../nbs/08_routes.ipynb #ad720970
 def on_lifespan(app,         # a Starlette or FastHTML app
                 start=None,  # called when the app starts (sync or async)
                 stop=None,   # called when it stops (sync or async)
@@ -471,12 +395,13 @@ def reference_scheme(signature_header:str='X-Webhook-Signature', # header with `
     return Scheme('reference', signature_header, 'sha256=', id_header=idempotency_header, id_field=('id',),
                   type_field=(event_type_field,))
 
+# %% ../nbs/08_routes.ipynb #e8e4413d
 async def handle_webhook_request(request:Request,                   # the Starlette/FastHTML request (body not yet read)
                                  db:Database|TenantStore,           # tenant database
                                  source:str,                        # source name stored with the event
                                  handler,                           # `handler(payload)`, sync or async
                                  signature_header:str='X-Webhook-Signature', # header with `sha256=<hex>`
-                                 idempotency_header:str='X-Idempotency-Key', # header with the dedupe key (else payload `id`)
+                                 idempotency_header:str='X-Idempotency-Key', # dedupe key's header (else payload `id`)
                                  event_type_field:str='type',       # payload field with the event type
                                  secret:str|None=None,              # secret (default: `WEBHOOK_SECRET`)
                                  run_in_background:bool=False,      # answer first, run `handler` after
@@ -487,10 +412,11 @@ async def handle_webhook_request(request:Request,                   # the Starle
     if not secret: return answer(500, 'no_secret', 'no webhook secret: pass secret= or set WEBHOOK_SECRET')
     tenant = as_tenant(db)
     try:
-        d = accept(reference_scheme(signature_header, idempotency_header, event_type_field), await read_body(request, max_body),
-                   request.headers, secret, source, status='processing')
+        scheme = reference_scheme(signature_header, idempotency_header, event_type_field)
+        d = accept(scheme, await read_body(request, max_body), request.headers, secret, source, status='processing')
         try: seq, = tenant.log([d.event])
-        except Exception as e: raise StoreUnavailable(f'could not commit the event, retry later ({type(e).__name__}: {e})') from None
+        except Exception as e:
+            raise StoreUnavailable(f'could not commit the event, retry later ({type(e).__name__}: {e})') from None
     except WebhookError as e: return refuse(e)
     if seq is None: return answer(200, id=d.event.id, duplicate=True)
     async def work()->dict:
@@ -503,6 +429,7 @@ async def handle_webhook_request(request:Request,                   # the Starle
         return JSONResponse({'ok': True, 'id': d.event.id, 'duplicate': False, 'status': 'processing'},
                             background=BackgroundTask(work))
     try: res = await work()
-    except Exception as e:  # the handler ran but its outcome could not be recorded; the lease hands the event to a worker later
-        return answer(503, 'store_unavailable', f'handled, but the outcome could not be recorded ({type(e).__name__}: {e})')
+    except Exception as e:  # the handler ran, its outcome could not be recorded: the lease hands it to a worker later
+        msg = f'handled, but the outcome could not be recorded ({type(e).__name__}: {e})'
+        return answer(503, 'store_unavailable', msg)
     return JSONResponse({'ok': True, 'duplicate': False, **res})
