@@ -513,8 +513,8 @@ def where(self:Tenant,
     return ' AND '.join(['1=1', *(c for c, _ in conds)]), [a for _, args in conds for a in args]
 
 # %% ../nbs/03_engine.ipynb #25436789
-_event_cols = ('seq, id, source, event_type, payload, status, attempts, error_message, received_at, processed_at, note, '
-               'headers')
+_event_cols = ('seq, id, source, event_type, payload, status, attempts, error_message, received_at, processed_at, '
+               'note, headers')
 
 @patch
 def events(self:Tenant,
@@ -989,9 +989,9 @@ async def _settle(self:GroupCommit, batch:list):
 
 # %% ../nbs/03_engine.ipynb #e6a1de16
 class Receiving:
-    "The tenants a store holds open for receiving: an LRU of inboxes, each opened once (`inboxes`, `opening`, `max_open`)."
+    "Tenants a store holds open for receiving: an LRU of inboxes, each opened once (`inboxes`, `opening`, `max_open`)."
     async def _inbox(self, name:str):
-        "The open inbox of tenant `name`; `TenantError` if invalid or unknown, `StoreUnavailable` if it can't be opened."
+        "Tenant `name`'s open inbox; `TenantError` if invalid or unknown, `StoreUnavailable` if it can't be opened."
         t = self.inboxes.get(name)
         if t is not None:
             self.inboxes.move_to_end(name)
@@ -1006,7 +1006,7 @@ class Receiving:
         except Exception as e: raise StoreUnavailable(f'cannot open tenant {name!r}: {error_text(e)}') from None
 
     def _opened(self, name:str, f:asyncio.Future):
-        "Keep a tenant once its open finished, whoever still waits for it; close the least recently used past `max_open`."
+        "Keep a tenant whose open finished, whoever still waits for it; close the least recently used past `max_open`."
         if self.opening.get(name) is f: del self.opening[name]
         if f.cancelled() or f.exception() is not None: return
         self.inboxes[name] = f.result()

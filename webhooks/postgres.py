@@ -61,7 +61,8 @@ def read_mark(comment:str|None,  # a schema's comment
 _PG_TYPES = [(r'\bseq INTEGER PRIMARY KEY', 'seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY'),
              (r'\b(event_seq|size) INTEGER', r'\1 bigint'), (r'\bpayload TEXT', 'payload bytea'),
              (r'\bpaused INTEGER NOT NULL DEFAULT 0', 'paused boolean NOT NULL DEFAULT false'),
-             (r'\bINTEGER\b', 'integer'), (r'\bREAL\b', 'double precision'), (r'\bTEXT\b', 'text'), (r'\bBLOB\b', 'bytea'),
+             (r'\bINTEGER\b', 'integer'), (r'\bREAL\b', 'double precision'), (r'\bTEXT\b', 'text'),
+             (r'\bBLOB\b', 'bytea'),
              (r'\(next_attempt_at, seq, source\)', '(next_attempt_at, seq)'),  # its planner reads paused sources apart
              (r'\b(TABLE IF NOT EXISTS|ON|REFERENCES) (webhook_\w+)', r'\1 {s}.\2')]
 
@@ -156,11 +157,13 @@ PG.update(
   suspect=f"""SELECT 1 FROM {{t}}webhook_events WHERE status='pending' AND next_attempt_at <= %s AND lapses >= 2
   AND {_held} LIMIT 1""",
   lost='''SELECT seq, id, attempts, lease_until, lease_owner, lapses FROM {t}webhook_events
-WHERE status='processing' AND (lease_until IS NULL OR lease_until < %s OR {dead}) ORDER BY seq FOR UPDATE SKIP LOCKED''',
+WHERE status='processing' AND (lease_until IS NULL OR lease_until < %s OR {dead})
+ORDER BY seq FOR UPDATE SKIP LOCKED''',
 )
 
 # %% ../nbs/05_postgres.ipynb #4b67187c
-_source_cols = 'name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url, paused, rate_limit, handler_rate'
+_source_cols = ('name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url, paused, rate_limit, '
+                'handler_rate')
 PG.update(
   sources=f'SELECT {_source_cols} FROM {{t}}webhook_sources ORDER BY added_at DESC',
   export_sources=f'SELECT {", ".join(SOURCE_COLS)} FROM {{t}}webhook_sources ORDER BY added_at, name',
@@ -236,8 +239,8 @@ class PgStore(KeyHolder, Receiving):
                  busy_timeout:float=5.0,     # seconds a commit may wait for a connection or a lock before answering 503
                  pool_size:int=8,            # most connections in each of the two pools
                  channel:str=CHANNEL,        # NOTIFY channel that tells workers a tenant has new events
-                 sources_ttl:float=30.0,     # seconds a receiving tenant trusts its cached sources unless told of a change
-                 master_key_file:str|Path|None='data/.master-key', # the master key's file when `WEBHOOKS_MASTER_KEY` is not set
+                 sources_ttl:float=30.0,     # seconds a receiving tenant trusts cached sources unless told of a change
+                 master_key_file:str|Path|None='data/.master-key', # the key's file (`WEBHOOKS_MASTER_KEY` wins over it)
                 ):
         scheme = url.partition('://')[0] if '://' in url else None
         if scheme not in (None, 'postgresql', 'postgres'): raise ValueError(f'not a PostgreSQL URL: {scheme}://…')
@@ -245,7 +248,8 @@ class PgStore(KeyHolder, Receiving):
         except psycopg.ProgrammingError as e: raise ValueError(f'not a PostgreSQL URL: {e}') from None
         self.url, self.max_open, self.busy_timeout, self.pool_size = url, max_open, busy_timeout, pool_size
         self.channel, self.sources_ttl = channel, sources_ttl
-        self.key_file, self._mk = (None if master_key_file is None else Path(master_key_file).absolute()), None  # as of now
+        self.key_file = None if master_key_file is None else Path(master_key_file).absolute()  # as of now
+        self._mk = None
         self.inboxes:OrderedDict[str,PgInbox] = OrderedDict()
         self.opening:dict[str,asyncio.Future] = {}
         self._pool = self._apool = self._aloop = self._watcher = self._closing = None
@@ -261,11 +265,13 @@ def pool(self:PgStore)->ConnectionPool:
     "The synchronous pool (for the tenants `open` returns), opened on first use."
     with self._lock:
         if self._pool is None:
-            try: psycopg.connect(self.url, connect_timeout=10).close()  # a wrong URL fails now, with the server's reason
+            # a wrong URL fails now, with the server's reason
+            try: psycopg.connect(self.url, connect_timeout=10).close()
             except psycopg.Error as e:
                 raise StoreUnavailable(f'cannot connect to {safe_url(self.url)}: {error_text(e)}') from None
             self._pool = ConnectionPool(self.url, min_size=1, max_size=self.pool_size, kwargs=dict(autocommit=True),
-                                        configure=_durable, check=ConnectionPool.check_connection, name='webhooks', open=True)
+                                        configure=_durable, check=ConnectionPool.check_connection,
+                                        name='webhooks', open=True)
         return self._pool
 
 # %% ../nbs/05_postgres.ipynb #1c9108c3
@@ -298,7 +304,7 @@ def schema_steps(tenant:str,   # tenant name
 
 # %% ../nbs/05_postgres.ipynb #cb51cfa6
 def _run(c, steps):
-    "Run a generator of statements (`schema_steps`, `log_steps`) on connection `c`, sending it each one's rows; its result."
+    "Run a statement generator (`schema_steps`, `log_steps`) on connection `c`, sending it each one's rows; its result."
     try:
         step = next(steps)
         while True:
@@ -326,9 +332,11 @@ def encrypt_steps(store:PgStore,  # the store (its master key)
     one = yield stmt['one_sealed'], None
     mk = store.master(one[0][0] if one else None, create=True)
     for table, name, fp, secret, token in rows:
-        yield f'UPDATE {s}.{table} SET secret=%s WHERE name=%s AND fingerprint=%s', (mk.encrypt(mk.decrypt(secret)), name, fp)
+        yield (f'UPDATE {s}.{table} SET secret=%s WHERE name=%s AND fingerprint=%s',
+               (mk.encrypt(mk.decrypt(secret)), name, fp))
         if token is not None:
-            yield f'UPDATE {s}.webhook_sources SET verify_token=%s WHERE name=%s AND fingerprint=%s', (mk.encrypt(mk.decrypt(token)), name, fp)
+            yield (f'UPDATE {s}.webhook_sources SET verify_token=%s WHERE name=%s AND fingerprint=%s',
+                   (mk.encrypt(mk.decrypt(token)), name, fp))
     yield stmt['notify'], (SOURCES_CHANNEL, tenant)
     return len(rows)
 
@@ -376,8 +384,8 @@ def admin_token(self:PgStore)->tuple[str,bool]:
     with self.pool.connection() as c, c.transaction():
         c.execute('SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))', ('webhooks settings',))
         if c.execute("SELECT to_regclass('webhooks.settings')").fetchone()[0] is None: c.execute(SETTINGS_SCHEMA)
-        if c.execute("INSERT INTO webhooks.settings VALUES ('admin_token', %s) ON CONFLICT DO NOTHING", (tok,)).rowcount:
-            return tok, True
+        new = c.execute("INSERT INTO webhooks.settings VALUES ('admin_token', %s) ON CONFLICT DO NOTHING", (tok,))
+        if new.rowcount: return tok, True
         return c.execute("SELECT value FROM webhooks.settings WHERE key = 'admin_token'").fetchone()[0], False
 
 # %% ../nbs/05_postgres.ipynb #473c1c0a
@@ -449,8 +457,9 @@ def _text(s:str|None)->str|None:
 @patch
 def rows(self:PgTenant, events:list)->list[tuple]:
     "`Tenant.rows`, with text made storable and bodies as bytes."
-    return [(_text(w), _text(s), _text(t), b.encode() if isinstance(b, str) else b, _text(sig), _text(k), st, n, float(at),
-             lease, owner, _text(hd)) for w, s, t, b, sig, k, st, n, at, lease, owner, hd in Tenant.rows(self, events)]
+    return [(_text(w), _text(s), _text(t), b.encode() if isinstance(b, str) else b, _text(sig), _text(k), st, n,
+             float(at), lease, owner, _text(hd))
+            for w, s, t, b, sig, k, st, n, at, lease, owner, hd in Tenant.rows(self, events)]
 
 @patch
 def event_row(self:PgTenant, r)->StoredEvent: return StoredEvent(*r[:4], stored_body(r[4]), *r[5:])
@@ -499,7 +508,7 @@ def expire(self:PgTenant, h, keys:list, cutoffs:list)->list:
 
 @patch
 async def adrive(self:PgTenant, c, steps):
-    "Run `log_steps` on `asyncio` autocommit connection `c`: the insert is its own transaction, the rest (if any) one more."
+    "Run `log_steps` on `asyncio` autocommit connection `c`: the insert commits alone, the rest (if any) in one more."
     async def step(op, *args):
         q, params, read = getattr(self, f'{op}_args')(*args)
         return read(await (await c.execute(q, params)).fetchall())
@@ -513,8 +522,8 @@ async def adrive(self:PgTenant, c, steps):
 # %% ../nbs/05_postgres.ipynb #0b8398ce
 @patch
 def settle(self:PgTenant, h, rows:list[Settled])->set[int]:
-    cols = [(r.seq, r.attempt, r.status, r.next_at, r.note, _text(r.id), r.outcome, r.started, r.finished, _text(r.error))
-            for r in rows]
+    cols = [(r.seq, r.attempt, r.status, r.next_at, r.note, _text(r.id), r.outcome, r.started, r.finished,
+             _text(r.error)) for r in rows]
     return {s for (s,) in h.execute(self.sql['settle'], [*map(list, zip(*cols)), self.owner]).fetchall()}
 
 def rejection_arrays(rows:list[Rejection],  # refused deliveries
@@ -604,9 +613,11 @@ async def _receiving_pool(self:PgStore)->AsyncConnectionPool:
         ms = int(self.busy_timeout*1000)
         async def configure(conn):
             await conn.execute('SET synchronous_commit TO on')
-            await conn.execute(f'SET lock_timeout TO {ms}')  # a key held by another receiver's stuck commit: 503, not a hang
+            # a key held by another receiver's stuck commit: 503, not a hang
+            await conn.execute(f'SET lock_timeout TO {ms}')
         pool = AsyncConnectionPool(self.url, min_size=1, max_size=self.pool_size, kwargs=dict(autocommit=True),
-                                   configure=configure, timeout=self.busy_timeout, name='webhooks-receiving', open=False)
+                                   configure=configure, timeout=self.busy_timeout, name='webhooks-receiving',
+                                   open=False)
         async def opening():
             try: await pool.open(wait=True, timeout=self.busy_timeout)
             except Exception:
@@ -623,7 +634,8 @@ async def _receiving_pool(self:PgStore)->AsyncConnectionPool:
 def _check_tenant(self:PgStore, name:str): schema_name(name)  # before any connection is involved
 
 @patch
-def _opening(self:PgStore, name:str)->asyncio.Future: return asyncio.ensure_future(self._open_inbox(name, schema_name(name)))
+def _opening(self:PgStore, name:str)->asyncio.Future:
+    return asyncio.ensure_future(self._open_inbox(name, schema_name(name)))
 
 @patch
 async def _open_inbox(self:PgStore, name:str, schema:str)->PgInbox:
@@ -675,13 +687,14 @@ async def _notifications(self:PgStore, channel:str):
                 yield None
                 async for n in c.notifies(): yield n.payload
         except psycopg.OperationalError as e:
-            print(f'webhooks: listening on {channel!r} at {safe_url(self.url)}: {error_text(e)}; retrying', file=sys.stderr)
+            print(f'webhooks: listening on {channel!r} at {safe_url(self.url)}: {error_text(e)}; retrying',
+                  file=sys.stderr)
         await asyncio.sleep(1)
 
 # %% ../nbs/05_postgres.ipynb #5899f288
 @patch
 async def listen(self:PgStore,
-                 callback:Callable,  # `callback(tenant)`: new events for `tenant`; `callback(None)`: look at every tenant
+                 callback:Callable,  # `callback(tenant)`: new events for `tenant`; `callback(None)`: scan every tenant
                 )->None:
     "LISTEN for new events and call `callback` for each notification, until cancelled."
     async for tenant in self._notifications(self.channel):
@@ -693,7 +706,9 @@ async def listen(self:PgStore,
 async def _watch_sources(self:PgStore):
     "Reload an open tenant's sources whenever they change (every tenant's after a reconnection)."
     async for tenant in self._notifications(SOURCES_CHANNEL):
-        for t in (list(self.inboxes.values()) if tenant is None else [self.inboxes[tenant]] if tenant in self.inboxes else []):
+        if tenant is None: targets = list(self.inboxes.values())
+        else: targets = [self.inboxes[tenant]] if tenant in self.inboxes else []
+        for t in targets:
             try: await t.reload()
             except Exception as e:
                 t.loaded = 0.0  # the next request reloads them
@@ -708,7 +723,8 @@ def close(self:PgStore):
     if f is not None and f.done() and not f.cancelled() and f.exception() is None:
         try: loop = asyncio.get_running_loop()
         except RuntimeError: loop = None
-        if loop is self._aloop: self._closing = loop.create_task(f.result().close())  # held: tasks are weakly referenced
+        if loop is self._aloop:
+            self._closing = loop.create_task(f.result().close())  # held: tasks are weakly referenced
     self.inboxes.clear(); self.opening.clear()
     with self._lock:
         if self._pool is not None: self._pool.close(); self._pool = None

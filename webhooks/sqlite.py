@@ -183,8 +183,10 @@ def encrypt_plaintext(db:Database,        # a tenant's database
         for table, rowid, secret, token in rows:
             db.execute(f'UPDATE {table} SET secret=? WHERE rowid=?', (mk.encrypt(mk.decrypt(secret)), rowid))
             if token is not None:
-                db.execute('UPDATE webhook_sources SET verify_token=? WHERE rowid=?', (mk.encrypt(mk.decrypt(token)), rowid))
-    db.execute('PRAGMA wal_checkpoint(TRUNCATE)')  # pages that held plaintext are overwritten in the file, the log emptied
+                db.execute('UPDATE webhook_sources SET verify_token=? WHERE rowid=?',
+                           (mk.encrypt(mk.decrypt(token)), rowid))
+    # pages that held plaintext are overwritten in the file, the log emptied
+    db.execute('PRAGMA wal_checkpoint(TRUNCATE)')
     return len(rows)
 
 # %% ../nbs/04_sqlite.ipynb #3dd6a23f
@@ -195,7 +197,8 @@ def migrate(db:Database, # a tenant's database
     with write_txn(db):
         v = db.execute('PRAGMA user_version').fetchone()[0]
         if v > SCHEMA_VERSION:
-            raise TenantError('unknown_tenant', f'{p} has schema version {v}, newer than this webhooks ({SCHEMA_VERSION})')
+            raise TenantError('unknown_tenant',
+                              f'{p} has schema version {v}, newer than this webhooks ({SCHEMA_VERSION})')
         if v == 0: db.conn.execute(SCHEMA)
         for from_v in range(v or SCHEMA_VERSION, SCHEMA_VERSION):
             m = MIGRATIONS.get(from_v)
@@ -205,7 +208,7 @@ def migrate(db:Database, # a tenant's database
 
 # %% ../nbs/04_sqlite.ipynb #f07f23fa
 def _open(p:Path, wait:float=10.0)->Database:
-    "`database(p)`, retried while another process holds the write lock (opening runs `PRAGMA optimize`, which may need it)."
+    "`database(p)`, retried while another process holds the write lock (opening's `PRAGMA optimize` may need it)."
     deadline = time.monotonic() + wait
     while True:
         try: return database(p)
@@ -218,7 +221,7 @@ def tenant_db(tenant:str,            # tenant name (see `tenant_path`)
               create:bool=True,      # create the database if it does not exist yet
               max_db_bytes:int|None=None, # the most this tenant's database may grow to (see `limit_size`)
              )->Database:
-    "Open `tenant`'s fastlite `Database` under `root`: WAL, synchronous=FULL, schema in place, capped at `max_db_bytes`."
+    "Open `tenant`'s fastlite `Database` in `root`: WAL, synchronous=FULL, schema in place, capped at `max_db_bytes`."
     p = tenant_path(tenant, root)
     if not p.exists():
         if not create: raise TenantError('unknown_tenant', f'unknown tenant {tenant!r} (no {p})')
@@ -260,7 +263,8 @@ def _valid(name:str)->bool:
 _held = 'source NOT IN (SELECT name FROM webhook_sources WHERE paused)'
 _claim = f'''UPDATE webhook_events SET status='processing', attempts=attempts+1, lease_until=?, lease_owner=?
 WHERE seq IN (SELECT seq FROM webhook_events INDEXED BY {{index}}
-              WHERE status='pending' AND next_attempt_at <= ? AND {_held} {{also}} ORDER BY next_attempt_at, seq LIMIT ?)
+              WHERE status='pending' AND next_attempt_at <= ? AND {_held} {{also}}
+              ORDER BY next_attempt_at, seq LIMIT ?)
 RETURNING seq, id, source, event_type, payload, attempts'''
 SQLITE = dict(
   claim=_claim.format(index='webhook_events_due', also=''),
@@ -285,7 +289,8 @@ ON CONFLICT(idempotency_key) DO NOTHING RETURNING seq, idempotency_key''',
 )
 
 # %% ../nbs/04_sqlite.ipynb #1faf6a93
-_source_cols = 'name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url, paused, rate_limit, handler_rate'
+_source_cols = ('name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url, paused, rate_limit, '
+                'handler_rate')
 _hour = 'CAST({col}/3600 AS INT)*3600'
 SQLITE.update(
   sources=f'SELECT {_source_cols} FROM webhook_sources ORDER BY added_at DESC, rowid DESC',
@@ -374,8 +379,9 @@ def settle(self:SqliteTenant, h, rows:list)->set[int]:
                                                    for r in rows if r.status == 'pending']))
     applied |= set(self.many(h, self.sql['finish'], [(r.status, r.finished, r.error, r.note, r.seq, me, r.attempt)
                                                      for r in rows if r.status != 'pending']))
+    # a stale twin writes no history
     self.many(h, self.sql['history'], [(r.seq, r.id, r.attempt, r.started, r.finished, r.outcome, r.error)
-                                       for r in rows if (r.seq, r.attempt) in applied])  # a stale twin writes no history
+                                       for r in rows if (r.seq, r.attempt) in applied])
     return {s for s, _ in applied}
 
 # %% ../nbs/04_sqlite.ipynb #644076c4
@@ -415,7 +421,8 @@ def log(self:SqliteTenant,
     return self.drive(self.c, log_steps(self.rows(events), window, self.matches(events)))
 
 # %% ../nbs/04_sqlite.ipynb #4cbe2924
-SQLITE_INVALID = INVALID + (apsw.ConstraintError, apsw.MismatchError, apsw.TooBigError)  # what a bad value makes apsw raise
+# what a bad value makes apsw raise
+SQLITE_INVALID = INVALID + (apsw.ConstraintError, apsw.MismatchError, apsw.TooBigError)
 
 class SqliteInbox:
     "A tenant open for receiving: sources read on the event loop, events group-committed."
@@ -435,30 +442,6 @@ class SqliteInbox:
     def source(self, name:str)->SourceKeys|None: return self.reader.source(name)
     async def submit(self, event:NewEvent)->int|None: return await self.commit.submit(event)
 
-    async def _write(self, events:list[NewEvent])->list[int|None]:
-        "One round; `StoreFull` if the database cannot grow (the round's transaction rolled back, the connection fine for the next)."
-        if self.capped != self.max_db_bytes:
-            limit_size(self.writer.db, self.max_db_bytes); self.capped = self.max_db_bytes
-        try: return await self._round(events)
-        except apsw.FullError:
-            raise StoreFull(f'tenant {self.name!r} is full (its disk, or its size cap): the event was not stored, retry later') from None
-
-    async def _round(self, events:list[NewEvent])->list[int|None]:
-        "The inserts on the loop if the write lock is free at once, only the fsync'd COMMIT on a thread."
-        loop, c = asyncio.get_running_loop(), self.writer.c
-        c.set_busy_timeout(0)
-        try: c.execute('BEGIN IMMEDIATE')
-        except apsw.BusyError:  # another connection is writing: do the whole round on a thread, waiting up to busy_timeout
-            c.set_busy_timeout(self.busy_ms)
-            return await loop.run_in_executor(self.pool, self.writer.log, events)
-        try:
-            res = self.writer.log(events, in_txn=True)
-            await loop.run_in_executor(self.pool, c.execute, 'COMMIT')
-        except Exception:
-            if c.in_transaction: c.execute('ROLLBACK')  # SQLite may have rolled back already (a full disk does)
-            raise
-        return res
-
     def _idle(self):
         if self.closed: self.close()
 
@@ -469,6 +452,35 @@ class SqliteInbox:
             self.reader.close(); self.writer.close()
             self.reader = self.writer = None
 
+# %% ../nbs/04_sqlite.ipynb #e2b5b182
+@patch
+async def _write(self:SqliteInbox, events:list[NewEvent])->list[int|None]:
+    "One round; `StoreFull` if the database cannot grow (the round rolled back, the connection fine for the next)."
+    if self.capped != self.max_db_bytes:
+        limit_size(self.writer.db, self.max_db_bytes); self.capped = self.max_db_bytes
+    try: return await self._round(events)
+    except apsw.FullError:
+        raise StoreFull(f'tenant {self.name!r} is full (its disk, or its size cap): '
+                        'the event was not stored, retry later') from None
+
+@patch
+async def _round(self:SqliteInbox, events:list[NewEvent])->list[int|None]:
+    "The inserts on the loop if the write lock is free at once, only the fsync'd COMMIT on a thread."
+    loop, c = asyncio.get_running_loop(), self.writer.c
+    c.set_busy_timeout(0)
+    try: c.execute('BEGIN IMMEDIATE')
+    except apsw.BusyError:
+        # another connection is writing: do the whole round on a thread, waiting up to busy_timeout
+        c.set_busy_timeout(self.busy_ms)
+        return await loop.run_in_executor(self.pool, self.writer.log, events)
+    try:
+        res = self.writer.log(events, in_txn=True)
+        await loop.run_in_executor(self.pool, c.execute, 'COMMIT')
+    except Exception:
+        if c.in_transaction: c.execute('ROLLBACK')  # SQLite may have rolled back already (a full disk does)
+        raise
+    return res
+
 # %% ../nbs/04_sqlite.ipynb #13a0dfba
 class SqliteStore(Receiving):
     "Tenants as `<root>/<tenant>.db` SQLite files: the embedded default `Store`."
@@ -476,10 +488,11 @@ class SqliteStore(Receiving):
                  max_open:int=256,              # tenants kept open at once for receiving (LRU)
                  busy_timeout:float=5.0,        # seconds a commit waits for a lock before answering 503
                  writers:int=8,                 # threads committing rounds (different tenants in parallel)
-                 max_db_bytes:int|None=None,    # the most receiving may grow one tenant's database to (None: as far as the disk goes)
+                 max_db_bytes:int|None=None,    # the most receiving may grow one tenant's database to (None: no cap)
                 ):
         self.root, self.max_open, self.busy_timeout, self.writers = Path(root), max_open, busy_timeout, writers
-        self.key_file = self.root/'.master-key'  # the master key, made on first use, unless `WEBHOOKS_MASTER_KEY` is set
+        # the master key, made on first use, unless `WEBHOOKS_MASTER_KEY` is set
+        self.key_file = self.root/'.master-key'
         self.inboxes:OrderedDict[str,SqliteInbox] = OrderedDict()
         self.opening:dict[str,asyncio.Future] = {}
         self._pool = None
@@ -500,7 +513,7 @@ class SqliteStore(Receiving):
              tenant:str,         # tenant name
              create:bool=False,  # create the tenant if it does not exist
             )->SqliteTenant:
-        "A `SqliteTenant` for `tenant`, for use on one thread at a time (not capped: a full tenant can still be worked off and pruned)."
+        "A `SqliteTenant` for `tenant`, one thread at a time; uncapped, so a full tenant can be worked off and pruned."
         return SqliteTenant(tenant_db(tenant, self.root, create), tenant)
 
     def tenants(self)->list[str]: return tenants(self.root)
@@ -552,7 +565,8 @@ async def _reject(self:SqliteStore, tenant:str, rows:list[Rejection]):
     def write():
         t = SqliteTenant(tenant_db(tenant, self.root, False, self.max_db_bytes), tenant)
         try: return t.reject(rows)
-        except apsw.FullError: raise StoreFull(f'tenant {tenant!r} is full: {len(rows)} refused deliveries not recorded') from None
+        except apsw.FullError:
+            raise StoreFull(f'tenant {tenant!r} is full: {len(rows)} refused deliveries not recorded') from None
         finally: t.close()
     return await asyncio.get_running_loop().run_in_executor(self.pool, write)
 

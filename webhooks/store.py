@@ -32,7 +32,7 @@ def is_db_url(where, # a folder, a URL, or a store
     return isinstance(where, str) and where.startswith(('postgresql://', 'postgres://'))
 
 def as_store(where:str|Path|Store, # a folder of tenant databases, a `postgresql://` URL, or a `Store`
-             **kwargs,             # for a folder: `SqliteStore`'s max_open, busy_timeout, writers, max_db_bytes; a URL: `PgStore`'s
+             **kwargs,             # options of the store made: `SqliteStore`'s for a folder, `PgStore`'s for a URL
             )->Store:
     "The `Store` for `where`: a store is itself; a folder is a `SqliteStore`; a PostgreSQL URL is a `PgStore`."
     if hasattr(where, 'receiving'):
@@ -41,7 +41,8 @@ def as_store(where:str|Path|Store, # a folder of tenant databases, a `postgresql
     if not is_db_url(where): return SqliteStore(where, **kwargs)
     try: from webhooks.postgres import PgStore  # the optional `postgres` extra: psycopg is imported only for a URL
     except ImportError as e:
-        raise ImportError(f'a postgresql:// store needs the postgres extra: pip install "webhooks[postgres]" ({e})') from None
+        raise ImportError('a postgresql:// store needs the postgres extra: '
+                          f'pip install "webhooks[postgres]" ({e})') from None
     return PgStore(where, **kwargs)
 
 # %% ../nbs/06_store.ipynb #c75fc54c
