@@ -37,7 +37,7 @@ def flag_words(msg:str)->str:
     for k, v in FLAGS.items(): msg = re.sub(rf'(?<![\w-]){re.escape(k)}', v, msg)
     return msg
 
-# %% ../nbs/13_cli.ipynb #143c1bf1
+# %% ../nbs/13_cli.ipynb #3a5b13c3
 CANT_OPEN = ('. SQLite cannot create or open its files there: give --root a folder on a writable local disk'
              ' (or --db a PostgreSQL URL)')
 
@@ -45,7 +45,7 @@ def fail(cmd:str, msg:str):
     "End command `cmd` with a one-line message on stderr and exit status 1."
     sys.exit(f'{cmd}: {flag_words(msg)}')
 
-# %% ../nbs/13_cli.ipynb #656a60b1
+# %% ../nbs/13_cli.ipynb #7ea39fbc
 @contextmanager
 def cli_errors(cmd:str,              # the command, e.g. 'webhooks-source'
                where:str|None=None,  # what is being used, for OS and database errors (e.g. '--root data')
@@ -84,7 +84,7 @@ def open_store(cmd:str,               # the command, for messages
     if create and not os.access(p, os.W_OK): fail(cmd, f'--root {root} is not writable (permission denied)')
     return SqliteStore(p, **kwargs)
 
-# %% ../nbs/13_cli.ipynb #487bdbc8
+# %% ../nbs/13_cli.ipynb #7264c62f
 def open_tenant(store:Store, tenant:str, cmd:str, create:bool=False):
     "An existing tenant of `store` (or a new one with `create`), or `fail` with the reason."
     root = getattr(store, 'root', None)  # a SQLite store: name the file and the flag that chose it
@@ -112,7 +112,7 @@ def load_handlers(module:str|None, # dotted module name or path to a .py file; N
                                       "@on('event.type') (from webhooks.worker import on)")
     return h
 
-# %% ../nbs/13_cli.ipynb #ca16595f
+# %% ../nbs/13_cli.ipynb #a48704a9
 def describe(h:Handlers)->str:
     "The event types a registry handles, for people."
     return ', '.join(h.routes) or 'none'
@@ -130,7 +130,7 @@ def ensure_demo(root:str|Path|Store='data')->str|None:
     finally: t.close()
     return None if given else secret
 
-# %% ../nbs/13_cli.ipynb #d52784ee
+# %% ../nbs/13_cli.ipynb #a112bca1
 def demo_notice(store:Store)->str|None:
     "What to tell a user whose `WEBHOOK_SECRET` is not a secret of the existing demo source."
     given = os.environ.get('WEBHOOK_SECRET')
@@ -153,7 +153,7 @@ def key_notice(store:Store,  # the store a command used
     return (f'Created the master key that encrypts the sources\' secrets: {kf.resolve()} (mode 600). '
             'Back it up apart from the data (without it the secrets are lost), or set WEBHOOKS_MASTER_KEY instead.')
 
-# %% ../nbs/13_cli.ipynb #e7482438
+# %% ../nbs/13_cli.ipynb #a0be3502
 def check_master_key(store:Store)->None:
     ("Decrypt every tenant's secrets once: a missing or wrong master key is a `MasterKeyError` naming the tenant, "
      "now rather than at the first delivery.")
@@ -196,8 +196,12 @@ def banner(store:Store,       # the store being served
     if workers > 1: ops.append(f'Processes: {workers}, sharing the port and the tenant files (--workers)')
     return '\n'.join([head, *lines, *ops, wk])
 
-# %% ../nbs/13_cli.ipynb #c48e0a73
-def _startup(cmd:str, store:Store, where:str, banner_text:Callable)->tuple[str, list[str]]:
+# %% ../nbs/13_cli.ipynb #9dadd6c3
+def _startup(cmd:str,              # the command, for messages
+             store:Store,          # the store to serve
+             where:str,            # the flag that chose it, for messages ('--root data')
+             banner_text:Callable, # `banner_text(store)`: the banner, made once the demo source exists
+            )->tuple[str, list[str]]:
     "Make `store` ready to serve; its admin token, and what `webhooks-serve` prints once it listens."
     had_key = getattr(store, 'key_file', None) is None or store.key_file.exists()
     with cli_errors(cmd, where):
@@ -219,7 +223,7 @@ def _startup(cmd:str, store:Store, where:str, banner_text:Callable)->tuple[str, 
                          f'(set WEBHOOKS_ADMIN_TOKEN to choose it):\n  {token}')
     return token, said + [text]
 
-# %% ../nbs/13_cli.ipynb #437874e5
+# %% ../nbs/13_cli.ipynb #67f1c10b
 def _more_files():
     "Raise the open-file limit to the hard limit: each open tenant holds a few descriptors."
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -291,7 +295,7 @@ def _list_sources(cmd:str, tenant:str, root:str, db:str|None):
     with cli_errors(cmd): srcs = t.sources()
     for s in srcs: print(_show(tenant, s))
 
-# %% ../nbs/13_cli.ipynb #8911ea8d
+# %% ../nbs/13_cli.ipynb #90323c09
 def _source_key(cmd:str, scheme:str, secret:str|None, public_key:str|None)->str|None:
     "The key a source of `scheme` verifies with, from `--secret` or `--public-key`, checked; or `fail`."
     with cli_errors(cmd):
@@ -302,7 +306,7 @@ def _source_key(cmd:str, scheme:str, secret:str|None, public_key:str|None)->str|
             except ValueError as e: raise ValueError(f'{flag}: {e.args[0]}; nothing was stored') from None
     return key
 
-# %% ../nbs/13_cli.ipynb #774076aa
+# %% ../nbs/13_cli.ipynb #ce148fac
 @call_parse(pos=['source'])
 def webhooks_source(tenant:str,          # tenant name
                     source:str=None,     # source name (the last part of the URL)
@@ -386,7 +390,7 @@ def show_body(payload:str|bytes|None)->str:
     try: return json.dumps(json.loads(payload), indent=2, ensure_ascii=False)
     except (ValueError, RecursionError): return payload
 
-# %% ../nbs/13_cli.ipynb #63a15ca3
+# %% ../nbs/13_cli.ipynb #bf08bb9a
 def event_json(e, history=None, body:bool=False)->dict:
     "One stored event as a JSON-ready dict (with headers, body and `history` for the one-event view)."
     d = dict(seq=e.seq, id=e.id, source=e.source, type=e.type, status=e.status, attempts=e.attempts, error=e.error,
@@ -401,7 +405,7 @@ def event_json(e, history=None, body:bool=False)->dict:
 
 _dumps = lambda d: json.dumps(d, ensure_ascii=False)
 
-# %% ../nbs/13_cli.ipynb #8393fe4d
+# %% ../nbs/13_cli.ipynb #4eb112d0
 def _line(e)->str:
     return (f"{_when(e.received_at)}  {e.source:<10} {e.id:<28} {e.type or '-':<28} {e.status:<10} "
             f"attempts={e.attempts}" + (f"  error={e.error}" if e.error else '')
@@ -423,14 +427,14 @@ def _detail(e, history)->str:
                    + (f'  {a.error}' if a.error else ''))
     return '\n'.join(out)
 
-# %% ../nbs/13_cli.ipynb #2f730526
+# %% ../nbs/13_cli.ipynb #1117ec2c
 def _status_flag(cmd:str, status:str|None, allowed=STATUSES):
     "Refuse a `--status` that is not a status, or not one this command can act on, listing the ones it can."
     if status is None or status in allowed: return
     fail(cmd, (f'unknown --status {status!r}' if status not in STATUSES else f'--status {status!r} is not allowed here')
          + f'; use one of {", ".join(allowed)}')
 
-# %% ../nbs/13_cli.ipynb #1fd84d96
+# %% ../nbs/13_cli.ipynb #5e60b2b8
 @call_parse(pos=['id'])
 def webhooks_events(tenant:str,         # tenant name
                     id:str=None,        # one event's delivery id: show it whole (headers, body, attempts)
@@ -498,7 +502,7 @@ def confirm(question:str)->bool:
     try: return input().strip().lower() in ('y', 'yes')
     except EOFError: print(); return False
 
-# %% ../nbs/13_cli.ipynb #2c02aa3b
+# %% ../nbs/13_cli.ipynb #d83d0c55
 def _follow(t, seqs:list, step=None):
     ("Show a progress bar until every event of `seqs` is final; "
      "`step()` runs the work here, else a worker elsewhere does.")
@@ -520,7 +524,7 @@ def _replay_report(t, seqs:list)->str:
             for e in [e for e in done if e.status != 'completed'][:20]]
     return '\n'.join(out)
 
-# %% ../nbs/13_cli.ipynb #38f6c34d
+# %% ../nbs/13_cli.ipynb #09831ab5
 @call_parse(pos=['id'])
 def webhooks_replay(tenant:str,           # tenant name
                     id:str=None,          # webhook id to replay
@@ -576,7 +580,7 @@ def webhooks_prune(tenant:str=None,           # tenant name (default: every tena
         print(f"{name}: {r['emptied']} bodies dropped, {r['deleted']} rows deleted, "
               f"{r.get('rejections', 0)} refused deliveries dropped")
 
-# %% ../nbs/13_cli.ipynb #5aa132dd
+# %% ../nbs/13_cli.ipynb #aebf756d
 def _copy_args(cmd:str, argv:list[str]|None)->argparse.Namespace:
     "`webhooks-copy`'s flags (`--from` is not a Python parameter name, so not `call_parse`)."
     ap = argparse.ArgumentParser(prog=cmd,
