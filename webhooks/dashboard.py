@@ -23,6 +23,7 @@ from starlette.routing import Mount, Route
 from .signatures import WebhookError, fingerprint, presets
 from .store import REPLAYABLE, STATUSES, Store, TenantError, signing_key
 from .worker import Alerts
+from .send import parse_since, sample_event, send
 
 # %% auto #0
 __all__ = ['SESSION_AGE', 'NAV', 'rt', 'SECURITY_HEADERS', 'MAX_FORM', 'CSS', 'SERIES', 'PAGE_SIZE', 'MAX_JOBS', 'DONE', 'same',
@@ -499,7 +500,6 @@ class Query(NamedTuple):
     def filters(self, now:float|None=None)->dict:
         "Keyword arguments for `TenantStore.events`; `ValueError` naming the filter that can't be used."
         if self.status and self.status not in STATUSES: raise ValueError(f'status: use one of {", ".join(STATUSES)}')
-        from webhooks.cli import parse_since  # imported here: `webhooks.cli` may import this module
         f = dict(status=self.status or None, source=self.source or None, type=self.type or None, id=self.id or None)
         for k in ('since', 'until'):
             v = getattr(self, k)
@@ -1015,7 +1015,6 @@ def send_test(req:Request, auth, tenant:str,
               data:dict,  # the form: name, secret, event
              ):
     "Sign a sample event with the typed secret, POST it to the receiver, and show the answer."
-    from webhooks.cli import sample_event, send  # imported here: `webhooks.cli` may import this module
     d = dash(req)
     name, secret, event = data.get('name', ''), data.get('secret', ''), data.get('event') or 'test.event'
     with d.tenant(tenant) as t: src = next((s for s in t.sources() if s.name == name), None)
