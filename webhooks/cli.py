@@ -20,6 +20,8 @@ from .ops import AccessLog
 from .worker import Alerts, Worker, handlers as default_handlers, Handlers
 from .send import parse_since, sample_event, send
 from .server import HEADER_TIMEOUT, SharedStderr, listen, run_async, run_server, serve_app, setup_logging
+from .server import (STARTUP_FAILED, H11Clock, HeaderClock, HttpToolsClock, JsonLog, WakePipe,  # their old home
+                             exit_reason, freeze_heap, supervise, timed_protocol)
 
 # %% auto #0
 __all__ = ['FLAGS', 'CANT_OPEN', 'CONFIRM_OVER', 'flag_words', 'fail', 'cli_errors', 'open_store', 'open_tenant', 'load_handlers',

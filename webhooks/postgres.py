@@ -26,8 +26,8 @@ from .engine import (INVALID, SOURCE_COLS, GroupCommit, Receiving, Settled, Tena
 # %% auto #0
 __all__ = ['PREFIX', 'PG_SCHEMA_VERSION', 'PG_REJECTION_SCHEMA', 'PG_SCHEMA', 'PG_MIGRATIONS', 'PG', 'CHANNEL', 'SOURCES_CHANNEL',
            'SETTINGS_SCHEMA', 'PG_INVALID', 'schema_name', 'schema_mark', 'read_mark', 'pg_ddl', 'schema_sql',
-           'migration_sql', 'stored_body', 'pg_statements', 'glob_regex', 'safe_url', 'PgStore', 'schema_steps',
-           'encrypt_steps', 'PgTenant', 'rejection_arrays', 'PgInbox']
+           'migration_sql', 'stored_body', 'pg_statements', 'pg_where', 'pg_rows', 'glob_regex', 'safe_url', 'PgStore',
+           'schema_steps', 'encrypt_steps', 'PgTenant', 'rejection_arrays', 'PgInbox']
 
 # %% ../nbs/05_postgres.ipynb #0c19362e
 PREFIX = 'wh_'  # every tenant schema's name starts with it
@@ -200,6 +200,19 @@ def pg_statements(schema:str,  # a tenant's schema (see `schema_name`)
     "Every statement of a tenant in `schema`: the engine's rendered for psycopg, and this dialect's own."
     t = sql.Identifier(schema).as_string(None) + '.'
     return statements(PG, t, psycopg=True, source_order='added_at DESC')
+
+# %% ../nbs/05_postgres.ipynb #c0a11b02
+def pg_where(*args, **filters)->tuple[str,list]:
+    "`Tenant.where` in PostgreSQL's terms: (condition, parameters) selecting events by the engine's filters."
+    return Tenant.where(PgTenant.__new__(PgTenant), *args, **filters)
+
+def pg_rows(events:list,  # `NewEvent`s
+            owner:str,    # lease owner for events logged as 'processing'
+           )->list[tuple]:
+    "`events` as PostgreSQL's insert rows (`PgTenant.rows`), leased to `owner` when logged as 'processing'."
+    t = PgTenant.__new__(PgTenant)
+    t.owner = owner
+    return t.rows(events)
 
 # %% ../nbs/05_postgres.ipynb #3d6e9ea1
 def glob_regex(pattern:str,  # a SQLite GLOB pattern, e.g. 'invoice.*' or 'charge.[a-f]*'

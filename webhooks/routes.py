@@ -21,6 +21,7 @@ from .store import (REJECTED_BODY, Rejection, refill, SourceKeys, Store, StoreUn
 from .store import add_source, remove_secret, sources  # still importable from here, where they used to live
 from .process import accept, finish, run_handler, stored_headers
 from .ops import AccessLog, Metrics  # the receiver's request lines and counters
+from .ops import install_ops  # importable from here, its old home
 
 # %% auto #0
 __all__ = ['RETRY_AFTER', 'MAX_BODY', 'READ_TIMEOUT', 'log', 'answer', 'refuse', 'headers_dict', 'read_body', 'Receiver',
