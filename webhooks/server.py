@@ -207,11 +207,16 @@ def _die_with_parent(parent:int):
 def _fork(i:int, run:Callable, parent:int)->int:
     "Start child `i` of `parent`, which exits with the status `run(i)` returns; the child's pid."
     sys.stdout.flush(); sys.stderr.flush()  # else the child would write the parent's buffered lines again
-    pid = os.fork()
-    if pid: return pid
+    stops = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # one sent in the fork's first moments waits for the child's own
+    pid = os.fork()                                   # handlers: the parent's would swallow it and leave it serving
+    if pid:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+        return pid
     code = 70
     try:
-        for sig in (signal.SIGINT, signal.SIGTERM): signal.signal(sig, signal.SIG_DFL)
+        for sig in stops: signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
         os.setpgid(0, 0)
         _die_with_parent(parent)
         code = run(i)
