@@ -248,6 +248,7 @@ def webhooks_serve(root:str='data',         # folder of tenant databases (SQLite
                    alert_url:str=None,      # POST alerts (dead letters, queue lag, refusal bursts) here as JSON
                    alert_lag:float=600,     # seconds the oldest pending event may wait before an alert
                    no_dashboard:bool=False, # do not serve the operator dashboard at /admin
+                   forwarded_allow_ips:str=None, # proxies (IPs, CIDRs, comma-separated) whose X-Forwarded-For is believed
                   ):
     "Run the webhook receiver and its background worker."
     cmd = 'webhooks-serve'
@@ -276,7 +277,8 @@ def webhooks_serve(root:str='data',         # folder of tenant databases (SQLite
         a.state.webhooks.read_timeout = read_timeout
         return a
     if workers > 1: store.close()  # the children open their own connections: none may cross the fork
-    if run_server(app, sock, workers, log_format, header_timeout, worker=not no_worker):
+    if run_server(app, sock, workers, log_format, header_timeout, worker=not no_worker,
+                  forwarded_allow_ips=forwarded_allow_ips):
         fail(cmd, 'a process could not start (see the log above)')
 
 # %% ../nbs/13_cli.ipynb #f9d23d85

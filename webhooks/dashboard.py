@@ -26,16 +26,17 @@ from .worker import Alerts
 from .send import parse_since, sample_event, send
 
 # %% auto #0
-__all__ = ['SESSION_AGE', 'NAV', 'rt', 'SECURITY_HEADERS', 'MAX_FORM', 'CSS', 'SERIES', 'PAGE_SIZE', 'MAX_JOBS', 'DONE', 'same',
-           'Sessions', 'LoginLimiter', 'when', 'took', 'link', 'StatusBadge', 'CsrfField', 'PostButton', 'Page',
-           'Dashboard', 'dash', 'safe_next', 'guard', 'hardened', 'stylesheet', 'NotFound', 'not_found',
-           'install_dashboard', 'LoginPage', 'login_form', 'login', 'logout', 'Number', 'HourlyChart', 'Legend',
-           'AlertList', 'TenantCard', 'overview', 'Query', 'EventRow', 'EventsTable', 'Field', 'Choice', 'EventFilters',
-           'EventsView', 'events_page', 'hexdump', 'BodyView', 'HeadersTable', 'AttemptsTimeline', 'EventView',
-           'one_event', 'event_page', 'event_detail', 'replay_event', 'Job', 'describe', 'final_count',
-           'replay_confirm', 'replay_all', 'replay_progress', 'ReasonCounts', 'RejectionRow', 'RejectionsTable',
-           'rejected_page', 'SecretsTable', 'SourceSettings', 'FlowControls', 'SourceCard', 'NewSource', 'sources_page',
-           'sources_view', 'add_secret', 'retire_secret', 'send_test', 'form_rate', 'set_flow']
+__all__ = ['SESSION_AGE', 'NAV', 'rt', 'URL_SECRETS', 'SECURITY_HEADERS', 'MAX_FORM', 'CSS', 'SERIES', 'PAGE_SIZE', 'MAX_JOBS',
+           'DONE', 'same', 'Sessions', 'LoginLimiter', 'when', 'took', 'link', 'StatusBadge', 'CsrfField', 'PostButton',
+           'Page', 'Dashboard', 'dash', 'safe_next', 'secret_in_url', 'guard', 'hardened', 'stylesheet', 'NotFound',
+           'not_found', 'install_dashboard', 'LoginPage', 'login_form', 'login', 'logout', 'logout_all', 'Number',
+           'HourlyChart', 'Legend', 'AlertList', 'TenantCard', 'overview', 'Query', 'EventRow', 'EventsTable', 'Field',
+           'Choice', 'EventFilters', 'EventsView', 'events_page', 'hexdump', 'BodyView', 'HeadersTable',
+           'AttemptsTimeline', 'EventView', 'one_event', 'event_page', 'event_detail', 'replay_event', 'Job',
+           'describe', 'final_count', 'replay_confirm', 'replay_all', 'replay_progress', 'ReasonCounts', 'RejectionRow',
+           'RejectionsTable', 'rejected_page', 'SecretsTable', 'SourceSettings', 'FlowControls', 'SourceCard',
+           'NewSource', 'sources_page', 'sources_view', 'add_secret', 'retire_secret', 'send_test', 'form_rate',
+           'set_flow']
 
 # %% ../nbs/14_dashboard.ipynb #49e5d89c
 def same(given, expected:str)->bool:
@@ -46,15 +47,16 @@ def same(given, expected:str)->bool:
 SESSION_AGE = 12*3600  # seconds a login lasts
 
 class Sessions:
-    "Signed session cookies: `{'csrf': …}` before login, `{'csrf': …, 'in': 1}` after."
+    "Signed session cookies: `{'csrf': …}` before login, `{'csrf': …, 'in': 1, 'sid': …}` after (`sid` in `store`)."
     def __init__(self, token:str,                # the admin token: the signing key is derived from it
                  path:str='/admin',              # the cookie is sent only under this path
                  name:str='webhooks_admin',      # cookie name
                  max_age:int=SESSION_AGE,        # seconds a session lasts
+                 store:Store|None=None,          # where logged-in sessions live (None: the signature alone)
                 ):
         key = hmac.new(token.encode(), b'webhooks dashboard session', hashlib.sha256).hexdigest()
         self.signer = URLSafeTimedSerializer(key, salt='webhooks.dashboard')
-        self.path, self.name, self.max_age = path, name, max_age
+        self.path, self.name, self.max_age, self.store, self.token = path, name, max_age, store, token
 
     def read(self, req:Request)->dict|None:
         "The session `req` carries, or None (no cookie, a forged or expired one)."
@@ -62,7 +64,9 @@ class Sessions:
         if not raw: return None
         try: s = self.signer.loads(raw, max_age=self.max_age)
         except BadSignature: return None  # also SignatureExpired
-        return s if isinstance(s, dict) and isinstance(s.get('csrf'), str) else None
+        if not (isinstance(s, dict) and isinstance(s.get('csrf'), str)): return None
+        if s.get('in') and self.store is not None and not self.store.session_ok(s.get('sid'), self.token): return None
+        return s
 
 # %% ../nbs/14_dashboard.ipynb #ab1724d0
 @patch
@@ -74,8 +78,11 @@ def cookie(self:Sessions, data:dict|None, req:Request)->HttpHeader:
 
 @patch
 def new(self:Sessions, logged_in:bool, req:Request)->tuple[dict,HttpHeader]:
-    "A fresh session with a fresh CSRF token, and its cookie."
-    s = {'csrf': secrets.token_urlsafe(32), **({'in': 1} if logged_in else {})}
+    "A fresh session with a fresh CSRF token (logged in: a session started in `store`), and its cookie."
+    s = {'csrf': secrets.token_urlsafe(32)}
+    if logged_in:
+        s['in'] = 1
+        if self.store is not None: s['sid'] = self.store.new_session(self.token, self.max_age)
     return s, self.cookie(s, req)
 
 # %% ../nbs/14_dashboard.ipynb #b796fc76
@@ -158,7 +165,8 @@ def Page(title:str,               # the page's H1 and <title>
     nav = Nav(*[A(label, href=link(prefix, path, tenant=tenant) if path else f'{prefix}/',
                   cls='on' if label == title else None) for path, label in NAV])
     return (Title(f'{title} · webhooks'), *([Meta(http_equiv='refresh', content=str(refresh))] if refresh else []),
-            Header(Strong('webhooks'), nav, PostButton('Log out', f'{prefix}/logout', csrf, cls='quiet')),
+            Header(Strong('webhooks'), nav, PostButton('Log out', f'{prefix}/logout', csrf, cls='quiet'),
+                   PostButton('Log out all sessions', f'{prefix}/logout-all', csrf, cls='quiet')),
             Main(H1(title), *content))
 
 # %% ../nbs/14_dashboard.ipynb #9898cea9
@@ -180,7 +188,7 @@ class Dashboard:
         self.alerts, self.host = alerts, host
         self.store, self.token = store, token
         self.prefix, self.receiver_prefix = prefix.rstrip('/'), receiver_prefix.rstrip('/')
-        self.sessions = Sessions(token, self.prefix or '/', max_age=max_age)
+        self.sessions = Sessions(token, self.prefix or '/', max_age=max_age, store=store)
         self.send, self.limiter, self.jobs = send, limiter or LoginLimiter(), OrderedDict()
 
     def tenant(self, name:str):
@@ -212,11 +220,20 @@ def safe_next(nxt:str|None,  # where the login form was asked to go next
     ok = isinstance(nxt, str) and nxt.startswith(prefix + '/') and '//' not in nxt and '\\' not in nxt
     return nxt if ok else prefix + '/'
 
+# %% ../nbs/14_dashboard.ipynb #d4be9bdc
+URL_SECRETS = ('token', 'csrf')  # query parameters refused on every dashboard request
+
+def secret_in_url(req:Request)->Response|None:
+    "A 400 for a request carrying the admin token or a CSRF token in its URL (URLs end up in logs and history)."
+    if not any(k in req.query_params for k in URL_SECRETS): return None
+    return Response('400: tokens are accepted only in the form body, never in the URL', 400, media_type='text/plain')
+
 # %% ../nbs/14_dashboard.ipynb #6652ed75
 def guard(req:Request,  # any request to the dashboard but the login form and the stylesheet
           data:dict,    # its form fields
          ):
     "Beforeware: no session → login; a POST lacking the session's CSRF token → 403; else the session is `auth`."
+    if (refused := secret_in_url(req)): return refused
     d = dash(req)
     s = d.sessions.read(req)
     if not (s and s.get('in')):
@@ -370,6 +387,7 @@ def LoginPage(prefix:str,             # the dashboard's URL prefix
 @rt.get('/login')
 def login_form(req:Request):
     "The login form, with a pre-login session for its CSRF token (or straight on, when logged in)."
+    if (refused := secret_in_url(req)): return refused
     d = dash(req)
     s, nxt = d.sessions.read(req), safe_next(req.query_params.get('next'), d.prefix)
     if s and s.get('in'): return RedirectResponse(nxt, 303)
@@ -382,7 +400,8 @@ def login_form(req:Request):
 async def login(req:Request,
                 data:dict,  # the form: csrf, token, next
                ):
-    "Check the token: 429 while the address waits, 403 without the form's CSRF token, 401 if wrong, else a new session."
+    "Check the token (never from the URL: 400): 429 while the address waits, 403 without the CSRF token, 401 if wrong."
+    if (refused := secret_in_url(req)): return refused
     d = dash(req)
     who, nxt = req.client.host if req.client else '-', safe_next(data.get('next'), d.prefix)
     if wait := d.limiter.wait(who):
@@ -401,8 +420,18 @@ async def login(req:Request,
 # %% ../nbs/14_dashboard.ipynb #612a7340
 @rt.post('/logout')
 def logout(req:Request):
-    "End the session in this browser."
+    "End this session, everywhere (a copy of the cookie is refused from now on)."
     d = dash(req)
+    d.store.end_session(req.scope['auth'].get('sid'))
+    hdr = d.sessions.cookie(None, req)
+    return RedirectResponse(f'{d.prefix}/login', 303, headers={hdr.k: hdr.v})
+
+# %% ../nbs/14_dashboard.ipynb #9e6531af
+@rt.post('/logout-all')
+def logout_all(req:Request):
+    "End every session of the dashboard, in every browser, process and host sharing the store."
+    d = dash(req)
+    d.store.end_sessions()
     hdr = d.sessions.cookie(None, req)
     return RedirectResponse(f'{d.prefix}/login', 303, headers={hdr.k: hdr.v})
 

@@ -5,9 +5,10 @@ statements by name and what only it can do."""
 
 # %% ../nbs/03_engine.ipynb #65f645b7
 from __future__ import annotations
-import asyncio, json, math, re, time
+import asyncio, hashlib, hmac, json, math, re, time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
+from secrets import token_urlsafe  # (a `Tenant` method below is called `secrets`)
 from typing import NamedTuple
 from urllib.parse import urlsplit
 from fastcore.basics import patch
@@ -22,7 +23,7 @@ __all__ = ['SQL', 'DIALECT', 'MAX_URL', 'MAX_VERIFY_TOKEN', 'FINAL', 'NO_HANDLER
            'INVALID', 'render', 'Tenant', 'statements', 'check_url', 'check_source', 'default_tolerance', 'signing_key',
            'check_rate', 'flood_settings', 'refill', 'source_keys', 'body_value', 'log_steps', 'matched',
            'check_statuses', 'dead_letter', 'lapsed', 'Settled', 'due_times', 'arriving', 'copy_tenant', 'GroupCommit',
-           'Receiving']
+           'Receiving', 'session_key', 'token_mark', 'AdminSessions']
 
 # %% ../nbs/03_engine.ipynb #315df610
 SQL = dict(
@@ -1019,3 +1020,39 @@ class Receiving:
         "Record refused deliveries of `tenant` off the request path, dropping the oldest past the cap; how many."
         await self._reject(tenant, rows)
         return len(rows)
+
+# %% ../nbs/03_engine.ipynb #429a4820
+def session_key(sid:str)->str:
+    "What the store keeps of session id `sid`: its SHA-256, so the store's contents open no session."
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+def token_mark(token:str)->str:
+    "A fingerprint of the admin token a session was made with (a new token: a new mark, so old sessions end)."
+    return hmac.new(token.encode(), b'webhooks dashboard session', hashlib.sha256).hexdigest()[:32]
+
+# %% ../nbs/03_engine.ipynb #e533ff87
+class AdminSessions:
+    "Dashboard sessions kept in the store: the rule here, storage in `_session_put`, `_session_get`, `_session_drop`."
+    def new_session(self, token:str,           # the admin token the login used
+                    max_age:float,             # seconds the session lasts
+                    now:float|None=None,       # the time (default: now)
+                   )->str:
+        "Start a session; its id, for the cookie (sessions already expired are dropped on the way)."
+        now, sid = time.time() if now is None else now, token_urlsafe(32)
+        self._session_put(session_key(sid), token_mark(token), now + max_age, now)
+        return sid
+
+    def session_ok(self, sid, token:str, now:float|None=None)->bool:
+        "Is `sid` a session still live: not ended, not expired, and made with `token` (the admin token now)?"
+        if not isinstance(sid, str) or not sid: return False
+        row = self._session_get(session_key(sid))
+        now = time.time() if now is None else now
+        return row is not None and row[1] > now and hmac.compare_digest(row[0], token_mark(token))
+
+    def end_session(self, sid)->bool:
+        "End session `sid` everywhere; was it there?"
+        return isinstance(sid, str) and bool(sid) and self._session_drop(session_key(sid)) > 0
+
+    def end_sessions(self)->int:
+        "End every session; how many there were."
+        return self._session_drop(None)

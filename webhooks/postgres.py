@@ -20,14 +20,14 @@ from .records import (IDEMPOTENCY_WINDOW, REJECTION_CAP, RETIRED_KEPT, STATUSES,
                               SourceKeys, StoredEvent, StoreFull, StoreUnavailable, TenantError, check_name, error_text)
 from .keys import KeyHolder
 from .sqlite import ATTEMPTS_DDL, EVENTS_DDL, EVENTS_INDEXES, REJECTION_SCHEMA, SOURCES_DDL
-from .engine import (INVALID, SOURCE_COLS, GroupCommit, Receiving, Settled, Tenant, body_value, log_steps,
-                             matched, source_keys, statements)
+from .engine import (INVALID, SOURCE_COLS, AdminSessions, GroupCommit, Receiving, Settled, Tenant, body_value,
+                             log_steps, matched, source_keys, statements)
 
 # %% auto #0
 __all__ = ['PREFIX', 'PG_SCHEMA_VERSION', 'PG_REJECTION_SCHEMA', 'PG_SCHEMA', 'PG_MIGRATIONS', 'PG', 'CHANNEL', 'SOURCES_CHANNEL',
-           'SETTINGS_SCHEMA', 'PG_INVALID', 'schema_name', 'schema_mark', 'read_mark', 'pg_ddl', 'schema_sql',
-           'migration_sql', 'stored_body', 'pg_statements', 'pg_where', 'pg_rows', 'glob_regex', 'safe_url', 'PgStore',
-           'schema_steps', 'encrypt_steps', 'PgTenant', 'rejection_arrays', 'PgInbox']
+           'SETTINGS_SCHEMA', 'SESSIONS_TABLE', 'PG_INVALID', 'schema_name', 'schema_mark', 'read_mark', 'pg_ddl',
+           'schema_sql', 'migration_sql', 'stored_body', 'pg_statements', 'pg_where', 'pg_rows', 'glob_regex',
+           'safe_url', 'PgStore', 'schema_steps', 'encrypt_steps', 'PgTenant', 'rejection_arrays', 'PgInbox']
 
 # %% ../nbs/05_postgres.ipynb #0c19362e
 PREFIX = 'wh_'  # every tenant schema's name starts with it
@@ -245,7 +245,7 @@ def safe_url(url:str,  # a PostgreSQL URL or libpq connection string
     user, host, port = d.get('user'), d.get('host', ''), d.get('port')
     return f"postgresql://{user + '@' if user else ''}{host}{':' + str(port) if port else ''}/{d.get('dbname', '')}"
 
-class PgStore(KeyHolder, Receiving):
+class PgStore(KeyHolder, Receiving, AdminSessions):
     "Tenants as schemas of one PostgreSQL database: the `Store` that many receivers and workers on many hosts share."
     def __init__(self, url:str,              # `postgresql://user:password@host:port/database`
                  max_open:int=256,           # tenants kept open at once for receiving (LRU)
@@ -400,6 +400,39 @@ def admin_token(self:PgStore)->tuple[str,bool]:
         new = c.execute("INSERT INTO webhooks.settings VALUES ('admin_token', %s) ON CONFLICT DO NOTHING", (tok,))
         if new.rowcount: return tok, True
         return c.execute("SELECT value FROM webhooks.settings WHERE key = 'admin_token'").fetchone()[0], False
+
+# %% ../nbs/05_postgres.ipynb #4dc5e41d
+SESSIONS_TABLE = '''CREATE SCHEMA IF NOT EXISTS webhooks;
+CREATE TABLE IF NOT EXISTS webhooks.sessions (key text PRIMARY KEY, mark text NOT NULL,
+                                             expires double precision NOT NULL)'''
+
+@patch
+def _sessions_sql(self:PgStore, q:str, args=()):
+    "Run `q` on `webhooks.sessions` in a transaction (making the table on first use); the cursor's rows, or rowcount."
+    with self.pool.connection() as c, c.transaction():
+        if not getattr(self, '_sessions_made', False):
+            c.execute('SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))', ('webhooks settings',))
+            if c.execute("SELECT to_regclass('webhooks.sessions')").fetchone()[0] is None: c.execute(SESSIONS_TABLE)
+            self._sessions_made = True
+        cur = c.execute(q, args)
+        return cur.fetchall() if cur.description else cur.rowcount
+'''),
+cell('code', '''
+#| export
+@patch
+def _session_put(self:PgStore, key:str, mark:str, expires:float, now:float):
+    self._sessions_sql('WITH gone AS (DELETE FROM webhooks.sessions WHERE expires <= %s) '
+                       'INSERT INTO webhooks.sessions VALUES (%s, %s, %s)', (now, key, mark, expires))
+
+@patch
+def _session_get(self:PgStore, key:str)->tuple|None:
+    rows = self._sessions_sql('SELECT mark, expires FROM webhooks.sessions WHERE key = %s', (key,))
+    return tuple(rows[0]) if rows else None
+
+@patch
+def _session_drop(self:PgStore, key:str|None)->int:
+    if key is None: return self._sessions_sql('DELETE FROM webhooks.sessions')
+    return self._sessions_sql('DELETE FROM webhooks.sessions WHERE key = %s', (key,))
 
 # %% ../nbs/05_postgres.ipynb #473c1c0a
 class PgTenant(Tenant):

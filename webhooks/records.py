@@ -207,4 +207,8 @@ class Store(Protocol):
     def tenants(self)->list[str]: ...
     def receiving(self, tenant:str)->Inbox: ...                           # async context manager, for the receiver
     async def reject(self, tenant:str, rows:list[Rejection])->int: ...    # refused deliveries, off the request path
+    def new_session(self, token:str, max_age:float, now:float|None=None)->str: ... # a dashboard login: its id
+    def session_ok(self, sid:str, token:str, now:float|None=None)->bool: ...   # live, unexpired, made with `token`?
+    def end_session(self, sid:str)->bool: ...                              # logout: everywhere
+    def end_sessions(self)->int: ...                                       # log out all
     def close(self)->None: ...

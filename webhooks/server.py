@@ -279,9 +279,11 @@ def run_server(make:Callable,           # `make(i)`: the app process `i` serves,
                log_format:str='text',   # log lines as 'text' or 'json'
                header_timeout:float=HEADER_TIMEOUT, # seconds a connection may take to send a request's headers
                worker:bool=True,        # process 0's app runs the background worker: the others ring it (`WakePipe`)
+               forwarded_allow_ips:str|None=None, # proxies whose X-Forwarded-For/-Proto are believed (None: nobody's)
               )->int:
     "Serve `make`'s app on `sock` until SIGINT or SIGTERM, here or in `workers` children; the exit status."
-    config = lambda a: uvicorn.Config(a, log_level='warning', http=timed_protocol(header_timeout))
+    proxies = dict(proxy_headers=bool(forwarded_allow_ips), forwarded_allow_ips=forwarded_allow_ips or None)
+    config = lambda a: uvicorn.Config(a, log_level='warning', http=timed_protocol(header_timeout), **proxies)
     if workers == 1:
         setup_logging(log_format)
         try: uvicorn.Server(config(make(0))).run(sockets=[sock])

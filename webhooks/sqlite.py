@@ -8,20 +8,21 @@ from __future__ import annotations
 import apsw, asyncio, os, secrets, time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager, nullcontext
+from contextlib import asynccontextmanager, closing, contextmanager, nullcontext
 from pathlib import Path
 from fastcore.basics import patch
 from fastlite import Database, database
 from .records import (IDEMPOTENCY_WINDOW, STATUSES, NewEvent, Rejection, SourceKeys, StoreFull, StoreUnavailable,
                       TenantError, check_name, error_text)
 from .keys import KeyHolder, master_key
-from .engine import INVALID, SOURCE_COLS, GroupCommit, Receiving, Tenant, log_steps, matched, statements
+from .engine import (INVALID, SOURCE_COLS, AdminSessions, GroupCommit, Receiving, Tenant, log_steps, matched,
+                             statements)
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'EVENTS_DDL', 'EVENTS_INDEXES', 'ATTEMPTS_DDL', 'SOURCES_DDL', 'REJECTION_SCHEMA', 'SCHEMA',
-           'MIGRATIONS', 'NO_CAP', 'SQLITE', 'SQLITE_SQL', 'MATCH_EVERY', 'SQLITE_INVALID', 'tenant_path', 'write_txn',
-           'secret_txn', 'encrypt_plaintext', 'migrate', 'tenant_db', 'limit_size', 'tenants', 'SqliteTenant',
-           'SqliteInbox', 'SqliteStore']
+           'MIGRATIONS', 'NO_CAP', 'SQLITE', 'SQLITE_SQL', 'MATCH_EVERY', 'SQLITE_INVALID', 'SESSIONS_DDL',
+           'tenant_path', 'write_txn', 'secret_txn', 'encrypt_plaintext', 'migrate', 'tenant_db', 'limit_size',
+           'tenants', 'SqliteTenant', 'SqliteInbox', 'SqliteStore']
 
 # %% ../nbs/04_sqlite.ipynb #110988ed
 SCHEMA_VERSION = 6
@@ -482,7 +483,7 @@ async def _round(self:SqliteInbox, events:list[NewEvent])->list[int|None]:
     return res
 
 # %% ../nbs/04_sqlite.ipynb #13a0dfba
-class SqliteStore(Receiving):
+class SqliteStore(Receiving, AdminSessions):
     "Tenants as `<root>/<tenant>.db` SQLite files: the embedded default `Store`."
     def __init__(self, root:str|Path='data',   # folder of tenant databases
                  max_open:int=256,              # tenants kept open at once for receiving (LRU)
@@ -557,6 +558,36 @@ def admin_token(self:SqliteStore)->tuple[str,bool]:
     fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # O_EXCL: two first runs at once keep one token
     with os.fdopen(fd, 'w') as f: f.write(tok + '\n')
     return tok, True
+
+# %% ../nbs/04_sqlite.ipynb #0259da88
+SESSIONS_DDL = 'CREATE TABLE IF NOT EXISTS sessions (key TEXT PRIMARY KEY, mark TEXT NOT NULL, expires REAL NOT NULL)'
+
+@patch
+def _sessions_db(self:SqliteStore):
+    "A connection to `<root>/.sessions.db` for one call (`with store._sessions_db() as c: …`)."
+    self.root.mkdir(parents=True, exist_ok=True)
+    c = apsw.Connection(str(self.root/'.sessions.db'))
+    c.execute(f'PRAGMA busy_timeout={int(self.busy_timeout*1000)}')
+    c.execute('PRAGMA journal_mode=WAL'); c.execute('PRAGMA synchronous=FULL'); c.execute(SESSIONS_DDL)
+    return closing(c)
+
+# %% ../nbs/04_sqlite.ipynb #6a67804d
+@patch
+def _session_put(self:SqliteStore, key:str, mark:str, expires:float, now:float):
+    with self._sessions_db() as c, c:
+        c.execute('DELETE FROM sessions WHERE expires <= ?', (now,))
+        c.execute('INSERT INTO sessions VALUES (?, ?, ?)', (key, mark, expires))
+
+@patch
+def _session_get(self:SqliteStore, key:str)->tuple|None:
+    with self._sessions_db() as c:
+        return c.execute('SELECT mark, expires FROM sessions WHERE key = ?', (key,)).fetchone()
+
+@patch
+def _session_drop(self:SqliteStore, key:str|None)->int:
+    with self._sessions_db() as c, c:
+        c.execute('DELETE FROM sessions' + (' WHERE key = ?' if key else ''), (key,) if key else ())
+        return c.changes()
 
 # %% ../nbs/04_sqlite.ipynb #f8f48729
 @patch
