@@ -15,6 +15,7 @@ from tqdm import tqdm
 from .signatures import WebhookError, check_secret, fingerprint, presets, get_scheme
 from .store import (REPLAYABLE, STATUSES, TOLERANCE, MasterKeyError, Store, SqliteStore, as_store, copy_tenant,
                             error_text, flood_settings, is_db_url, signing_key)
+from .process import redact, redact_body
 from .routes import MAX_BODY, READ_TIMEOUT
 from .ops import AccessLog
 from .worker import Alerts, Worker, handlers as default_handlers, Handlers
@@ -388,8 +389,9 @@ def webhooks_send(url:str,              # receiver URL, e.g. http://127.0.0.1:50
 def _when(t): return time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(t)) if t else '-'
 
 def show_body(payload:str|bytes|None)->str:
-    "A stored body for people: pretty JSON, text as it is, a hex preview of bytes, or '(pruned)'."
+    "A stored body for people, secret fields masked: pretty JSON, text, a hex preview of bytes, or '(pruned)'."
     if payload is None: return '(pruned)'
+    payload = redact_body(payload)
     if isinstance(payload, bytes):
         return f'({len(payload)} bytes, not UTF-8) ' + payload[:48].hex(' ') + (' …' if len(payload) > 48 else '')
     try: return json.dumps(json.loads(payload), indent=2, ensure_ascii=False)
@@ -401,10 +403,11 @@ def event_json(e, history=None, body:bool=False)->dict:
     d = dict(seq=e.seq, id=e.id, source=e.source, type=e.type, status=e.status, attempts=e.attempts, error=e.error,
              note=e.note, received_at=e.received_at, processed_at=e.processed_at)
     if body or history is not None:
-        d['headers'] = json.loads(e.headers) if e.headers else None
+        d['headers'] = redact(json.loads(e.headers)) if e.headers else None
         d['pruned'] = e.payload is None
         if isinstance(e.payload, bytes): d['body'], d['body_encoding'] = base64.b64encode(e.payload).decode(), 'base64'
-        else: d['body'] = e.payload
+        else: d['body'] = redact_body(e.payload)
+        if d['body'] != e.payload and 'body_encoding' not in d: d['body_masked'] = True  # the stored body is exact
     if history is not None: d['history'] = [a._asdict() for a in history]
     return d
 
@@ -423,8 +426,10 @@ def _detail(e, history)->str:
     if e.error: out.append(f'  error: {e.error}')
     if e.note: out.append(f'  note: {e.note}')
     out.append('headers:' + ('' if e.headers else ' (not recorded)'))
-    out += [f'  {k}: {v}' for k, v in (json.loads(e.headers) if e.headers else {}).items()]
-    out += ['body:', *('  ' + l for l in show_body(e.payload).splitlines())]
+    out += [f'  {k}: {v}' for k, v in (redact(json.loads(e.headers)) if e.headers else {}).items()]
+    masked = redact_body(e.payload) != e.payload
+    out.append('body:' + (' (secret fields masked)' if masked else ''))
+    out += ['  ' + l for l in show_body(e.payload).splitlines()]
     out.append('attempts:' + ('' if history else ' (none yet)'))
     for a in history:
         took = f'{a.finished_at - a.started_at:.3f} s' if a.finished_at else '-'

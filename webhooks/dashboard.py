@@ -21,17 +21,18 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from .signatures import WebhookError, fingerprint, presets
+from .process import BODY_SECRETS, redact, redact_body
 from .store import REPLAYABLE, STATUSES, Store, TenantError, signing_key
 from .worker import Alerts
 from .send import parse_since, sample_event, send
 
 # %% auto #0
-__all__ = ['SESSION_AGE', 'NAV', 'rt', 'URL_SECRETS', 'SECURITY_HEADERS', 'MAX_FORM', 'CSS', 'SERIES', 'PAGE_SIZE', 'MAX_JOBS',
-           'DONE', 'same', 'Sessions', 'LoginLimiter', 'when', 'took', 'link', 'StatusBadge', 'CsrfField', 'PostButton',
-           'Page', 'Dashboard', 'dash', 'safe_next', 'secret_in_url', 'guard', 'hardened', 'stylesheet', 'NotFound',
-           'not_found', 'install_dashboard', 'LoginPage', 'login_form', 'login', 'logout', 'logout_all', 'Number',
-           'HourlyChart', 'Legend', 'AlertList', 'TenantCard', 'overview', 'Query', 'EventRow', 'EventsTable', 'Field',
-           'Choice', 'EventFilters', 'EventsView', 'events_page', 'hexdump', 'BodyView', 'HeadersTable',
+__all__ = ['SESSION_AGE', 'NAV', 'rt', 'URL_SECRETS', 'SECURITY_HEADERS', 'MAX_FORM', 'CSS', 'SERIES', 'PAGE_SIZE', 'MASKED',
+           'MAX_JOBS', 'DONE', 'same', 'Sessions', 'LoginLimiter', 'when', 'took', 'link', 'StatusBadge', 'CsrfField',
+           'PostButton', 'Page', 'Dashboard', 'dash', 'safe_next', 'secret_in_url', 'guard', 'hardened', 'stylesheet',
+           'NotFound', 'not_found', 'install_dashboard', 'LoginPage', 'login_form', 'login', 'logout', 'logout_all',
+           'Number', 'HourlyChart', 'Legend', 'AlertList', 'TenantCard', 'overview', 'Query', 'EventRow', 'EventsTable',
+           'Field', 'Choice', 'EventFilters', 'EventsView', 'events_page', 'hexdump', 'BodyView', 'HeadersTable',
            'AttemptsTimeline', 'EventView', 'one_event', 'event_page', 'event_detail', 'replay_event', 'Job',
            'describe', 'final_count', 'replay_confirm', 'replay_all', 'replay_progress', 'ReasonCounts', 'RejectionRow',
            'RejectionsTable', 'rejected_page', 'SecretsTable', 'SourceSettings', 'FlowControls', 'SourceCard',
@@ -650,6 +651,8 @@ def hexdump(data:bytes,      # raw bytes
     return '\n'.join(rows)
 
 # %% ../nbs/14_dashboard.ipynb #cd2a929d
+MASKED = f'secret and signature fields ({", ".join(sorted(BODY_SECRETS))}) are masked here; the stored body is exact'
+
 def BodyView(body:str|bytes|None,  # a stored body: text, bytes that are not UTF-8, or None once pruned
              size:int|None=None,   # the whole body's size, when `body` is only its start
             ):
@@ -662,19 +665,22 @@ def BodyView(body:str|bytes|None,  # a stored body: text, bytes that are not UTF
         except UnicodeDecodeError:
             what = f'{len(body)} bytes, not UTF-8' + (f' ({part})' if part else '')
             return Div(P(what, cls='muted'), Pre(hexdump(body), cls='hex'))
-    note = P(part, cls='muted') if part else None
-    try: pretty = json.dumps(json.loads(body), indent=2, ensure_ascii=False)
-    except (ValueError, RecursionError): return Div(note, Pre(body))
-    if pretty == body: return Div(note, Pre(Code(body), cls='json'))
-    return Div(note, Pre(Code(pretty), cls='json'), Details(Summary('exactly as received'), Pre(body)))
+    shown = redact_body(body)  # secret fields masked on every view; the stored bytes stay exact
+    masked = shown != body
+    note = Div(*[P(t, cls='muted') for t in (part, masked and MASKED) if t]) if part or masked else None
+    try: pretty = json.dumps(json.loads(shown), indent=2, ensure_ascii=False)
+    except (ValueError, RecursionError): return Div(note, Pre(shown))
+    if pretty == shown: return Div(note, Pre(Code(shown), cls='json'))
+    raw = 'exactly as received' + (', secret fields masked' if masked else '')
+    return Div(note, Pre(Code(pretty), cls='json'), Details(Summary(raw), Pre(shown)))
 
 # %% ../nbs/14_dashboard.ipynb #5712aef7
 def HeadersTable(headers:str|None,  # a JSON object, as stored (None: not recorded)
                 ):
-    "Stored (redacted) headers, a JSON object, as a table."
+    "Stored headers, a JSON object, as a table, redacted again under today's policy."
     if not headers: return P('(not recorded)', cls='muted')
-    try: hd = json.loads(headers)
-    except ValueError: return Pre(headers)
+    try: hd = redact(json.loads(headers))  # today's policy, also on rows stored by older versions
+    except (ValueError, AttributeError): return Pre(headers)
     return Table(Tbody(*[Tr(Th(k), Td(Code(str(v)))) for k, v in hd.items()]), cls='headers')
 
 # %% ../nbs/14_dashboard.ipynb #46b6480c

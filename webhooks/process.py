@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_process.ipynb #ca917966
 from __future__ import annotations
-import asyncio, hashlib, inspect, json, os
+import asyncio, functools, hashlib, inspect, json, os, re
 from collections.abc import Callable, Mapping
 from json.encoder import c_make_encoder, encode_basestring_ascii
 from typing import NamedTuple
@@ -15,8 +15,10 @@ from .signatures import (TOLERANCE, Scheme, SignatureError, Verified, WebhookErr
 from .store import NewEvent, TenantStore, as_tenant, error_text
 
 # %% auto #0
-__all__ = ['MAX_ID', 'DROP_HEADERS', 'SHOWN', 'parse_event', 'redact', 'stored_headers', 'Delivery', 'accept', 'run_handler',
-           'finish', 'process_webhook', 'aprocess_webhook']
+__all__ = ['MAX_ID', 'DROP_HEADERS', 'SHOWN', 'SECRET_WORDS', 'SIGNATURE_WORDS', 'SECRET_HEADERS', 'SIGNATURE_HEADERS',
+           'PLAIN_HEADERS', 'BODY_SECRETS', 'parse_event', 'header_policy', 'header_verdict', 'redact',
+           'stored_headers', 'body_fields', 'redact_body', 'Delivery', 'accept', 'run_handler', 'finish',
+           'process_webhook', 'aprocess_webhook']
 
 # %% ../nbs/07_process.ipynb #692dd893
 def parse_event(scheme:Scheme,          # the source's scheme: where the id and type are
@@ -60,27 +62,64 @@ def _check_text(v:str|None, what:str, most:int):
             msg = f'the event {what} holds a lone surrogate (\\ud800-\\udfff): not text'
             raise WebhookError(f'invalid_{what}', msg) from None
 
-# %% ../nbs/07_process.ipynb #4424d23f
+# %% ../nbs/07_process.ipynb #fdfde0f7
 DROP_HEADERS = frozenset({'authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'x-api-key'})
 SHOWN = 12  # characters of a signature value kept when it is stored
+SECRET_WORDS = ('token', 'secret', 'password')  # a header whose name holds one of these is masked whole
+SIGNATURE_WORDS = ('signature', 'hmac')         # ... one of these: masked after `SHOWN` characters
 
-def redact(headers:Mapping,    # request headers
-           scheme:Scheme|None, # the source's scheme: its signature header is masked, its secret headers dropped
+def header_policy(schemes:Mapping=presets, # the schemes whose headers are known
+                 )->tuple:
+    "(secret, signature, plain) sets of lower-case header names: dropped, masked after a prefix, shown as they are."
+    secret, sig = set(DROP_HEADERS), set()
+    for s in schemes.values():
+        secret |= {h.lower() for h in s.secret_headers}
+        if s.header: (secret if s.algo == 'token' else sig).add(s.header.lower())
+    plain = {h.lower() for s in schemes.values() for h in (s.id_header, s.ts_header, s.type_header) if h}
+    return frozenset(secret), frozenset(sig), frozenset(plain - secret - sig)
+
+SECRET_HEADERS, SIGNATURE_HEADERS, PLAIN_HEADERS = header_policy()
+
+# %% ../nbs/07_process.ipynb #4dc438e9
+def header_verdict(name:str, # a lower-case header name
+                  )->str:
+    "What the policy does with header `name`: 'drop', 'mask' (whole value), 'prefix' (keep `SHOWN` characters) or ''."
+    v = _verdicts.get(name)
+    if v is None:
+        v = _verdict(name)
+        if len(_verdicts) < 4096: _verdicts[name] = v  # bounded: a sender inventing names cannot grow it
+    return v
+
+_verdicts = {}
+
+def _verdict(name:str)->str:
+    "The policy's verdict on `name`, worked out from the sets and the words."
+    if name in SECRET_HEADERS: return 'drop'
+    if name in SIGNATURE_HEADERS: return 'prefix'
+    if name in PLAIN_HEADERS: return ''
+    if any(w in name for w in SECRET_WORDS): return 'mask'
+    return 'prefix' if any(w in name for w in SIGNATURE_WORDS) else ''
+
+# %% ../nbs/07_process.ipynb #1a7f972c
+def redact(headers:Mapping,         # request headers
+           scheme:Scheme|None=None, # the receiving source's scheme, if known: its own signature header is masked too
           )->dict:
     "`headers` with lower-case names, safe to store and show: signatures masked after a short prefix, secrets dropped."
-    # no scheme (an unknown source), or one that signs in the body: mask what looks like a signature
-    sig = scheme._lh if scheme else None
-    drop = (DROP_HEADERS | {h.lower() for h in scheme.secret_headers} if scheme and scheme.secret_headers
-            else DROP_HEADERS)
-    res = {}
+    own = scheme._lh if scheme else None
+    mine = ({h.lower() for h in scheme.secret_headers} | ({own} if scheme.algo == 'token' else set())
+            if scheme and (scheme.secret_headers or scheme.algo == 'token') else ())
+    res, get = {}, _verdicts.get
     for k, v in headers.items():
         if type(k) is not str: k = k.decode('latin-1') if isinstance(k, bytes) else str(k)
         k = k.lower()
-        if k in drop or k in res: continue
-        res[k] = v if type(v) is str else v.decode('latin-1') if isinstance(v, bytes) else str(v)
-    for k in ([sig] if sig else [k for k in res if any(w in k for w in ('signature', 'hmac', 'token', 'secret'))]):
-        v = res.get(k)
-        if v is not None and len(v) > SHOWN: res[k] = v[:SHOWN] + '…'
+        what = get(k)
+        if what is None: what = header_verdict(k)
+        if what == 'drop' or k in res or k in mine: continue
+        if type(v) is not str: v = v.decode('latin-1') if isinstance(v, bytes) else str(v)
+        if what or k == own:
+            if what == 'mask': v = '…'
+            elif len(v) > SHOWN: v = v[:SHOWN] + '…'
+        res[k] = v
     return res
 
 # %% ../nbs/07_process.ipynb #a9458603
@@ -95,6 +134,24 @@ def stored_headers(headers:Mapping,    # request headers
     "`redact`ed `headers` as they are stored with an event: compact JSON, in ASCII."
     shown = redact(headers, scheme)
     return ''.join(_encode(shown, 0)) if _encode else json.dumps(shown, separators=(',', ':'))
+
+# %% ../nbs/07_process.ipynb #63d96e12
+def body_fields(schemes:Mapping=presets, # the schemes whose body fields are known
+               )->frozenset:
+    "Names of the payload fields that carry a signature or a secret in any of `schemes` (from their `sig_field`)."
+    return frozenset(p.split('.')[-1] for s in schemes.values() if s.sig_field for p in s.sig_field.split('|'))
+
+BODY_SECRETS = body_fields()
+_names = '|'.join(map(re.escape, sorted(BODY_SECRETS)))
+_json_secret = re.compile(rf'("(?:{_names})"\s*:\s*)"(?:[^"\\]|\\.)*"')
+_form_secret = re.compile(rf'((?:^|&)(?:{_names})=)[^&]*')
+
+# %% ../nbs/07_process.ipynb #20bc1071
+def redact_body(body:str|bytes|None, # a stored body
+               )->str|bytes|None:
+    "`body` with the value of every `BODY_SECRETS` field (a JSON string, or a form field) replaced by '…'."
+    if not isinstance(body, str) or not any(f in body for f in BODY_SECRETS): return body
+    return _form_secret.sub(r'\1…', _json_secret.sub(r'\1"…"', body))
 
 # %% ../nbs/07_process.ipynb #359b36e8
 class Delivery(NamedTuple):
