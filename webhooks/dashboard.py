@@ -281,7 +281,7 @@ CSS = """
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg)}
 header{display:flex;align-items:center;gap:1.4rem;padding:.55rem 1.2rem;background:#111827;color:#fff}
 header nav{display:flex;gap:1.1rem} header a{color:#cbd5e1;text-decoration:none} header a.on,header a:hover{color:#fff}
-header form{margin-left:auto} main{padding:1rem 1.2rem 3rem;max-width:1280px}
+header form:first-of-type{margin-left:auto} main{padding:1rem 1.2rem 3rem;max-width:1280px}
 h1{font-size:1.35rem;margin:.2rem 0 1rem} h2{font-size:1.1rem;margin:1.1rem 0 .5rem}
 h3{font-size:.95rem;margin:.9rem 0 .4rem}
 a{color:var(--accent)} table{border-collapse:collapse;width:100%;background:#fff;margin-bottom:.6rem}
