@@ -546,3 +546,21 @@ def test_a_delivery_signed_with_a_retired_secret_is_diagnosed_over_http(pg_url):
         assert info.fingerprint == fingerprint(new) and sent <= info.last_matched <= time.time()
     finally:
         server.should_exit = True; th.join(20); s.close()
+
+def test_a_copy_into_postgres_wakes_listening_workers(pg_url, tmp_path):
+    "Events imported `pending` are announced like new ones: a listening worker runs them now, not at its next poll."
+    from webhooks.engine import copy_tenant
+    lite = SqliteTenant(tenant_db('initech', tmp_path))
+    lite.log([NewEvent('evt_c1', 'stripe', 'invoice.paid', '{}', None, 'stripe:evt_c1')])
+    s = PgStore(pg_url)
+    t = s.open('initech', create=True)
+    async def main():
+        woken, t0 = [], time.monotonic()
+        listening = asyncio.create_task(s.listen(woken.append))
+        while not woken and time.monotonic() - t0 < 10: await asyncio.sleep(0.01)  # callback(None): listening
+        assert await asyncio.to_thread(copy_tenant, lite, t) == dict(sources=0, events=1, attempts=0, skipped=0)
+        while 'initech' not in woken and time.monotonic() - t0 < 10: await asyncio.sleep(0.01)
+        listening.cancel()
+        return woken
+    try: assert 'initech' in asyncio.run(main())
+    finally: s.close(); lite.close()

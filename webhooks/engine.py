@@ -753,7 +753,7 @@ def replay(self:Tenant,
             raise ValueError(f'{id or "a matching event"} has been pruned (its body is gone) and cannot be replayed')
         if dry_run or not seqs: return seqs
         queued = sorted(s for (s,) in self.all(h, f"""UPDATE {t} SET status='pending', attempts=0, next_attempt_at={P},
-            processed_at=NULL, lease_until=NULL, lease_owner=NULL, note='replayed' WHERE {w} RETURNING seq""",
+            processed_at=NULL, lease_until=NULL, lease_owner=NULL, note='replayed' WHERE {w} AND payload IS NOT NULL RETURNING seq""",
             (time.time(), *args)))
         if queued: self.queued(h)  # workers that listen run them now, not at their next poll
         return queued
@@ -915,6 +915,7 @@ def import_rows(self:Tenant,
             self.run(h, ins('webhook_attempts', ATTEMPT_COLS), vals)
             n['attempts'] += 1
         if n['sources']: self.sources_changed(h)
+        if n['events']: self.queued(h)  # workers that listen run what arrived pending
     return n
 
 @patch

@@ -409,16 +409,17 @@ CREATE TABLE IF NOT EXISTS webhooks.sessions (key text PRIMARY KEY, mark text NO
 @patch
 def _sessions_sql(self:PgStore, q:str, args=()):
     "Run `q` on `webhooks.sessions` in a transaction (making the table on first use); the cursor's rows, or rowcount."
+    made = getattr(self, '_sessions_made', False)
     with self.pool.connection() as c, c.transaction():
-        if not getattr(self, '_sessions_made', False):
+        if not made:
             c.execute('SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))', ('webhooks settings',))
             if c.execute("SELECT to_regclass('webhooks.sessions')").fetchone()[0] is None: c.execute(SESSIONS_TABLE)
-            self._sessions_made = True
         cur = c.execute(q, args)
-        return cur.fetchall() if cur.description else cur.rowcount
-'''),
-cell('code', '''
-#| export
+        res = cur.fetchall() if cur.description else cur.rowcount
+    self._sessions_made = True  # only once the table's creation has committed: a failed first call tries again
+    return res
+
+# %% ../nbs/05_postgres.ipynb #5e5510a2
 @patch
 def _session_put(self:PgStore, key:str, mark:str, expires:float, now:float):
     self._sessions_sql('WITH gone AS (DELETE FROM webhooks.sessions WHERE expires <= %s) '
