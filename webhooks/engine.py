@@ -808,12 +808,9 @@ def rejections(self:Tenant,
              if v is not None]
     w = ' AND '.join(['1=1', *(c for c, _ in conds)])
     q = f'SELECT {_rej_cols} FROM {self.t}webhook_rejections WHERE {w} ORDER BY seq DESC LIMIT {P}'
-    with self.reading() as h: return [self.rejection_row(r) for r in self.all(h, q, (*(v for _, v in conds), limit))]
+    with self.reading() as h: return [Rejection(*r) for r in self.all(h, q, (*(v for _, v in conds), limit))]
 
 # %% ../nbs/03_engine.ipynb #ae5458a9
-@patch
-def rejection_row(self:Tenant, r)->Rejection: return Rejection(*r)
-
 @patch
 def rejection_counts(self:Tenant,
                      since:float|None=None,  # unix time (None: every row kept)
