@@ -1,6 +1,6 @@
 """The SSRF guard: verdicts as a function of the address (no packet sent), `check_url` over a fake resolver, and
 `guarded_client` against real servers on 127.0.0.1 that must see no connection when the guard refuses."""
-import asyncio, socket, threading
+import asyncio, datetime, socket, ssl, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 import httpx, pytest
@@ -81,9 +81,10 @@ def test_ipv6_verdicts_agree_with_ipaddress(a):
 @pytest.fixture
 def answers(monkeypatch):
     "Make `guard.resolve` answer from a dict name -> addresses (or a callable), recording each question."
-    table, asked = {}, []
+    table, asked, real = {}, [], guard.resolve
     def fake(host, port):
         asked.append(host)
+        if host not in table: ip_address(host); return real(host, port)  # address literals only: no DNS query
         a = table[host]
         if isinstance(a, Exception): raise a
         return list(a() if callable(a) else a)
@@ -146,9 +147,10 @@ def test_real_resolver_refuses_loopback_spellings(monkeypatch):
 class Recorder(ThreadingHTTPServer):
     "A local HTTP server counting accepted connections and recording (path, Host) of each request."
     daemon_threads = True
-    def __init__(self, answer=204, location=None):
+    def __init__(self, answer=204, location=None, host='127.0.0.1'):
         self.connections, self.requests, self.answer, self.location = 0, [], answer, location
-        super().__init__(('127.0.0.1', 0), Handler)
+        self.address_family = socket.AF_INET6 if ':' in host else socket.AF_INET
+        super().__init__((host, 0), Handler)
     def get_request(self):
         r = super().get_request(); self.connections += 1; return r
 
@@ -162,9 +164,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header('Content-Length', '0'); self.end_headers()
     def log_message(self, *a): pass
 
-@pytest.fixture
-def server():
-    s = Recorder(); t = threading.Thread(target=s.serve_forever, daemon=True); t.start()
+@pytest.fixture(params=['127.0.0.1'])
+def server(request):
+    s = Recorder(host=request.param); t = threading.Thread(target=s.serve_forever, daemon=True); t.start()
     yield s
     s.shutdown(); s.server_close()
 
@@ -179,6 +181,14 @@ def test_loopback_refused_with_allow_off_and_no_connection_made(server, monkeypa
     with pytest.raises(UnsafeURL) as e: post(f'http://{host}:{server.server_port}/hooks')
     assert e.value.reason == 'loopback' and e.value.address.endswith(('127.0.0.1', '127.0.0.2'))
     assert (server.connections, server.requests) == (0, [])
+
+@pytest.mark.parametrize('server', ['::1'], indirect=True)
+@pytest.mark.parametrize('host', ['localhost', '[::1]', '[0:0:0:0:0:0:0:1]'])
+def test_ipv6_loopback_refused_with_allow_off(server, monkeypatch, answers, host):
+    answers['localhost'] = ['::1']
+    with pytest.raises(UnsafeURL) as e: post(f'http://{host}:{server.server_port}/hooks')
+    assert (e.value.reason, e.value.address, server.connections) == ('loopback', '::1', 0)
+    assert post(f'http://{host}:{server.server_port}/hooks', allow_private=True).status_code == 204
 
 def test_allowed_per_call_and_by_environment(server, monkeypatch):
     monkeypatch.delenv('WEBHOOKS_ALLOW_PRIVATE', raising=False)
@@ -255,3 +265,44 @@ def test_client_options_still_apply(server):
             return [await c.post(f'http://127.0.0.1:{server.server_port}/hooks', content=b'{}') for _ in range(3)]
     assert [r.status_code for r in asyncio.run(go())] == [204] * 3
     assert server.connections == 1  # keep-alive: one checked connection, three requests
+
+# ---- TLS: the socket goes to the checked address, the certificate is verified against the name
+def certificate(name:str):
+    "A CA and a certificate it signed for `name`, as PEM bytes (ca, cert, key)."
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    now, pem = datetime.datetime.now(datetime.timezone.utc), serialization.Encoding.PEM
+    def make(subject, issuer, key, sign_key, ca):
+        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)])).public_key(key.public_key())
+             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+             .not_valid_after(now + datetime.timedelta(hours=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca: b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False)
+        return b.sign(sign_key, hashes.SHA256())
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = make('guard test CA', 'guard test CA', ca_key, ca_key, True)
+    leaf = make(name, 'guard test CA', key, ca_key, False)
+    return (ca.public_bytes(pem), leaf.public_bytes(pem),
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+def test_tls_verifies_the_name_while_connecting_to_the_checked_address(answers, tmp_path):
+    ca, cert, key = certificate('billing.test')
+    (tmp_path/'cert.pem').write_bytes(cert); (tmp_path/'key.pem').write_bytes(key)
+    srv, snis = Recorder(), []
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tmp_path/'cert.pem', tmp_path/'key.pem')
+    server_ctx.sni_callback = lambda sock, name, ctx: snis.append(name)
+    srv.socket = server_ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        answers['billing.test'] = ['127.0.0.1']
+        trust = ssl.create_default_context(cadata=ca.decode())
+        assert post(f'https://billing.test:{srv.server_port}/hooks', allow_private=True, verify=trust).status_code == 204
+        assert snis == ['billing.test'] and srv.requests == [('/hooks', f'billing.test:{srv.server_port}')]
+        with pytest.raises(httpx.ConnectError, match='CERTIFICATE_VERIFY_FAILED|match'):  # same server, by address
+            post(f'https://127.0.0.1:{srv.server_port}/hooks', allow_private=True, verify=trust)
+        assert len(srv.requests) == 1
+    finally: srv.shutdown(); srv.server_close()
