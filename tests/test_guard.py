@@ -43,8 +43,11 @@ SPECIAL = [ip_network(n) for nets in guard.ADDRESS_CLASSES.values() for n in net
     ip_network(n) for n in ('::ffff:0:0/96', '64:ff9b::/96', '2002::/16', '2001::/32', '2000::/3')]
 
 def in_net(n): return st.integers(int(n.network_address), int(n.broadcast_address)).map(type(n.network_address))
-v4 = st.one_of(st.integers(0, 2**32-1).map(IPv4Address), st.sampled_from([n for n in SPECIAL if n.version == 4]).flatmap(in_net))
-v6 = st.one_of(st.integers(0, 2**128-1).map(IPv6Address), st.sampled_from([n for n in SPECIAL if n.version == 6]).flatmap(in_net))
+def addresses(version, bits, cls):
+    "Any address of `version`, half of them drawn inside the special ranges so every class is visited."
+    special = st.sampled_from([n for n in SPECIAL if n.version == version]).flatmap(in_net)
+    return st.one_of(st.integers(0, 2**bits-1).map(cls), special)
+v4, v6 = addresses(4, 32, IPv4Address), addresses(6, 128, IPv6Address)
 
 def agrees_with_ipaddress(a, v):
     "The verdict `v` of a plain address `a` against what `ipaddress` says of it."
@@ -101,7 +104,8 @@ def test_check_url_refuses_a_public_name_resolving_to_private_addresses(answers)
     assert 'hooks.example.com resolves to 10.0.0.5, a private address' in msg and 'WEBHOOKS_ALLOW_PRIVATE=1' in msg
     assert check_url('https://hooks.example.com/in', allow_private=True) == ['93.184.215.14', '10.0.0.5']
 
-@pytest.mark.parametrize('addr,reason', [('127.0.0.1', 'loopback'), ('::1', 'loopback'), ('::ffff:127.0.0.1', 'loopback'),
+@pytest.mark.parametrize('addr,reason', [
+    ('127.0.0.1', 'loopback'), ('::1', 'loopback'), ('::ffff:127.0.0.1', 'loopback'),
     ('169.254.169.254', 'cloud-metadata'), ('fd00:ec2::254', 'cloud-metadata'), ('100.100.100.200', 'cloud-metadata'),
     ('100.64.3.4', 'carrier-grade-nat'), ('fe80::1%2', 'link-local'), ('64:ff9b::a00:1', 'private')])
 def test_check_url_refuses_each_class_behind_a_name(answers, addr, reason):
@@ -123,7 +127,8 @@ def test_allow_private_lifts_all_but_cloud_metadata(answers, monkeypatch):
     with pytest.raises(UnsafeURL): check_url('http://internal.corp/')
 
 @pytest.mark.parametrize('url,reason', [('ftp://files.example.com/x', 'scheme'), ('file:///etc/passwd', 'scheme'),
-    ('gopher://127.0.0.1:6379/_', 'scheme'), ('http:///path', 'no-host'), ('https://user:pw@hooks.example.com/', 'credentials'),
+    ('gopher://127.0.0.1:6379/_', 'scheme'), ('http:///path', 'no-host'),
+    ('https://user:pw@hooks.example.com/', 'credentials'),
     ('http://[::1', 'invalid-url'), ('http://gone.example.com/', 'unresolvable')])
 def test_check_url_refuses_bad_urls(answers, url, reason):
     answers['hooks.example.com'] = ['93.184.215.14']
@@ -228,6 +233,25 @@ def test_falls_back_to_the_next_checked_address(server, answers):
     assert server.requests == [('/hooks', f'two.test:{port}')]
     dead.server_close()
 
+def test_sync_client_has_the_same_guard(server, answers):
+    replies = iter([['93.184.215.14'], ['127.0.0.1']])
+    answers['rebind.test'] = lambda: next(replies)
+    answers['billing.test'] = ['127.0.0.1']
+    url = f'http://rebind.test:{server.server_port}/hooks'
+    assert check_url(url) == ['93.184.215.14']
+    with guarded_client(sync=True, timeout=5) as c:
+        assert isinstance(c, httpx.Client)
+        with pytest.raises(UnsafeURL) as e: c.post(url, json={})
+        assert (e.value.reason, server.connections) == ('loopback', 0)
+    with guarded_client(allow_private=True, sync=True, timeout=5) as c:
+        r = c.post(f'http://billing.test:{server.server_port}/hooks', json={})
+    assert r.status_code == 204 and server.requests == [('/hooks', f'billing.test:{server.server_port}')]
+    server.answer, server.location = 302, 'http://169.254.169.254/'
+    with guarded_client(allow_private=True, sync=True, timeout=5) as c:
+        assert c.post(f'http://127.0.0.1:{server.server_port}/old', json={}).status_code == 302
+        with pytest.raises(UnsafeURL, match='cloud-metadata'):
+            c.post(f'http://127.0.0.1:{server.server_port}/old', json={}, follow_redirects=True)
+
 def test_redirect_answered_not_followed(server, monkeypatch):
     server.answer, server.location = 302, 'http://169.254.169.254/latest/meta-data/iam/'
     r = post(f'http://127.0.0.1:{server.server_port}/hooks', allow_private=True)
@@ -254,8 +278,8 @@ def test_unresolvable_and_slow_names_are_transient_errors(answers):
     finally: release.set()
 
 def test_guarded_client_refuses_what_would_bypass_it():
-    for kw in ({'proxy': 'http://127.0.0.1:3128'}, {'transport': httpx.AsyncHTTPTransport()}, {'follow_redirects': True},
-               {'mounts': {}}):
+    for kw in ({'proxy': 'http://127.0.0.1:3128'}, {'transport': httpx.AsyncHTTPTransport()},
+               {'follow_redirects': True}, {'mounts': {}}):
         with pytest.raises(TypeError, match='bypass'): guarded_client(**kw)
 
 def test_client_options_still_apply(server):
@@ -300,7 +324,8 @@ def test_tls_verifies_the_name_while_connecting_to_the_checked_address(answers, 
     try:
         answers['billing.test'] = ['127.0.0.1']
         trust = ssl.create_default_context(cadata=ca.decode())
-        assert post(f'https://billing.test:{srv.server_port}/hooks', allow_private=True, verify=trust).status_code == 204
+        r = post(f'https://billing.test:{srv.server_port}/hooks', allow_private=True, verify=trust)
+        assert r.status_code == 204
         assert snis == ['billing.test'] and srv.requests == [('/hooks', f'billing.test:{srv.server_port}')]
         with pytest.raises(httpx.ConnectError, match='CERTIFICATE_VERIFY_FAILED|match'):  # same server, by address
             post(f'https://127.0.0.1:{srv.server_port}/hooks', allow_private=True, verify=trust)
