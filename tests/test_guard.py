@@ -3,10 +3,24 @@
 import asyncio, datetime, socket, ssl, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
-import httpx, pytest
+import httpcore, httpx, pytest
 from hypothesis import given, settings, strategies as st
 import webhooks.guard as guard
 from webhooks.guard import UnsafeURL, address_verdict, check_url, guarded_client
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch):
+    "A net under the guard: if it ever let a non-loopback address through, the test fails before a packet is sent."
+    def check(host):
+        a = ip_address(host)  # the guard hands httpcore addresses, never names
+        assert (getattr(a, 'ipv4_mapped', None) or a).is_loopback, f'a test tried to connect to {host}'
+    for cls in (httpcore.AnyIOBackend, httpcore.SyncBackend):
+        real = cls.connect_tcp
+        if cls is httpcore.AnyIOBackend:
+            async def connect(self, host, *a, real=real, **kw): check(host); return await real(self, host, *a, **kw)
+        else:
+            def connect(self, host, *a, real=real, **kw): check(host); return real(self, host, *a, **kw)
+        monkeypatch.setattr(cls, 'connect_tcp', connect)
 
 # ---- verdicts, as a function of the address alone
 TABLE = {
@@ -281,6 +295,15 @@ def test_guarded_client_refuses_what_would_bypass_it():
     for kw in ({'proxy': 'http://127.0.0.1:3128'}, {'transport': httpx.AsyncHTTPTransport()},
                {'follow_redirects': True}, {'mounts': {}}):
         with pytest.raises(TypeError, match='bypass'): guarded_client(**kw)
+
+def test_proxies_from_the_environment_are_not_used(server, monkeypatch):
+    "A proxy would choose the address itself: `HTTP_PROXY` must not route around the guard."
+    for var in ('HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'http_proxy', 'all_proxy'):
+        monkeypatch.setenv(var, f'http://127.0.0.1:{server.server_port}')
+    monkeypatch.delenv('NO_PROXY', raising=False); monkeypatch.delenv('no_proxy', raising=False)
+    with pytest.raises(UnsafeURL): post(f'http://127.0.0.2:{server.server_port}/hooks')
+    with pytest.raises(UnsafeURL): post('http://169.254.169.254/latest/meta-data/', allow_private=True)
+    assert (server.connections, server.requests) == (0, [])
 
 def test_client_options_still_apply(server):
     async def go():

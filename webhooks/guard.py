@@ -4,7 +4,7 @@
 
 # %% ../nbs/17_guard.ipynb #eae6f08d
 from __future__ import annotations
-import ipaddress, os, socket, ssl
+import os, socket, ssl
 from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 import anyio, httpcore, httpx
@@ -68,20 +68,21 @@ class UnsafeURL(Exception):
         super().__init__(msg); self.reason, self.url, self.address = reason, url, address
 
 # %% ../nbs/17_guard.ipynb #bda842af
-def private_allowed(allow_private:bool=False)->bool: # this call's own allowance
+def private_allowed(allow_private:bool=False, # this call's own allowance
+                   )->bool:
     "True if `allow_private` or the environment's `WEBHOOKS_ALLOW_PRIVATE` lifts the guard."
     return allow_private or os.environ.get('WEBHOOKS_ALLOW_PRIVATE', '').strip().lower() in ('1', 'true', 'yes', 'on')
 
-def check_address(ip:str,                # an address the host resolved to
-                  host:str,              # the name asked for, for the message
+def check_address(ip:str,                  # an address the host resolved to
+                  host:str,                # the name asked for, for the message
                   allow_private:bool=False, # allow every class but cloud metadata
-                  url:str|None=None):   # the URL being checked, for the message
+                  url:str|None=None):      # the URL being checked, for the message
     "Raise `UnsafeURL` if the guard refuses to connect to `ip`."
     verdict = address_verdict(ip)
     if verdict is None or (verdict != 'cloud-metadata' and private_allowed(allow_private)): return
-    what = host if host == ip else f'{host} resolves to {ip},'
+    what = ip if host == ip else f'{host} resolves to {ip}'
     hint = 'never allowed, even with allow_private' if verdict == 'cloud-metadata' else ALLOW_HINT
-    raise UnsafeURL(verdict, f'refused: {what} a {verdict} address ({hint})', url=url, address=ip)
+    raise UnsafeURL(verdict, f'refused: {what}, a {verdict} address ({hint})', url=url, address=ip)
 
 # %% ../nbs/17_guard.ipynb #f14d37c9
 def resolve(host:str, # a name or an address literal
@@ -122,7 +123,8 @@ def check_url(url:str,                 # a destination URL, as typed
 
 # %% ../nbs/17_guard.ipynb #a0057d5e
 @contextmanager
-def resolve_errors(host:str, timeout:float|None=None):
+def resolve_errors(host:str,                  # the name being resolved
+                   timeout:float|None=None): # the connect timeout it ran under
     "Report a name that does not resolve (in time) as httpcore's connect errors: transient, worth a retry."
     try: yield
     except TimeoutError as e: raise httpcore.ConnectTimeout(f'resolving {host} took over {timeout}s') from e
@@ -173,7 +175,7 @@ def httpx_errors():
 
 class GuardedStream(httpx.AsyncByteStream, httpx.SyncByteStream):
     "A response body read from httpcore, with its errors as httpx's."
-    def __init__(self, stream): self.stream = stream
+    def __init__(self, stream): self.stream = stream # httpcore's response stream
     def __iter__(self):
         with httpx_errors(): yield from self.stream
     async def __aiter__(self):
@@ -182,7 +184,8 @@ class GuardedStream(httpx.AsyncByteStream, httpx.SyncByteStream):
     def close(self): self.stream.close()
     async def aclose(self): await self.stream.aclose()
 
-def core_request(request:httpx.Request)->httpcore.Request:
+def core_request(request:httpx.Request, # what the httpx client built
+                )->httpcore.Request:
     "The httpcore request that sends httpx's `request`."
     u = request.url
     return httpcore.Request(request.method, httpcore.URL(scheme=u.raw_scheme, host=u.raw_host, port=u.port,
