@@ -121,7 +121,7 @@ def check_url(url:str,                 # a destination URL, as typed
     except socket.gaierror as e:
         raise UnsafeURL('unresolvable', f'refused: {host} does not resolve ({e})', url=shown) from e
 
-# %% ../nbs/17_guard.ipynb #a0057d5e
+# %% ../nbs/17_guard.ipynb #09bcf699
 @contextmanager
 def resolve_errors(host:str,                  # the name being resolved
                    timeout:float|None=None): # the connect timeout it ran under
@@ -149,7 +149,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds): await self.inner.sleep(seconds)
 
-# %% ../nbs/17_guard.ipynb #d028b7ab
+# %% ../nbs/17_guard.ipynb #1146240f
 class SyncGuardedBackend(httpcore.NetworkBackend):
     "`GuardedBackend` for blocking code."
     def __init__(self, allow_private:bool=False): # allow every class but cloud metadata
@@ -165,7 +165,7 @@ class SyncGuardedBackend(httpcore.NetworkBackend):
     def connect_unix_socket(self, path, timeout=None, socket_options=None):
         raise UnsafeURL('unix-socket', f'refused: a unix socket ({path})')
 
-# %% ../nbs/17_guard.ipynb #060c6a7a
+# %% ../nbs/17_guard.ipynb #a5258b8b
 @contextmanager
 def httpx_errors():
     "Re-raise httpcore's exceptions as the httpx exceptions of the same name, as httpx's own transport does."
@@ -192,7 +192,7 @@ def core_request(request:httpx.Request, # what the httpx client built
                             target=u.raw_path), headers=request.headers.raw, content=request.stream,
                             extensions=request.extensions)
 
-# %% ../nbs/17_guard.ipynb #3076c7ee
+# %% ../nbs/17_guard.ipynb #d03bcd6d
 class GuardedPool:
     "A transport's httpcore pool (of the class's `pool_class`) over its guarded `backend_class`."
     def __init__(self, allow_private:bool=False,       # allow every class but cloud metadata
@@ -221,7 +221,7 @@ class SyncGuardedTransport(GuardedPool, httpx.BaseTransport):
         return httpx.Response(r.status, headers=r.headers, stream=GuardedStream(r.stream), extensions=r.extensions)
     def close(self): self.pool.close()
 
-# %% ../nbs/17_guard.ipynb #a5258b8b
+# %% ../nbs/17_guard.ipynb #d5c778b2
 TRANSPORT_ARGS = ('verify', 'limits', 'http2', 'retries')
 BYPASSES = ('transport', 'mounts', 'proxy', 'follow_redirects', 'app')
 
