@@ -20,10 +20,11 @@ from .records import (IDEMPOTENCY_WINDOW, LEASE, MAX_ATTEMPTS, REJECTION_CAP, RE
 
 # %% auto #0
 __all__ = ['SQL', 'DIALECT', 'MAX_URL', 'MAX_VERIFY_TOKEN', 'FINAL', 'NO_HANDLER', 'EVENT_COLS', 'ATTEMPT_COLS', 'SOURCE_COLS',
-           'INVALID', 'render', 'Tenant', 'statements', 'check_url', 'check_source', 'default_tolerance', 'signing_key',
-           'check_rate', 'flood_settings', 'refill', 'source_keys', 'body_value', 'log_steps', 'matched',
-           'check_statuses', 'dead_letter', 'lapsed', 'Settled', 'due_times', 'arriving', 'copy_tenant', 'GroupCommit',
-           'Receiving', 'session_key', 'token_mark', 'AdminSessions']
+           'INVALID', 'TOKEN_PREFIX', 'TOKEN_USED_EVERY', 'render', 'Tenant', 'statements', 'check_url', 'check_source',
+           'default_tolerance', 'signing_key', 'check_rate', 'flood_settings', 'refill', 'source_keys', 'body_value',
+           'log_steps', 'matched', 'check_statuses', 'search_terms', 'dead_letter', 'lapsed', 'Settled', 'due_times',
+           'arriving', 'copy_tenant', 'GroupCommit', 'Receiving', 'session_key', 'token_mark', 'AdminSessions',
+           'TokenInfo', 'token_tenant']
 
 # %% ../nbs/03_engine.ipynb #315df610
 SQL = dict(
@@ -487,6 +488,27 @@ def check_statuses(status:str|tuple, # one status, or several
         raise ValueError(f'unknown status {bad[0]!r}; use one of {", ".join(STATUSES)}')
     return sts
 
+# %% ../nbs/03_engine.ipynb #bbc33aa4
+_path_key = re.compile(r'[A-Za-z0-9_-]{1,64}')
+
+def search_terms(search:str|list|None, # 'path=value' or 'path^=value' terms: a list, or one string split on spaces
+                )->list[tuple]:
+    "(path keys, prefix?, value) of each payload search term; `ValueError` saying which term can't be read."
+    terms = search.split() if isinstance(search, str) else list(search or [])
+    res = []
+    for term in terms:
+        path, eq, value = str(term).partition('=')
+        prefix = path.endswith('^')
+        keys = path.removesuffix('^').split('.')
+        if not eq or not all(_path_key.fullmatch(k) for k in keys) or len(keys) > 16:
+            raise ValueError(f'search {str(term)[:80]!r}: use path=value or path^=value, '
+                             'the path dotted keys of letters, digits, "_" or "-" (e.g. data.object.customer=cus_123)')
+        res.append((tuple(keys), prefix, value))
+    return res
+
+@patch
+def json_text(self:Tenant, keys:tuple): _dialect('json_text(keys): SQL for the payload\'s text at path `keys`, or NULL')
+
 # %% ../nbs/03_engine.ipynb #de745e37
 @patch
 def where(self:Tenant,
@@ -498,6 +520,7 @@ def where(self:Tenant,
           seqs:list|None=None,         # only these events
           before:int|None=None,        # only events older than this `seq`
           until:float|None=None,       # only events received before this unix time
+          search:str|list|None=None,   # payload search terms, ANDed: 'data.object.customer=cus_123' (`search_terms`)
          )->tuple[str,list]:
     "(SQL condition, parameters) selecting events by the filters `events` and `replay` share."
     P, conds = self.P, []
@@ -511,6 +534,9 @@ def where(self:Tenant,
                     (f'received_at < {P}', until), (f'seq < {P}', before)):
         if v is not None: conds.append((cond, [v]))
     if seqs is not None: conds.append(self.cond_in('seq', list(seqs)))
+    for keys, prefix, v in search_terms(search):
+        x = self.json_text(keys)
+        conds.append((f'substr({x}, 1, CAST({P} AS INTEGER)) = {P}', [len(v), v]) if prefix else (f'{x} = {P}', [v]))
     return ' AND '.join(['1=1', *(c for c, _ in conds)]), [a for _, args in conds for a in args]
 
 # %% ../nbs/03_engine.ipynb #25436789
@@ -528,9 +554,10 @@ def events(self:Tenant,
            seqs:list|None=None,    # only these events
            before:int|None=None,   # only events older than this `seq` (the next page)
            until:float|None=None,  # only events received before this unix time
+           search:str|list|None=None, # payload search terms, ANDed: 'data.object.customer=cus_123'
           )->list[StoredEvent]:
     "A tenant's events, newest first, filtered."
-    w, args = self.where(status, source, type, since, id, seqs, before, until)
+    w, args = self.where(status, source, type, since, id, seqs, before, until, search)
     q = f'SELECT {_event_cols} FROM {self.t}webhook_events WHERE {w} ORDER BY seq DESC LIMIT {self.P}'
     with self.reading() as h: return [self.event_row(r) for r in self.all(h, q, (*args, limit))]
 
@@ -1054,3 +1081,73 @@ class AdminSessions:
     def end_sessions(self)->int:
         "End every session; how many there were."
         return self._session_drop(None)
+
+# %% ../nbs/03_engine.ipynb #b8b1a129
+TOKEN_PREFIX = 'wht_'  # a tenant's API token: wht_<tenant>.<random>
+TOKEN_USED_EVERY = 60.0  # seconds: a token's `last_used` is written at most this often
+
+class TokenInfo(NamedTuple):
+    "An API token as listed: never the token itself."
+    name:str; read_only:bool; created_at:float; last_used:float|None
+
+def token_tenant(token:str, # a bearer token, as given
+                )->str|None:
+    "The tenant an API token `wht_<tenant>.<random>` is scoped to; None if `token` is not one."
+    if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX): return None
+    name, dot, rest = token[len(TOKEN_PREFIX):].rpartition('.')
+    try: return check_name(name) if dot and len(rest) >= 16 else None
+    except TenantError: return None
+
+SQL.update(
+  add_token='''INSERT INTO {t}webhook_tokens (key, name, read_only, created_at) VALUES (?,?,?,?)
+ON CONFLICT (name) DO NOTHING RETURNING name''',
+  tokens='SELECT name, read_only, created_at, last_used FROM {t}webhook_tokens ORDER BY created_at, name',
+  token='SELECT name, read_only, created_at, last_used FROM {t}webhook_tokens WHERE key=?',
+  token_used='UPDATE {t}webhook_tokens SET last_used=? WHERE key=?',
+  revoke_token='DELETE FROM {t}webhook_tokens WHERE name=?',
+)
+
+# %% ../nbs/03_engine.ipynb #0c205d8e
+@patch
+def add_token(self:Tenant,
+              name:str,              # what to call it (letters, digits, '-', '_'), unique in the tenant
+              read_only:bool=False,  # it may read but never change anything
+              now:float|None=None,   # its creation time (default: now)
+             )->str:
+    "Make an API token scoped to this tenant; the token, which only its SHA-256 is stored of (show it once)."
+    check_name(name, 'token')
+    tok = f'{TOKEN_PREFIX}{self.name}.{token_urlsafe(24)}'
+    with self.txn() as h:
+        row = (session_key(tok), name, int(read_only), time.time() if now is None else now)
+        if self.one(h, self.sql['add_token'], row) is None:
+            raise ValueError(f'this tenant has a token named {name!r} already: pick another name, or revoke that one')
+    return tok
+
+@patch
+def tokens(self:Tenant)->list[TokenInfo]:
+    "This tenant's API tokens, oldest first (names and use, never the tokens)."
+    return [TokenInfo(n, bool(ro), c, u) for n, ro, c, u in self.select('tokens')]
+
+@patch
+def revoke_token(self:Tenant,
+                 name:str,  # the token's name
+                )->bool:
+    "Revoke token `name` at once (its next request is refused); was there one?"
+    with self.txn() as h: return self.run(h, self.sql['revoke_token'], (name,)) > 0
+
+# %% ../nbs/03_engine.ipynb #645f4cfa
+@patch
+def check_token(self:Tenant,
+                token:str,            # a bearer token, as given
+                now:float|None=None,  # the time of the request (default: now)
+               )->TokenInfo|None:
+    "`token`'s entry if it is a live token of this tenant (noting its use), else None."
+    if token_tenant(token) != self.name: return None
+    key, now = session_key(token), time.time() if now is None else now
+    with self.reading() as h: row = self.one(h, self.sql['token'], (key,))
+    if row is None: return None
+    info = TokenInfo(row[0], bool(row[1]), row[2], row[3])
+    if info.last_used is None or now - info.last_used >= TOKEN_USED_EVERY:
+        with self.txn() as h: self.run(h, self.sql['token_used'], (now, key))
+        info = info._replace(last_used=now)
+    return info
