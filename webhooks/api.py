@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.routing import Route
 from .records import REPLAYABLE, STATUSES, Store, StoreUnavailable, TenantError
 from .signatures import presets
@@ -19,9 +20,10 @@ from .send import parse_since
 # %% auto #0
 __all__ = ['API', 'URL_TOKENS', 'MAX_LIMIT', 'OPS', 'SCHEMAS', 'PARAMS', 'STREAM', 'refusal', 'bearer', 'unknown', 'open_for',
            'api_auth', 'cursor', 'read_cursor', 'number', 'when', 'event_filters', 'event_summary', 'shown_body',
-           'event_whole', 'page', 'list_events', 'one_event', 'replay_one', 'replay_matching', 'source_json',
-           'list_sources', 'create_source', 'rotate_secret', 'retire_secret', 'flow', 'list_rejections', 'list_tenants',
-           'Op', 'answer', 'endpoint', 'obj', 'param', 'operation', 'openapi', 'install_api']
+           'event_whole', 'page', 'list_events', 'event_of', 'one_event', 'replay_one', 'replay_matching',
+           'source_json', 'list_sources', 'create_source', 'rotate_secret', 'retire_secret', 'flow', 'list_rejections',
+           'list_tenants', 'Op', 'answer', 'endpoint', 'obj', 'check_body', 'param', 'operation', 'openapi', 'EventSeq',
+           'install_api']
 
 # %% ../nbs/16_api.ipynb #b8a2a56f
 API = '/api/v1'  # where the API is mounted
@@ -164,25 +166,26 @@ def list_events(request, t, body)->dict:
     limit = f.pop('limit')
     return page([event_summary(e) for e in t.events(limit=limit + 1, **f)], limit)
 
-def one_event(request, t, body)->dict:
-    got = t.detail(int(request.path_params['seq']))
-    if got is None: raise KeyError(f'tenant {t.name!r} has no event {request.path_params["seq"]}')
-    return event_whole(*got)
+def event_of(request, t):
+    "The event (and attempts) a request's path names; `KeyError` if there is none."
+    seq = request.path_params['seq']
+    got = t.detail(int(seq)) if seq.isdigit() and len(seq) < 19 else None
+    if got is None: raise KeyError(f'tenant {t.name!r} has no event {seq[:20]!r}')
+    return got
+
+def one_event(request, t, body)->dict: return event_whole(*event_of(request, t))
 
 # %% ../nbs/16_api.ipynb #2369734c
 _replay_keys = ('status', 'type', 'source', 'since', 'until')
 
 def replay_one(request, t, body)->dict:
-    seq = int(request.path_params['seq'])
-    got = t.detail(seq)
-    if got is None: raise KeyError(f'tenant {t.name!r} has no event {seq}')
+    got = event_of(request, t)
     if got[0].status not in REPLAYABLE:
-        raise ValueError(f'event {seq} is {got[0].status}: only {", ".join(REPLAYABLE)} events can be replayed')
+        raise ValueError(f'event {got[0].seq} is {got[0].status}: only {", ".join(REPLAYABLE)} events can be replayed')
     return {'queued': t.replay(got[0].id, source=got[0].source)}
 
 def replay_matching(request, t, body)->dict|JSONResponse:
-    if unknown := set(body) - {*_replay_keys, 'dry_run', 'count'}: raise ValueError(f'unknown fields {sorted(unknown)}')
-    f = {k: body.get(k) for k in _replay_keys}
+    f = {k: body[k] for k in _replay_keys}
     for k in ('since', 'until'):
         if f[k] is not None: f[k] = when({k: str(f[k])}, k)
     n = len(t.replay(dry_run=True, **f))
@@ -206,19 +209,12 @@ def _source(t, name:str):
     if s is None: raise KeyError(f'there is no source {name!r} in tenant {t.name!r}')
     return s
 
-def _fields(body:dict, allowed:tuple, required:tuple=())->dict:
-    "`body`'s fields, refusing unknown and missing ones."
-    if unknown := set(body) - set(allowed): raise ValueError(f'unknown fields {sorted(unknown)}; use {list(allowed)}')
-    if missing := [k for k in required if body.get(k) is None]: raise ValueError(f'missing fields {missing}')
-    return {k: body.get(k) for k in allowed}
 
 # %% ../nbs/16_api.ipynb #263d323a
-_new_source = ('name', 'scheme', 'secret', 'public_key', 'tolerance', 'max_body', 'url', 'verify_token')
-
 def list_sources(request, t, body)->dict: return {'sources': [source_json(s) for s in t.sources()]}
 
 def create_source(request, t, body):
-    f = _fields(body, _new_source, ('name', 'scheme'))
+    f = body
     if any(s.name == f['name'] for s in t.sources()):
         return refusal(409, 'source_exists', f'source {f["name"]!r} exists: rotate its secret instead')
     if f['scheme'] not in presets: raise ValueError(f'unknown scheme {str(f["scheme"])[:40]!r}; use a preset name')
@@ -227,8 +223,8 @@ def create_source(request, t, body):
     return JSONResponse(source_json(s), 201)
 
 def rotate_secret(request, t, body)->dict:
-    f, s = _fields(body, ('secret', 'public_key')), _source(t, request.path_params['source'])
-    key = signing_key(s.scheme, f['secret'], f['public_key'])
+    s = _source(t, request.path_params['source'])
+    key = signing_key(s.scheme, body['secret'], body['public_key'])
     if key is None: raise ValueError('give the new secret (or public_key)')
     return source_json(t.add_source(s.name, s.scheme, key))
 
@@ -240,7 +236,7 @@ def retire_secret(request, t, body)->dict:
 def flow(paused:bool|None):
     "An operation setting a source's flood controls: pause (True), resume (False), or the rates in the body (None)."
     def set_flow(request, t, body)->dict:
-        rates = _fields(body, ('rate_limit', 'handler_rate')) if paused is None else {}
+        rates = body if paused is None else {}
         return source_json(t.set_source(request.path_params['source'], paused=paused, **rates))
     return set_flow
 
@@ -293,6 +289,8 @@ OPS = [
 # %% ../nbs/16_api.ipynb #bcf7cc9e
 def answer(op:Op, store:Store, admin_token:str|None, request:Request, body:dict)->Response:
     "Run `op` for `request`: authorise, open the tenant, call, and turn errors into refusals."
+    try: body = check_body(body, op.body) if op.body else body
+    except ValueError as e: return refusal(400, 'invalid', str(e))
     t = open_for(store, admin_token, request, request.path_params.get('tenant'), op.write)
     if isinstance(t, Response): return t
     try: res = op.fn(request, store if t is None else t, body)
@@ -358,6 +356,27 @@ SCHEMAS = dict(
   RejectionPage=obj(rejections=_arr(_ref('Rejection')), next=_n('string')),
 )
 
+# %% ../nbs/16_api.ipynb #2cdc18f1
+_json_types = {'string': str, 'integer': int, 'number': (int, float), 'boolean': bool, 'null': type(None)}
+
+def _fits(v, t:str)->bool: return isinstance(v, _json_types[t]) and (t == 'boolean' or not isinstance(v, bool))
+
+def check_body(body:dict, # a request's JSON object
+               name:str,  # its schema in `SCHEMAS`
+              )->dict:
+    "`body` checked against schema `name`: every field of the schema, None where absent; `ValueError` naming a bad one."
+    s = SCHEMAS[name]
+    props = s['properties']
+    if unknown := sorted(set(body) - set(props)): raise ValueError(f'unknown fields {unknown}; use {list(props)}')
+    if missing := [k for k in s['required'] if body.get(k) is None]: raise ValueError(f'missing fields {missing}')
+    for k, v in body.items():
+        p, kinds = props[k], props[k].get('type', [])
+        kinds = [kinds] if isinstance(kinds, str) else kinds
+        if kinds and not any(_fits(v, t) for t in kinds): raise ValueError(f'{k}: a {" or ".join(kinds)}, not {v!r:.40}')
+        if 'enum' in p and v not in p['enum']: raise ValueError(f'{k}: one of {p["enum"]}')
+        if 'minimum' in p and v < p['minimum']: raise ValueError(f'{k}: at least {p["minimum"]}')
+    return {k: body.get(k) for k in props}
+
 # %% ../nbs/16_api.ipynb #c3452a76
 def param(where:str,   # 'path' or 'query'
           name:str,    # its name
@@ -421,6 +440,13 @@ def openapi(ops:list=OPS, # the operations
             'paths': paths, 'security': [{'bearer': []}],
             'components': {'schemas': SCHEMAS, 'securitySchemes': {'bearer': {'type': 'http', 'scheme': 'bearer'}}}}
 
+# %% ../nbs/16_api.ipynb #2c9e2657
+class EventSeq(Convertor):
+    "An event's `seq` in a path: any segment but `stream`, the stream's (a bad one is a JSON 404, not a bare one)."
+    regex = '(?!stream$)[^/]+'
+    def convert(self, value:str)->str: return value
+    def to_string(self, value)->str: return str(value)
+
 # %% ../nbs/16_api.ipynb #a7e0a599
 def install_api(app,                       # a Starlette or FastHTML app
                 store:Store,               # the store to serve
@@ -429,10 +455,11 @@ def install_api(app,                       # a Starlette or FastHTML app
                ):
     "Serve the API at `/api/v1` on `app`: `ops`, and the OpenAPI document at `/api/v1/openapi.json`."
     doc = openapi(ops)
+    register_url_convertor('event', EventSeq())
     async def document(request): return JSONResponse(doc)
     routes = [Route(API + '/openapi.json', document)]
-    for op in ops:  # `{seq:int}`: the stream's `/events/stream` is not an event
-        path = API + op.path.replace('{seq}', '{seq:int}')
+    for op in ops:  # `{seq:event}`: the stream's `/events/stream` is not an event
+        path = API + op.path.replace('{seq}', '{seq:event}')
         routes.append(Route(path, endpoint(op, store, admin_token), methods=[op.method], name=op.name))
     app.router.routes[0:0] = routes
     return app
