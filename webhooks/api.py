@@ -313,8 +313,8 @@ def endpoint(op:Op, store:Store, admin_token:str|None)->Callable:
     return handle
 
 # %% ../nbs/16_api.ipynb #f927fb42
-_n = lambda t: {'type': [t, 'null']}
-_s, _i, _f, _b = {'type': 'string'}, {'type': 'integer'}, {'type': 'number'}, {'type': 'boolean'}
+_or_null = lambda t: {'type': [t, 'null']}
+_str, _int, _num, _bool = {'type': 'string'}, {'type': 'integer'}, {'type': 'number'}, {'type': 'boolean'}
 _arr = lambda items: {'type': 'array', 'items': items}
 _ref = lambda name: {'$ref': f'#/components/schemas/{name}'}
 
@@ -325,35 +325,35 @@ def obj(required:bool=True, # every property required (answers), or none (reques
     return {'type': 'object', 'properties': props, 'required': list(props) if required else [],
             'additionalProperties': False}
 
-_headers = {'type': ['object', 'null'], 'additionalProperties': _s}
-_body = dict(body=_n('string'), body_encoding={'enum': ['text', 'base64', None]}, body_masked=_b)
-_event = dict(seq=_i, id=_s, source=_s, type=_n('string'), status={'enum': list(STATUSES)}, attempts=_i,
-              error=_n('string'), note=_n('string'), received_at=_f, processed_at=_n('number'))
-_attempt = obj(attempt=_i, started_at=_f, finished_at=_n('number'), outcome=_s, error=_n('string'))
+_headers = {'type': ['object', 'null'], 'additionalProperties': _str}
+_body = dict(body=_or_null('string'), body_encoding={'enum': ['text', 'base64', None]}, body_masked=_bool)
+_event = dict(seq=_int, id=_str, source=_str, type=_or_null('string'), status={'enum': list(STATUSES)}, attempts=_int,
+              error=_or_null('string'), note=_or_null('string'), received_at=_num, processed_at=_or_null('number'))
+_attempt = obj(attempt=_int, started_at=_num, finished_at=_or_null('number'), outcome=_str, error=_or_null('string'))
 _when = {'type': ['string', 'number'], 'description': 'a unix time, 30m, 2h, 3d, 1w, or an ISO time'}
 
 # %% ../nbs/16_api.ipynb #0cdb6e30
 SCHEMAS = dict(
-  Error=obj(ok={'const': False}, error=_s, message=_s),
-  Tenants=obj(tenants=_arr(_s)),
+  Error=obj(ok={'const': False}, error=_str, message=_str),
+  Tenants=obj(tenants=_arr(_str)),
   Event=obj(**_event),
-  EventPage=obj(events=_arr(_ref('Event')), next=_n('string')),
-  EventWhole=obj(**_event, headers=_headers, pruned=_b, **_body, history=_arr(_attempt)),
-  Queued=obj(queued=_arr(_i)),
-  Replay=obj(False, status={'enum': list(REPLAYABLE)}, type=_s, source=_s, since=_when, until=_when, dry_run=_b,
-             count=_i),
-  Replayed=obj(count=_i, queued=_arr(_i)),
-  Source=obj(name=_s, scheme=_s, tolerance=_i, fingerprints=_arr(_s), max_body=_n('integer'), url=_n('string'),
-             verify_token=_b, paused=_b, rate_limit=_n('number'), handler_rate=_n('number')),
+  EventPage=obj(events=_arr(_ref('Event')), next=_or_null('string')),
+  EventWhole=obj(**_event, headers=_headers, pruned=_bool, **_body, history=_arr(_attempt)),
+  Queued=obj(queued=_arr(_int)),
+  Replay=obj(False, status={'enum': list(REPLAYABLE)}, type=_str, source=_str, since=_when, until=_when, dry_run=_bool,
+             count=_int),
+  Replayed=obj(count=_int, queued=_arr(_int)),
+  Source=obj(name=_str, scheme=_str, tolerance=_int, fingerprints=_arr(_str), max_body=_or_null('integer'), url=_or_null('string'),
+             verify_token=_bool, paused=_bool, rate_limit=_or_null('number'), handler_rate=_or_null('number')),
   Sources=obj(sources=_arr(_ref('Source'))),
-  NewSource={**obj(False, name=_s, scheme=_s, secret=_s, public_key=_s, tolerance=_i, max_body=_i, url=_s,
-                   verify_token=_s), 'required': ['name', 'scheme']},
-  NewSecret=obj(False, secret=_s, public_key=_s),
+  NewSource={**obj(False, name=_str, scheme=_str, secret=_str, public_key=_str, tolerance=_int, max_body=_int, url=_str,
+                   verify_token=_str), 'required': ['name', 'scheme']},
+  NewSecret=obj(False, secret=_str, public_key=_str),
   Retired=obj(source={'anyOf': [_ref('Source'), {'type': 'null'}]}),
   Rates=obj(False, rate_limit={'type': 'number', 'minimum': 0}, handler_rate={'type': 'number', 'minimum': 0}),
-  Rejection=obj(seq=_i, received_at=_f, source=_s, remote=_n('string'), code=_s, diagnosis=_s, headers=_headers,
-                size=_n('integer'), **_body),
-  RejectionPage=obj(rejections=_arr(_ref('Rejection')), next=_n('string')),
+  Rejection=obj(seq=_int, received_at=_num, source=_str, remote=_or_null('string'), code=_str, diagnosis=_str, headers=_headers,
+                size=_or_null('integer'), **_body),
+  RejectionPage=obj(rejections=_arr(_ref('Rejection')), next=_or_null('string')),
 )
 
 # %% ../nbs/16_api.ipynb #2cdc18f1
@@ -392,19 +392,19 @@ PARAMS = dict(
   tenant=param('path', 'tenant', _name, 'tenant name'),
   seq=param('path', 'seq', {'type': 'integer', 'minimum': 1}, "the event's `seq`"),
   source=param('path', 'source', _name, 'source name'),
-  fingerprint=param('path', 'fingerprint', _s, "the secret's fingerprint (as listed)"),
+  fingerprint=param('path', 'fingerprint', _str, "the secret's fingerprint (as listed)"),
   status=param('query', 'status', {'enum': list(STATUSES)}, 'only events with this status'),
-  type=param('query', 'type', _s, 'exact type, a prefix (`invoice`) or a wildcard (`invoice.*`)'),
-  **{'source?': param('query', 'source', _s, "only this source's events")},
-  since=param('query', 'since', _s, 'received at or after: a unix time, 30m, 2h, 3d, 1w or an ISO time'),
-  until=param('query', 'until', _s, 'received before: a unix time, 30m, 2h, 3d, 1w or an ISO time'),
-  id=param('query', 'id', _s, 'only this delivery id'),
-  where=param('query', 'where', _arr(_s), 'payload search, repeatable, ANDed: `data.object.customer=cus_123` '
+  type=param('query', 'type', _str, 'exact type, a prefix (`invoice`) or a wildcard (`invoice.*`)'),
+  **{'source?': param('query', 'source', _str, "only this source's events")},
+  since=param('query', 'since', _str, 'received at or after: a unix time, 30m, 2h, 3d, 1w or an ISO time'),
+  until=param('query', 'until', _str, 'received before: a unix time, 30m, 2h, 3d, 1w or an ISO time'),
+  id=param('query', 'id', _str, 'only this delivery id'),
+  where=param('query', 'where', _arr(_str), 'payload search, repeatable, ANDed: `data.object.customer=cus_123` '
               '(equal) or `data.object.customer^=cus_` (starts with)', explode=True),
   limit=param('query', 'limit', {'type': 'integer', 'minimum': 1, 'maximum': MAX_LIMIT}, 'most items (default 50)'),
-  cursor=param('query', 'cursor', _s, "the previous page's `next`"),
-  code=param('query', 'code', _s, 'only this refusal code (invalid_signature, stale_timestamp, …)'),
-  after=param('query', 'after', _s, 'the cursor of the last event had (default: from now on)'),
+  cursor=param('query', 'cursor', _str, "the previous page's `next`"),
+  code=param('query', 'code', _str, 'only this refusal code (invalid_signature, stale_timestamp, …)'),
+  after=param('query', 'after', _str, 'the cursor of the last event had (default: from now on)'),
 )
 
 # %% ../nbs/16_api.ipynb #e4e99dcb
@@ -416,7 +416,7 @@ _errors = {str(c): {'description': d, 'content': {'application/json': {'schema':
 STREAM = {'get': dict(operationId='streamEvents', summary='Every event committed after the cursor, in commit order, '
                       'then live (Server-Sent Events, with heartbeats)', parameters=[PARAMS['tenant'], PARAMS['after']],
                       responses={'200': {'description': 'an event stream; each message carries its cursor',
-                                         'content': {'text/event-stream': {'schema': _s}}},
+                                         'content': {'text/event-stream': {'schema': _str}}},
                                  **{k: v for k, v in _errors.items() if k in ('400', '401', '404')}})}
 
 # %% ../nbs/16_api.ipynb #838e5947
