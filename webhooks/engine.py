@@ -561,6 +561,18 @@ def events(self:Tenant,
     q = f'SELECT {_event_cols} FROM {self.t}webhook_events WHERE {w} ORDER BY seq DESC LIMIT {self.P}'
     with self.reading() as h: return [self.event_row(r) for r in self.all(h, q, (*args, limit))]
 
+# %% ../nbs/03_engine.ipynb #b22ea260
+@patch
+def index_payload(self:Tenant,
+                  path:str,  # a dotted payload path searched often, e.g. 'data.object.customer'
+                 )->str:
+    "Index the payload's value at `path` (equality searches on it become index lookups); the index's name."
+    (keys, _, _), = search_terms([f'{path}='])
+    name = 'webhook_events_p_' + hashlib.sha256('.'.join(keys).encode()).hexdigest()[:12]
+    with self.txn() as h:
+        self.run(h, f'CREATE INDEX IF NOT EXISTS {name} ON {self.t}webhook_events (({self.json_text(keys)}))')
+    return name
+
 # %% ../nbs/03_engine.ipynb #3dc2abd5
 @patch
 def attempts(self:Tenant,
