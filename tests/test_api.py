@@ -251,3 +251,19 @@ def test_property_run(case):
     if 'tenant' in (case.path_parameters or {}): case.path_parameters['tenant'] = 'acme'
     for who in ('admin', 'scoped'):
         case.call_and_validate(headers={'Authorization': f'Bearer {_toks[who]}'}, checks=CHECKS)
+
+def test_copy_carries_tokens(store, tmp_path):
+    "`webhooks-copy` (copy_tenant) moves the tokens' hashes: a token keeps working in the new store, a revoked one doesn't."
+    from webhooks.engine import copy_tenant
+    from webhooks.store import SqliteStore
+    lite = SqliteStore(tmp_path/'lite')
+    src = lite.open('acme', create=True)
+    keep, gone = src.add_token('laptop', now=1767225600.0), src.add_token('old')
+    src.revoke_token('old')
+    dst = store.open('acme', create=True)
+    try:
+        assert copy_tenant(src, dst) == dict(sources=0, events=0, attempts=0, skipped=0, tokens=1)
+        assert dst.check_token(keep).name == 'laptop' and dst.check_token(gone) is None
+        assert [(k.name, k.created_at) for k in dst.tokens()] == [('laptop', 1767225600.0)]
+        assert copy_tenant(src, dst)['tokens'] == 0  # already there
+    finally: src.close(); dst.close(); lite.close()

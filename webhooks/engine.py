@@ -20,11 +20,11 @@ from .records import (IDEMPOTENCY_WINDOW, LEASE, MAX_ATTEMPTS, REJECTION_CAP, RE
 
 # %% auto #0
 __all__ = ['SQL', 'DIALECT', 'MAX_URL', 'MAX_VERIFY_TOKEN', 'FINAL', 'NO_HANDLER', 'EVENT_COLS', 'ATTEMPT_COLS', 'SOURCE_COLS',
-           'INVALID', 'TOKEN_PREFIX', 'TOKEN_USED_EVERY', 'render', 'Tenant', 'statements', 'check_url', 'check_source',
-           'default_tolerance', 'signing_key', 'check_rate', 'flood_settings', 'refill', 'source_keys', 'body_value',
-           'log_steps', 'matched', 'check_statuses', 'search_terms', 'dead_letter', 'lapsed', 'Settled', 'due_times',
-           'arriving', 'copy_tenant', 'GroupCommit', 'Receiving', 'session_key', 'token_mark', 'AdminSessions',
-           'TokenInfo', 'token_tenant']
+           'INVALID', 'TOKEN_PREFIX', 'TOKEN_USED_EVERY', 'TOKEN_COLS', 'render', 'Tenant', 'statements', 'check_url',
+           'check_source', 'default_tolerance', 'signing_key', 'check_rate', 'flood_settings', 'refill', 'source_keys',
+           'body_value', 'log_steps', 'matched', 'check_statuses', 'search_terms', 'plain', 'dead_letter', 'lapsed',
+           'Settled', 'due_times', 'arriving', 'copy_tenant', 'GroupCommit', 'Receiving', 'session_key', 'token_mark',
+           'AdminSessions', 'TokenInfo', 'token_tenant']
 
 # %% ../nbs/03_engine.ipynb #315df610
 SQL = dict(
@@ -506,8 +506,14 @@ def search_terms(search:str|list|None, # 'path=value' or 'path^=value' terms: a 
         res.append((tuple(keys), prefix, value))
     return res
 
+def plain(value:str)->bool:
+    "Is `value` written the same way in any JSON text holding it (printable ASCII, no quote, backslash or slash)?"
+    return bool(value) and all(' ' <= ch <= '~' and ch not in '"\\/' for ch in value)
+
 @patch
 def json_text(self:Tenant, keys:tuple): _dialect('json_text(keys): SQL for the payload\'s text at path `keys`, or NULL')
+@patch
+def cond_contains(self:Tenant, text:str): _dialect('cond_contains(text): (condition that the body holds `text`, args)')
 
 # %% ../nbs/03_engine.ipynb #de745e37
 @patch
@@ -534,8 +540,11 @@ def where(self:Tenant,
                     (f'received_at < {P}', until), (f'seq < {P}', before)):
         if v is not None: conds.append((cond, [v]))
     if seqs is not None: conds.append(self.cond_in('seq', list(seqs)))
+    if since is not None:  # also as a `seq` bound: a newest-first page stops at the range's start, not the table's
+        conds.append((f'seq >= (SELECT min(seq) FROM {self.t}webhook_events WHERE received_at >= {P})', [since]))
     for keys, prefix, v in search_terms(search):
         x = self.json_text(keys)
+        if plain(v): conds.append(self.cond_contains(v))  # the body's text holds the value: no JSON read for most rows
         conds.append((f'substr({x}, 1, CAST({P} AS INTEGER)) = {P}', [len(v), v]) if prefix else (f'{x} = {P}', [v]))
     return ' AND '.join(['1=1', *(c for c, _ in conds)]), [a for _, args in conds for a in args]
 
@@ -911,6 +920,7 @@ def export_rows(self:Tenant,
     with self.snapshot() as h:
         q = lambda names, sql, args=(): [dict(zip(names, r)) for r in self.all(h, sql, args)]
         srcs = q(SOURCE_COLS, self.sql['export_sources']) if not after else []
+        toks = q(TOKEN_COLS, self.sql['export_tokens']) if not after else []
         evs = q(EVENT_COLS, f'SELECT {cols(EVENT_COLS)} FROM {self.t}webhook_events WHERE seq > {self.P} '
                             f'ORDER BY seq LIMIT {self.P}', (after, limit))
         atts = q(ATTEMPT_COLS, f'SELECT {cols(ATTEMPT_COLS)} FROM {self.t}webhook_attempts WHERE event_seq BETWEEN '
@@ -918,7 +928,7 @@ def export_rows(self:Tenant,
     dec = self.keys._decrypt
     srcs = [{**r, 'secret': dec(r['secret']), 'verify_token': dec(r['verify_token']), 'paused': bool(r['paused'])}
             for r in srcs]
-    return Rows(srcs, [{**e, 'payload': self.stored(e['payload'])} for e in evs], atts)
+    return Rows(srcs, [{**e, 'payload': self.stored(e['payload'])} for e in evs], atts, toks)
 
 def arriving(ev:dict)->dict:
     "An exported event as it enters another store: a `processing` one is `pending` again (its lease was the old one's)."
@@ -950,6 +960,8 @@ def import_rows(self:Tenant,
             vals = [new_seq[a['event_seq']], *(a[k] for k in ATTEMPT_COLS[1:])]
             self.run(h, ins('webhook_attempts', ATTEMPT_COLS), vals)
             n['attempts'] += 1
+        if rows.tokens:  # counted only when there are some: a copy without tokens reports what it always did
+            n['tokens'] = sum(self.run(h, self.sql['import_token'], [t[k] for k in TOKEN_COLS]) for t in rows.tokens)
         if n['sources']: self.sources_changed(h)
         if n['events']: self.queued(h)  # workers that listen run what arrived pending
     return n
@@ -967,8 +979,8 @@ def copy_tenant(src:TenantStore,        # where the tenant is now
     total, after = dict(sources=0, events=0, attempts=0, skipped=0), 0
     while True:
         rows = src.export_rows(after, page)
-        if not rows.events and not rows.sources: return total
-        for k, v in dst.import_rows(rows).items(): total[k] += v
+        if not rows.events and not rows.sources and not rows.tokens: return total
+        for k, v in dst.import_rows(rows).items(): total[k] = total.get(k, 0) + v
         if progress: progress(total)
         if not rows.events: return total
         after = rows.events[-1]['seq']
@@ -1117,7 +1129,11 @@ ON CONFLICT (name) DO NOTHING RETURNING name''',
   token='SELECT name, read_only, created_at, last_used FROM {t}webhook_tokens WHERE key=?',
   token_used='UPDATE {t}webhook_tokens SET last_used=? WHERE key=?',
   revoke_token='DELETE FROM {t}webhook_tokens WHERE name=?',
+  export_tokens='SELECT key, name, read_only, created_at, last_used FROM {t}webhook_tokens ORDER BY created_at, name',
+  import_token='''INSERT INTO {t}webhook_tokens (key, name, read_only, created_at, last_used) VALUES (?,?,?,?,?)
+ON CONFLICT DO NOTHING''',
 )
+TOKEN_COLS = ('key', 'name', 'read_only', 'created_at', 'last_used')  # what a copy carries: the hash, never a token
 
 # %% ../nbs/03_engine.ipynb #0c205d8e
 @patch

@@ -77,7 +77,7 @@ def pg_ddl(ddl:str, # SQLite DDL of the tenant's tables (`sqlite.SCHEMA` or a pa
 from .sqlite import TOKENS_DDL
 
 PG_API_SCHEMA = pg_ddl(TOKENS_DDL) + """
-CREATE OR REPLACE FUNCTION {s}.payload_json(body bytea) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+CREATE OR REPLACE FUNCTION {s}.payload_json(body bytea) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE PARALLEL UNSAFE AS $$
 BEGIN
   IF body IS NULL OR length(body) = 0 OR get_byte(body, 0) NOT IN (123, 91) THEN RETURN NULL; END IF;  -- no object, no array
   RETURN convert_from(body, 'UTF8')::jsonb;
@@ -515,6 +515,8 @@ def cond_glob(self:PgTenant, col:str, pattern:str): return f'{col} ~ %s', [glob_
 # %% ../nbs/05_postgres.ipynb #e1a91ca4
 @patch
 def json_text(self:PgTenant, keys:tuple): return f"{self.t}payload_json(payload) #>> '{{{','.join(keys)}}}'"
+@patch
+def cond_contains(self:PgTenant, text:str): return 'position(%s::bytea in payload) > 0', [text.encode()]
 
 # %% ../nbs/05_postgres.ipynb #a7ceed0d
 def _text(s:str|None)->str|None:

@@ -380,6 +380,8 @@ def json_path(keys:tuple, # path keys, as `search_terms` reads them
 @patch
 def json_text(self:SqliteTenant, keys:tuple):
     return f"CASE WHEN json_valid(payload) THEN CAST(json_extract(payload, '{json_path(keys)}') AS TEXT) END"
+@patch
+def cond_contains(self:SqliteTenant, text:str): return 'instr(payload, ?) > 0', [text]
 
 # %% ../nbs/04_sqlite.ipynb #bb4b8bf2
 @patch
