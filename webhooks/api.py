@@ -143,7 +143,8 @@ def shown_body(b:str|bytes|None, # a stored body (or a refused delivery's first 
     "`body`, `body_encoding` ('text', 'base64', or None once pruned) and `body_masked` (secret fields masked)."
     if isinstance(b, (bytes, bytearray, memoryview)):
         try: b = bytes(b).decode()
-        except UnicodeDecodeError: return dict(body=base64.b64encode(b).decode(), body_encoding='base64', body_masked=False)
+        except UnicodeDecodeError:
+            return dict(body=base64.b64encode(b).decode(), body_encoding='base64', body_masked=False)
     shown = redact_body(b)
     return dict(body=shown, body_encoding=None if b is None else 'text', body_masked=shown != b)
 
@@ -266,17 +267,21 @@ _ev, _src = '/tenants/{tenant}/events', '/tenants/{tenant}/sources/{source}'
 OPS = [
   Op('listTenants', 'GET', '/tenants', list_tenants, 'The tenants this token may see', answer='Tenants'),
   Op('listEvents', 'GET', _ev, list_events, 'Events, newest first, filtered (payload search with `where`), a page at '
-     'a time', query=('status', 'type', 'source', 'since', 'until', 'id', 'where', 'limit', 'cursor'), answer='EventPage'),
-  Op('getEvent', 'GET', _ev + '/{seq}', one_event, 'One event whole: redacted headers, body, attempts', answer='EventWhole'),
+     'a time', query=('status', 'type', 'source', 'since', 'until', 'id', 'where', 'limit', 'cursor'),
+     answer='EventPage'),
+  Op('getEvent', 'GET', _ev + '/{seq}', one_event, 'One event whole: redacted headers, body, attempts',
+     answer='EventWhole'),
   Op('replayEvent', 'POST', _ev + '/{seq}/replay', replay_one, 'Run one event again', True, answer='Queued'),
   Op('replayMatching', 'POST', '/tenants/{tenant}/replay', replay_matching, 'Count (`dry_run`), then replay, the '
      'events matching filters', True, body='Replay', answer='Replayed'),
-  Op('listSources', 'GET', '/tenants/{tenant}/sources', list_sources, 'Sources, secrets as fingerprints', answer='Sources'),
+  Op('listSources', 'GET', '/tenants/{tenant}/sources', list_sources, 'Sources, secrets as fingerprints',
+     answer='Sources'),
   Op('createSource', 'POST', '/tenants/{tenant}/sources', create_source, 'Add a source', True, body='NewSource',
      answer='Source', status=201),
   Op('rotateSecret', 'POST', _src + '/secrets', rotate_secret, 'Add a secret: old and new verify until the old is '
      'retired', True, body='NewSecret', answer='Source'),
-  Op('retireSecret', 'DELETE', _src + '/secrets/{fingerprint}', retire_secret, 'Retire a secret', True, answer='Retired'),
+  Op('retireSecret', 'DELETE', _src + '/secrets/{fingerprint}', retire_secret, 'Retire a secret', True,
+     answer='Retired'),
   Op('pauseSource', 'POST', _src + '/pause', flow(True), "Hold a source's events (stored, not processed)", True,
      answer='Source'),
   Op('resumeSource', 'POST', _src + '/resume', flow(False), "Process a source's events again", True, answer='Source'),
@@ -343,7 +348,8 @@ SCHEMAS = dict(
   Replay=obj(False, status={'enum': list(REPLAYABLE)}, type=_str, source=_str, since=_when, until=_when, dry_run=_bool,
              count=_int),
   Replayed=obj(count=_int, queued=_arr(_int)),
-  Source=obj(name=_str, scheme=_str, tolerance=_int, fingerprints=_arr(_str), max_body=_or_null('integer'), url=_or_null('string'),
+  Source=obj(name=_str, scheme=_str, tolerance=_int, fingerprints=_arr(_str), max_body=_or_null('integer'),
+             url=_or_null('string'),
              verify_token=_bool, paused=_bool, rate_limit=_or_null('number'), handler_rate=_or_null('number')),
   Sources=obj(sources=_arr(_ref('Source'))),
   NewSource={**obj(False, name=_str, scheme=_str, secret=_str, public_key=_str, tolerance=_int, max_body=_int, url=_str,
@@ -351,7 +357,8 @@ SCHEMAS = dict(
   NewSecret=obj(False, secret=_str, public_key=_str),
   Retired=obj(source={'anyOf': [_ref('Source'), {'type': 'null'}]}),
   Rates=obj(False, rate_limit={'type': 'number', 'minimum': 0}, handler_rate={'type': 'number', 'minimum': 0}),
-  Rejection=obj(seq=_int, received_at=_num, source=_str, remote=_or_null('string'), code=_str, diagnosis=_str, headers=_headers,
+  Rejection=obj(seq=_int, received_at=_num, source=_str, remote=_or_null('string'), code=_str, diagnosis=_str,
+                headers=_headers,
                 size=_or_null('integer'), **_body),
   RejectionPage=obj(rejections=_arr(_ref('Rejection')), next=_or_null('string')),
 )
@@ -372,7 +379,8 @@ def check_body(body:dict, # a request's JSON object
     for k, v in body.items():
         p, kinds = props[k], props[k].get('type', [])
         kinds = [kinds] if isinstance(kinds, str) else kinds
-        if kinds and not any(_fits(v, t) for t in kinds): raise ValueError(f'{k}: a {" or ".join(kinds)}, not {v!r:.40}')
+        if kinds and not any(_fits(v, t) for t in kinds):
+            raise ValueError(f'{k}: a {" or ".join(kinds)}, not {v!r:.40}')
         if 'enum' in p and v not in p['enum']: raise ValueError(f'{k}: one of {p["enum"]}')
         if 'minimum' in p and v < p['minimum']: raise ValueError(f'{k}: at least {p["minimum"]}')
     return {k: body.get(k) for k in props}

@@ -503,7 +503,8 @@ def webhooks_events(tenant:str,         # tenant name
         print(_line(e))
         if payload: print('   ', show_body(e.payload).replace('\n', '\n    '))
     if not rows and not as_json:
-        print(f'no events for {tenant}' + (' matching these filters' if status or type or source or since or where else ''))
+        filtered = status or type or source or since or where
+        print(f'no events for {tenant}' + (' matching these filters' if filtered else ''))
 
 # %% ../nbs/13_cli.ipynb #742ade61
 @call_parse

@@ -548,7 +548,8 @@ def replay_filters(self:Query, now:float|None=None)->dict:
     "Keyword arguments for `TenantStore.replay` matching these filters; `ValueError` if replay can't express them."
     f = self.filters(now)
     if f['until'] is not None or f['id'] is not None or f['search']:
-        raise ValueError('bulk replay filters by source, status, type and since; clear "until", "id" and "payload" first')
+        raise ValueError('bulk replay filters by source, status, type and since; '
+                         'clear "until", "id" and "payload" first')
     return dict(source=f['source'], status=f['status'], type=f['type'], since=f['since'])
 
 # %% ../nbs/14_dashboard.ipynb #3ee152df

@@ -541,7 +541,8 @@ def where(self:Tenant,
         if v is not None: conds.append((cond, [v]))
     if seqs is not None: conds.append(self.cond_in('seq', list(seqs)))
     if since is not None:  # also as a `seq` bound: a newest-first page stops at the range's start, not the table's
-        conds.append((f'seq >= (SELECT min(seq) FROM {self.t}webhook_events WHERE received_at >= {P})', [since]))
+        # `seq + 0`: min(seq) alone is read walking the primary key from the oldest event, not the time index's range
+        conds.append((f'seq >= (SELECT min(seq + 0) FROM {self.t}webhook_events WHERE received_at >= {P})', [since]))
     for keys, prefix, v in search_terms(search):
         x = self.json_text(keys)
         if plain(v): conds.append(self.cond_contains(v))  # the body's text holds the value: no JSON read for most rows

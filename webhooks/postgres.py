@@ -79,7 +79,9 @@ from .sqlite import TOKENS_DDL
 PG_API_SCHEMA = pg_ddl(TOKENS_DDL) + """
 CREATE OR REPLACE FUNCTION {s}.payload_json(body bytea) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE PARALLEL UNSAFE AS $$
 BEGIN
-  IF body IS NULL OR length(body) = 0 OR get_byte(body, 0) NOT IN (123, 91) THEN RETURN NULL; END IF;  -- no object, no array
+  IF body IS NULL OR length(body) = 0 OR get_byte(body, 0) NOT IN (123, 91) THEN  -- no object, no array
+    RETURN NULL;
+  END IF;
   RETURN convert_from(body, 'UTF8')::jsonb;
 EXCEPTION WHEN others THEN RETURN NULL;  -- not UTF-8, or not JSON
 END $$;"""
