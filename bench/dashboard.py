@@ -61,6 +61,8 @@ def search_bench(t, label:str, plan, repeat:int):
         if declared:
             s = time.perf_counter(); name = t.index_payload('data.object.customer')
             print(f'  {label}: index_payload(data.object.customer) -> {name} in {time.perf_counter() - s:.1f} s')
+            if label == 'PostgreSQL':  # its planner knows an expression's values only once the table is analysed
+                with t.txn() as c: c.execute(f'ANALYZE {t.t}webhook_events')
         for what, kw, span, goal in SEARCHES:
             since = now - span if span else None
             med, worst, rows = timed(lambda: t.events(limit=51, since=since, **kw), repeat)
