@@ -267,3 +267,26 @@ def test_copy_carries_tokens(store, tmp_path):
         assert [(k.name, k.created_at) for k in dst.tokens()] == [('laptop', 1767225600.0)]
         assert copy_tenant(src, dst)['tokens'] == 0  # already there
     finally: src.close(); dst.close(); lite.close()
+
+def test_token_and_where_commands(store, where):
+    "`webhooks-token` and `webhooks-events --where`, run for real on both backends."
+    import subprocess, sys
+    bin_ = Path(sys.executable).parent
+    flag = ['--db', where(store)] if hasattr(store, 'url') else ['--root', where(store)]
+    run = lambda *a: subprocess.run([str(bin_/a[0]), *a[1:], *flag], capture_output=True, text=True, timeout=60)
+    fill(store)
+    p = run('webhooks-token', 'acme', '--create', '--name', 'relay', '--read-only')
+    assert p.returncode == 0 and p.stdout.startswith('wht_acme.') and 'shown once' in p.stderr
+    t = store.open('acme')
+    try: assert t.check_token(p.stdout.strip()).read_only is True
+    finally: t.close()
+    listed = run('webhooks-token', 'acme', '--list').stdout
+    assert 'acme/relay  read-only' in listed and p.stdout.strip() not in listed
+    assert run('webhooks-token', 'acme', '--revoke', 'relay').stdout.strip() == 'acme/relay revoked'
+    bad = run('webhooks-token', 'acme', '--revoke', 'relay')
+    assert bad.returncode == 1 and "no token 'relay'" in bad.stderr
+    assert run('webhooks-token', 'acme').returncode == 1
+    p = run('webhooks-events', 'acme', '--where', 'data.object.customer=cus_2 type=customer.created', '--json')
+    assert [json.loads(l)['id'] for l in p.stdout.splitlines()] == ['evt_8', 'evt_2']
+    p = run('webhooks-events', 'acme', '--where', 'customer')
+    assert p.returncode == 1 and 'use path=value' in p.stderr
