@@ -10,7 +10,7 @@ Payload search: events are 0.5 s apart (a day holds 172,800 of them) and each bo
 customer has ~35 events in a day and 200 in all. Each search is timed through the store API (`Tenant.events(search=…,
 limit=51)`, the call the API, the CLI and the events page make), and once end to end through `/api/v1`; the query plan
 is printed. Then the same searches with the field declared (`Tenant.index_payload`: an expression index). PostgreSQL
-runs on a throwaway server (bench/pg.py's), filled with the same rows.
+runs on a throwaway server (bench/pg.py's, in /tmp/wh-pg-dash-bench on port 54331), filled with the same rows.
 """
 import argparse, os, re, shutil, socket, statistics, subprocess, sys, time
 from pathlib import Path
@@ -82,8 +82,10 @@ def sqlite_search(repeat:int):
     finally: t.close()
 
 def pg_search(n:int, repeat:int):
-    import pg  # bench/pg.py: a throwaway server
+    import pg  # bench/pg.py's throwaway server, in a folder and on a port of its own (not pg.py's: both may run)
     from webhooks.postgres import PgStore
+    pg.DATA, pg.PGPORT = Path('/tmp/wh-pg-dash-bench'), 54331
+    pg.BASE = f'postgresql://postgres@127.0.0.1:{pg.PGPORT}'
     b = pg.start_postgres()
     try:
         store = PgStore(pg.fresh_db('dash'))
