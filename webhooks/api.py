@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.routing import Route
 from .records import REPLAYABLE, STATUSES, Store, StoreUnavailable, TenantError
-from .signatures import presets
+from .signatures import WebhookError, presets
 from .engine import signing_key, token_tenant
 from .process import redact, redact_body
 from .send import parse_since
@@ -301,6 +301,7 @@ def answer(op:Op, store:Store, admin_token:str|None, request:Request, body:dict)
     try: res = op.fn(request, store if t is None else t, body)
     except (KeyError, TenantError) as e: return refusal(404, 'not_found', str(e.args[0] if e.args else e))
     except StoreUnavailable as e: return refusal(503, 'store_unavailable', str(e))
+    except WebhookError as e: return refusal(400, e.code, e.message)  # the store's other refusals: bad input
     except (ValueError, TypeError, OverflowError) as e: return refusal(400, 'invalid', str(e))
     finally:
         if t is not None: t.close()
