@@ -27,8 +27,8 @@ from .server import (STARTUP_FAILED, H11Clock, HeaderClock, HttpToolsClock, Json
 # %% auto #0
 __all__ = ['FLAGS', 'CANT_OPEN', 'CONFIRM_OVER', 'flag_words', 'fail', 'cli_errors', 'open_store', 'open_tenant', 'load_handlers',
            'describe', 'ensure_demo', 'demo_notice', 'key_notice', 'check_master_key', 'banner', 'webhooks_serve',
-           'webhooks_source', 'webhooks_send', 'show_body', 'event_json', 'webhooks_events', 'webhooks_worker',
-           'confirm', 'webhooks_replay', 'webhooks_prune', 'webhooks_copy']
+           'webhooks_source', 'webhooks_token', 'webhooks_send', 'show_body', 'event_json', 'webhooks_events',
+           'webhooks_worker', 'confirm', 'webhooks_replay', 'webhooks_prune', 'webhooks_copy']
 
 # %% ../nbs/13_cli.ipynb #2abe953a
 FLAGS = {'max_body': '--max-body', 'older_than_days': '--days', 'failed=True': '--failed', 'source=': '--source',
@@ -363,6 +363,34 @@ def webhooks_source(tenant:str,          # tenant name
     print(_show(tenant, s)); print(f'POST /webhooks/{tenant}/{source}')
     if (kn := key_notice(store, had_key)): print(kn)
 
+# %% ../nbs/13_cli.ipynb #b0096871
+def _token_line(t:str, k)->str:
+    utc = lambda x: time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(x)) if x else 'never'
+    return (f'{t}/{k.name}  {"read-only" if k.read_only else "read-write"}  created={utc(k.created_at)}  '
+            f'last-used={utc(k.last_used)}')
+
+@call_parse
+def webhooks_token(tenant:str,           # tenant name
+                   create:bool=False,    # make a token scoped to the tenant (printed once)
+                   read_only:bool=False, # with --create: it may read but never change anything
+                   name:str='api',       # with --create: what to call it (unique in the tenant)
+                   list:bool=False,      # list the tenant's tokens
+                   revoke:str=None,      # name of a token to revoke
+                   root:str='data',      # folder of tenant databases (SQLite)
+                   db:str=None,          # PostgreSQL URL instead of --root (default: WEBHOOKS_DB)
+                  ):
+    "Create, `--list` or `--revoke` the API tokens of a tenant."
+    cmd = 'webhooks-token'
+    if sum(map(bool, (create, list, revoke))) != 1: fail(cmd, 'give one of --create, --list or --revoke NAME')
+    t = open_tenant(open_store(cmd, root, db), tenant, cmd)
+    with cli_errors(cmd):
+        if list: return print('\n'.join(_token_line(tenant, k) for k in t.tokens()) or f'no tokens for {tenant}')
+        if revoke and not t.revoke_token(revoke): raise KeyError(f'{tenant} has no token {revoke!r} (see --list)')
+        if revoke: return print(f'{tenant}/{revoke} revoked')
+        tok = t.add_token(name, read_only)
+    print(tok)
+    print(f'{tenant}/{name}: shown once, keep it now; send it as Authorization: Bearer <token>', file=sys.stderr)
+
 # %% ../nbs/13_cli.ipynb #c8c5f908
 @call_parse
 def webhooks_send(url:str,              # receiver URL, e.g. http://127.0.0.1:5001/webhooks/demo/demo
@@ -452,6 +480,7 @@ def webhooks_events(tenant:str,         # tenant name
                     type:str=None,      # only this type: exact, a prefix ('invoice'), or a wildcard ('invoice.*')
                     source:str=None,    # only this source's events
                     since:str=None,     # only events received since: 30m, 2h, 3d, 1w or an ISO time
+                    where:str=None,     # payload search: 'data.object.customer=cus_123' (or ^= prefix), terms ANDed
                     limit:int=20,       # how many, newest first
                     payload:bool=False, # also print each body
                     json:bool=False,    # one JSON object per line
@@ -468,13 +497,14 @@ def webhooks_events(tenant:str,         # tenant name
             seq = t.find(id, source)
             e, h = t.detail(seq)  # one snapshot: the status and the attempts agree
             return print(_dumps(event_json(e, h)) if as_json else _detail(e, h))
-        rows = t.events(status, limit, source=source, type=type, since=since_t)
+        rows = t.events(status, limit, source=source, type=type, since=since_t, search=where)
     for e in rows:
         if as_json: print(_dumps(event_json(e, body=payload))); continue
         print(_line(e))
         if payload: print('   ', show_body(e.payload).replace('\n', '\n    '))
     if not rows and not as_json:
-        print(f'no events for {tenant}' + (' matching these filters' if status or type or source or since else ''))
+        filtered = status or type or source or since or where
+        print(f'no events for {tenant}' + (' matching these filters' if filtered else ''))
 
 # %% ../nbs/13_cli.ipynb #742ade61
 @call_parse

@@ -521,6 +521,7 @@ PAGE_SIZE = 50  # events or rejections per page
 class Query(NamedTuple):
     "The filters of the events page, as typed (empty: not filtered)."
     tenant:str=''; source:str=''; status:str=''; type:str=''; since:str=''; until:str=''; id:str=''; before:str=''
+    where:str=''  # payload search: 'data.object.customer=cus_123' terms, space-separated
 
     @classmethod
     def of(cls, params)->Query:
@@ -530,7 +531,8 @@ class Query(NamedTuple):
     def filters(self, now:float|None=None)->dict:
         "Keyword arguments for `TenantStore.events`; `ValueError` naming the filter that can't be used."
         if self.status and self.status not in STATUSES: raise ValueError(f'status: use one of {", ".join(STATUSES)}')
-        f = dict(status=self.status or None, source=self.source or None, type=self.type or None, id=self.id or None)
+        f = dict(status=self.status or None, source=self.source or None, type=self.type or None, id=self.id or None,
+                 search=self.where or None)
         for k in ('since', 'until'):
             v = getattr(self, k)
             try: f[k] = parse_since(v, now) if v else None
@@ -545,8 +547,9 @@ class Query(NamedTuple):
 def replay_filters(self:Query, now:float|None=None)->dict:
     "Keyword arguments for `TenantStore.replay` matching these filters; `ValueError` if replay can't express them."
     f = self.filters(now)
-    if f['until'] is not None or f['id'] is not None:
-        raise ValueError('bulk replay filters by source, status, type and since; clear "until" and "id" first')
+    if f['until'] is not None or f['id'] is not None or f['search']:
+        raise ValueError('bulk replay filters by source, status, type and since; '
+                         'clear "until", "id" and "payload" first')
     return dict(source=f['source'], status=f['status'], type=f['type'], since=f['since'])
 
 # %% ../nbs/14_dashboard.ipynb #3ee152df
@@ -598,6 +601,7 @@ def EventFilters(prefix:str,      # the dashboard's URL prefix
                 Field('type', 'type', q.type, placeholder='invoice.paid, invoice or invoice.*'),
                 Field('since', 'since', q.since, placeholder='2h or 2026-11-23T10:00', size=14),
                 Field('until', 'until', q.until, placeholder='30m', size=14), Field('id', 'id', q.id, size=16),
+                Field('payload', 'where', q.where, placeholder='data.object.customer=cus_123', size=28, type='search'),
                 Button('Filter'), A('clear', href=link(prefix, 'events', tenant=q.tenant)),
                 method='get', action=f'{prefix}/events', cls='filters')
 

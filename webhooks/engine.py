@@ -20,10 +20,11 @@ from .records import (IDEMPOTENCY_WINDOW, LEASE, MAX_ATTEMPTS, REJECTION_CAP, RE
 
 # %% auto #0
 __all__ = ['SQL', 'DIALECT', 'MAX_URL', 'MAX_VERIFY_TOKEN', 'FINAL', 'NO_HANDLER', 'EVENT_COLS', 'ATTEMPT_COLS', 'SOURCE_COLS',
-           'INVALID', 'render', 'Tenant', 'statements', 'check_url', 'check_source', 'default_tolerance', 'signing_key',
-           'check_rate', 'flood_settings', 'refill', 'source_keys', 'body_value', 'log_steps', 'matched',
-           'check_statuses', 'dead_letter', 'lapsed', 'Settled', 'due_times', 'arriving', 'copy_tenant', 'GroupCommit',
-           'Receiving', 'session_key', 'token_mark', 'AdminSessions']
+           'INVALID', 'TOKEN_PREFIX', 'TOKEN_USED_EVERY', 'TOKEN_COLS', 'render', 'Tenant', 'statements', 'check_url',
+           'check_source', 'default_tolerance', 'signing_key', 'check_rate', 'flood_settings', 'refill', 'source_keys',
+           'body_value', 'log_steps', 'matched', 'check_statuses', 'search_terms', 'plain', 'dead_letter', 'lapsed',
+           'Settled', 'due_times', 'arriving', 'copy_tenant', 'GroupCommit', 'Receiving', 'session_key', 'token_mark',
+           'AdminSessions', 'TokenInfo', 'token_tenant']
 
 # %% ../nbs/03_engine.ipynb #315df610
 SQL = dict(
@@ -487,6 +488,33 @@ def check_statuses(status:str|tuple, # one status, or several
         raise ValueError(f'unknown status {bad[0]!r}; use one of {", ".join(STATUSES)}')
     return sts
 
+# %% ../nbs/03_engine.ipynb #bbc33aa4
+_path_key = re.compile(r'[A-Za-z0-9_-]{1,64}')
+
+def search_terms(search:str|list|None, # 'path=value' or 'path^=value' terms: a list, or one string split on spaces
+                )->list[tuple]:
+    "(path keys, prefix?, value) of each payload search term; `ValueError` saying which term can't be read."
+    terms = search.split() if isinstance(search, str) else list(search or [])
+    res = []
+    for term in terms:
+        path, eq, value = str(term).partition('=')
+        prefix = path.endswith('^')
+        keys = path.removesuffix('^').split('.')
+        if not eq or not all(_path_key.fullmatch(k) for k in keys) or len(keys) > 16:
+            raise ValueError(f'search {str(term)[:80]!r}: use path=value or path^=value, '
+                             'the path dotted keys of letters, digits, "_" or "-" (e.g. data.object.customer=cus_123)')
+        res.append((tuple(keys), prefix, value))
+    return res
+
+def plain(value:str)->bool:
+    "Is `value` written the same way in any JSON text holding it (printable ASCII, no quote, backslash or slash)?"
+    return bool(value) and all(' ' <= ch <= '~' and ch not in '"\\/' for ch in value)
+
+@patch
+def json_text(self:Tenant, keys:tuple): _dialect('json_text(keys): SQL for the payload\'s text at path `keys`, or NULL')
+@patch
+def cond_contains(self:Tenant, text:str): _dialect('cond_contains(text): (condition that the body holds `text`, args)')
+
 # %% ../nbs/03_engine.ipynb #de745e37
 @patch
 def where(self:Tenant,
@@ -498,6 +526,7 @@ def where(self:Tenant,
           seqs:list|None=None,         # only these events
           before:int|None=None,        # only events older than this `seq`
           until:float|None=None,       # only events received before this unix time
+          search:str|list|None=None,   # payload search terms, ANDed: 'data.object.customer=cus_123' (`search_terms`)
          )->tuple[str,list]:
     "(SQL condition, parameters) selecting events by the filters `events` and `replay` share."
     P, conds = self.P, []
@@ -511,6 +540,13 @@ def where(self:Tenant,
                     (f'received_at < {P}', until), (f'seq < {P}', before)):
         if v is not None: conds.append((cond, [v]))
     if seqs is not None: conds.append(self.cond_in('seq', list(seqs)))
+    if since is not None:  # also as a `seq` bound: a newest-first page stops at the range's start, not the table's
+        # `seq + 0`: min(seq) alone is read walking the primary key from the oldest event, not the time index's range
+        conds.append((f'seq >= (SELECT min(seq + 0) FROM {self.t}webhook_events WHERE received_at >= {P})', [since]))
+    for keys, prefix, v in search_terms(search):
+        x = self.json_text(keys)
+        if plain(v): conds.append(self.cond_contains(v))  # the body's text holds the value: no JSON read for most rows
+        conds.append((f'substr({x}, 1, CAST({P} AS INTEGER)) = {P}', [len(v), v]) if prefix else (f'{x} = {P}', [v]))
     return ' AND '.join(['1=1', *(c for c, _ in conds)]), [a for _, args in conds for a in args]
 
 # %% ../nbs/03_engine.ipynb #25436789
@@ -528,11 +564,24 @@ def events(self:Tenant,
            seqs:list|None=None,    # only these events
            before:int|None=None,   # only events older than this `seq` (the next page)
            until:float|None=None,  # only events received before this unix time
+           search:str|list|None=None, # payload search terms, ANDed: 'data.object.customer=cus_123'
           )->list[StoredEvent]:
     "A tenant's events, newest first, filtered."
-    w, args = self.where(status, source, type, since, id, seqs, before, until)
+    w, args = self.where(status, source, type, since, id, seqs, before, until, search)
     q = f'SELECT {_event_cols} FROM {self.t}webhook_events WHERE {w} ORDER BY seq DESC LIMIT {self.P}'
     with self.reading() as h: return [self.event_row(r) for r in self.all(h, q, (*args, limit))]
+
+# %% ../nbs/03_engine.ipynb #b22ea260
+@patch
+def index_payload(self:Tenant,
+                  path:str,  # a dotted payload path searched often, e.g. 'data.object.customer'
+                 )->str:
+    "Index the payload's value at `path` (equality searches on it become index lookups); the index's name."
+    (keys, _, _), = search_terms([f'{path}='])
+    name = 'webhook_events_p_' + hashlib.sha256('.'.join(keys).encode()).hexdigest()[:12]
+    with self.txn() as h:
+        self.run(h, f'CREATE INDEX IF NOT EXISTS {name} ON {self.t}webhook_events (({self.json_text(keys)}))')
+    return name
 
 # %% ../nbs/03_engine.ipynb #3dc2abd5
 @patch
@@ -872,6 +921,7 @@ def export_rows(self:Tenant,
     with self.snapshot() as h:
         q = lambda names, sql, args=(): [dict(zip(names, r)) for r in self.all(h, sql, args)]
         srcs = q(SOURCE_COLS, self.sql['export_sources']) if not after else []
+        toks = q(TOKEN_COLS, self.sql['export_tokens']) if not after else []
         evs = q(EVENT_COLS, f'SELECT {cols(EVENT_COLS)} FROM {self.t}webhook_events WHERE seq > {self.P} '
                             f'ORDER BY seq LIMIT {self.P}', (after, limit))
         atts = q(ATTEMPT_COLS, f'SELECT {cols(ATTEMPT_COLS)} FROM {self.t}webhook_attempts WHERE event_seq BETWEEN '
@@ -879,7 +929,7 @@ def export_rows(self:Tenant,
     dec = self.keys._decrypt
     srcs = [{**r, 'secret': dec(r['secret']), 'verify_token': dec(r['verify_token']), 'paused': bool(r['paused'])}
             for r in srcs]
-    return Rows(srcs, [{**e, 'payload': self.stored(e['payload'])} for e in evs], atts)
+    return Rows(srcs, [{**e, 'payload': self.stored(e['payload'])} for e in evs], atts, toks)
 
 def arriving(ev:dict)->dict:
     "An exported event as it enters another store: a `processing` one is `pending` again (its lease was the old one's)."
@@ -911,6 +961,8 @@ def import_rows(self:Tenant,
             vals = [new_seq[a['event_seq']], *(a[k] for k in ATTEMPT_COLS[1:])]
             self.run(h, ins('webhook_attempts', ATTEMPT_COLS), vals)
             n['attempts'] += 1
+        if rows.tokens:  # counted only when there are some: a copy without tokens reports what it always did
+            n['tokens'] = sum(self.run(h, self.sql['import_token'], [t[k] for k in TOKEN_COLS]) for t in rows.tokens)
         if n['sources']: self.sources_changed(h)
         if n['events']: self.queued(h)  # workers that listen run what arrived pending
     return n
@@ -928,8 +980,8 @@ def copy_tenant(src:TenantStore,        # where the tenant is now
     total, after = dict(sources=0, events=0, attempts=0, skipped=0), 0
     while True:
         rows = src.export_rows(after, page)
-        if not rows.events and not rows.sources: return total
-        for k, v in dst.import_rows(rows).items(): total[k] += v
+        if not rows.events and not rows.sources and not rows.tokens: return total
+        for k, v in dst.import_rows(rows).items(): total[k] = total.get(k, 0) + v
         if progress: progress(total)
         if not rows.events: return total
         after = rows.events[-1]['seq']
@@ -1054,3 +1106,77 @@ class AdminSessions:
     def end_sessions(self)->int:
         "End every session; how many there were."
         return self._session_drop(None)
+
+# %% ../nbs/03_engine.ipynb #b8b1a129
+TOKEN_PREFIX = 'wht_'  # a tenant's API token: wht_<tenant>.<random>
+TOKEN_USED_EVERY = 60.0  # seconds: a token's `last_used` is written at most this often
+
+class TokenInfo(NamedTuple):
+    "An API token as listed: never the token itself."
+    name:str; read_only:bool; created_at:float; last_used:float|None
+
+def token_tenant(token:str, # a bearer token, as given
+                )->str|None:
+    "The tenant an API token `wht_<tenant>.<random>` is scoped to; None if `token` is not one."
+    if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX): return None
+    name, dot, rest = token[len(TOKEN_PREFIX):].rpartition('.')
+    try: return check_name(name) if dot and len(rest) >= 16 else None
+    except TenantError: return None
+
+SQL.update(
+  add_token='''INSERT INTO {t}webhook_tokens (key, name, read_only, created_at) VALUES (?,?,?,?)
+ON CONFLICT (name) DO NOTHING RETURNING name''',
+  tokens='SELECT name, read_only, created_at, last_used FROM {t}webhook_tokens ORDER BY created_at, name',
+  token='SELECT name, read_only, created_at, last_used FROM {t}webhook_tokens WHERE key=?',
+  token_used='UPDATE {t}webhook_tokens SET last_used=? WHERE key=?',
+  revoke_token='DELETE FROM {t}webhook_tokens WHERE name=?',
+  export_tokens='SELECT key, name, read_only, created_at, last_used FROM {t}webhook_tokens ORDER BY created_at, name',
+  import_token='''INSERT INTO {t}webhook_tokens (key, name, read_only, created_at, last_used) VALUES (?,?,?,?,?)
+ON CONFLICT DO NOTHING''',
+)
+TOKEN_COLS = ('key', 'name', 'read_only', 'created_at', 'last_used')  # what a copy carries: the hash, never a token
+
+# %% ../nbs/03_engine.ipynb #0c205d8e
+@patch
+def add_token(self:Tenant,
+              name:str,              # what to call it (letters, digits, '-', '_'), unique in the tenant
+              read_only:bool=False,  # it may read but never change anything
+              now:float|None=None,   # its creation time (default: now)
+             )->str:
+    "Make an API token scoped to this tenant; the token, which only its SHA-256 is stored of (show it once)."
+    check_name(name, 'token')
+    tok = f'{TOKEN_PREFIX}{self.name}.{token_urlsafe(24)}'
+    with self.txn() as h:
+        row = (session_key(tok), name, int(read_only), time.time() if now is None else now)
+        if self.one(h, self.sql['add_token'], row) is None:
+            raise ValueError(f'this tenant has a token named {name!r} already: pick another name, or revoke that one')
+    return tok
+
+@patch
+def tokens(self:Tenant)->list[TokenInfo]:
+    "This tenant's API tokens, oldest first (names and use, never the tokens)."
+    return [TokenInfo(n, bool(ro), c, u) for n, ro, c, u in self.select('tokens')]
+
+@patch
+def revoke_token(self:Tenant,
+                 name:str,  # the token's name
+                )->bool:
+    "Revoke token `name` at once (its next request is refused); was there one?"
+    with self.txn() as h: return self.run(h, self.sql['revoke_token'], (name,)) > 0
+
+# %% ../nbs/03_engine.ipynb #645f4cfa
+@patch
+def check_token(self:Tenant,
+                token:str,            # a bearer token, as given
+                now:float|None=None,  # the time of the request (default: now)
+               )->TokenInfo|None:
+    "`token`'s entry if it is a live token of this tenant (noting its use), else None."
+    if token_tenant(token) != self.name: return None
+    key, now = session_key(token), time.time() if now is None else now
+    with self.reading() as h: row = self.one(h, self.sql['token'], (key,))
+    if row is None: return None
+    info = TokenInfo(row[0], bool(row[1]), row[2], row[3])
+    if info.last_used is None or now - info.last_used >= TOKEN_USED_EVERY:
+        with self.txn() as h: self.run(h, self.sql['token_used'], (now, key))
+        info = info._replace(last_used=now)
+    return info

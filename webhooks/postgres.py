@@ -24,10 +24,11 @@ from .engine import (INVALID, SOURCE_COLS, AdminSessions, GroupCommit, Receiving
                              log_steps, matched, source_keys, statements)
 
 # %% auto #0
-__all__ = ['PREFIX', 'PG_SCHEMA_VERSION', 'PG_REJECTION_SCHEMA', 'PG_SCHEMA', 'PG_MIGRATIONS', 'PG', 'CHANNEL', 'SOURCES_CHANNEL',
-           'SETTINGS_SCHEMA', 'SESSIONS_TABLE', 'PG_INVALID', 'schema_name', 'schema_mark', 'read_mark', 'pg_ddl',
-           'schema_sql', 'migration_sql', 'stored_body', 'pg_statements', 'pg_where', 'pg_rows', 'glob_regex',
-           'safe_url', 'PgStore', 'schema_steps', 'encrypt_steps', 'PgTenant', 'rejection_arrays', 'PgInbox']
+__all__ = ['PREFIX', 'PG_SCHEMA_VERSION', 'PG_API_SCHEMA', 'PG_REJECTION_SCHEMA', 'PG_SCHEMA', 'PG_MIGRATIONS', 'PG', 'CHANNEL',
+           'SOURCES_CHANNEL', 'SETTINGS_SCHEMA', 'SESSIONS_TABLE', 'PG_INVALID', 'schema_name', 'schema_mark',
+           'read_mark', 'pg_ddl', 'schema_sql', 'migration_sql', 'stored_body', 'pg_statements', 'pg_where', 'pg_rows',
+           'glob_regex', 'safe_url', 'PgStore', 'schema_steps', 'encrypt_steps', 'PgTenant', 'rejection_arrays',
+           'PgInbox']
 
 # %% ../nbs/05_postgres.ipynb #0c19362e
 PREFIX = 'wh_'  # every tenant schema's name starts with it
@@ -41,7 +42,7 @@ def schema_name(tenant:str,  # tenant name: ASCII letters, digits, '-', '_'; 1-6
     return f'{PREFIX}{tenant[:43]}~{hashlib.sha256(tenant.encode()).hexdigest()[:16]}'
 
 # %% ../nbs/05_postgres.ipynb #4d353c94
-PG_SCHEMA_VERSION = 4  # version of this PostgreSQL layout (the tables and columns of the SQLite store's schema 6)
+PG_SCHEMA_VERSION = 5  # version of this PostgreSQL layout (the tables and columns of the SQLite store's schema 7)
 
 def schema_mark(tenant:str,  # tenant name
                )->str:
@@ -72,10 +73,23 @@ def pg_ddl(ddl:str, # SQLite DDL of the tenant's tables (`sqlite.SCHEMA` or a pa
     for pat, repl in _PG_TYPES: ddl = re.sub(pat, repl, ddl)
     return ddl
 
+# %% ../nbs/05_postgres.ipynb #41c61714
+from .sqlite import TOKENS_DDL
+
+PG_API_SCHEMA = pg_ddl(TOKENS_DDL) + """
+CREATE OR REPLACE FUNCTION {s}.payload_json(body bytea) RETURNS jsonb LANGUAGE plpgsql IMMUTABLE PARALLEL UNSAFE AS $$
+BEGIN
+  IF body IS NULL OR length(body) = 0 OR get_byte(body, 0) NOT IN (123, 91) THEN  -- no object, no array
+    RETURN NULL;
+  END IF;
+  RETURN convert_from(body, 'UTF8')::jsonb;
+EXCEPTION WHEN others THEN RETURN NULL;  -- not UTF-8, or not JSON
+END $$;"""
+
 # %% ../nbs/05_postgres.ipynb #9027c4b5
 PG_REJECTION_SCHEMA = pg_ddl('\n'.join(REJECTION_SCHEMA))
 PG_SCHEMA = ('CREATE SCHEMA {s};' + pg_ddl('\n'.join([EVENTS_DDL, EVENTS_INDEXES, ATTEMPTS_DDL, SOURCES_DDL]))
-             + '\n' + PG_REJECTION_SCHEMA + '\nCOMMENT ON SCHEMA {s} IS {mark};')
+             + '\n' + PG_REJECTION_SCHEMA + PG_API_SCHEMA + '\nCOMMENT ON SCHEMA {s} IS {mark};')
 
 # %% ../nbs/05_postgres.ipynb #aa92aefb
 def schema_sql(tenant:str,  # tenant name
@@ -96,6 +110,9 @@ def migration_sql(tenant:str,    # tenant name
     steps = ''.join(PG_MIGRATIONS[v] for v in range(version, PG_SCHEMA_VERSION))
     return sql.SQL(steps + '\nCOMMENT ON SCHEMA {s} IS {mark};').format(s=sql.Identifier(schema_name(tenant)),
                                                                         mark=sql.Literal(schema_mark(tenant)))
+
+# %% ../nbs/05_postgres.ipynb #3244514e
+PG_MIGRATIONS[4] = PG_API_SCHEMA
 
 # %% ../nbs/05_postgres.ipynb #8c3ec49d
 def stored_body(b:bytes|None,  # a `payload` as PostgreSQL returns it
@@ -496,6 +513,12 @@ def many(self:PgTenant, h, q:str, rows:list):
 def cond_in(self:PgTenant, col:str, vals:list): return f'{col} = ANY(%s)', [list(vals)]
 @patch
 def cond_glob(self:PgTenant, col:str, pattern:str): return f'{col} ~ %s', [glob_regex(pattern)]
+
+# %% ../nbs/05_postgres.ipynb #e1a91ca4
+@patch
+def json_text(self:PgTenant, keys:tuple): return f"{self.t}payload_json(payload) #>> '{{{','.join(keys)}}}'"
+@patch
+def cond_contains(self:PgTenant, text:str): return 'position(%s::bytea in payload) > 0', [text.encode()]
 
 # %% ../nbs/05_postgres.ipynb #a7ceed0d
 def _text(s:str|None)->str|None:

@@ -161,6 +161,7 @@ class SecretInfo(NamedTuple):
 class Rows(NamedTuple):
     "A page of one tenant's rows, as dicts keyed by column: what `export_rows` reads and `import_rows` writes."
     sources:list; events:list; attempts:list
+    tokens:list=()  # the tenant's API tokens (their hashes), on the first page
 
 # %% ../nbs/01_records.ipynb #98ca4e9f
 class TenantStore(Protocol):

@@ -20,12 +20,12 @@ from .engine import (INVALID, SOURCE_COLS, AdminSessions, GroupCommit, Receiving
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'EVENTS_DDL', 'EVENTS_INDEXES', 'ATTEMPTS_DDL', 'SOURCES_DDL', 'REJECTION_SCHEMA', 'SCHEMA',
-           'MIGRATIONS', 'NO_CAP', 'SQLITE', 'SQLITE_SQL', 'MATCH_EVERY', 'SQLITE_INVALID', 'SESSIONS_DDL',
-           'tenant_path', 'write_txn', 'secret_txn', 'encrypt_plaintext', 'migrate', 'tenant_db', 'limit_size',
-           'tenants', 'SqliteTenant', 'SqliteInbox', 'SqliteStore']
+           'MIGRATIONS', 'TOKENS_DDL', 'NO_CAP', 'SQLITE', 'SQLITE_SQL', 'MATCH_EVERY', 'SQLITE_INVALID',
+           'SESSIONS_DDL', 'tenant_path', 'write_txn', 'secret_txn', 'encrypt_plaintext', 'migrate', 'tenant_db',
+           'limit_size', 'tenants', 'SqliteTenant', 'json_path', 'SqliteInbox', 'SqliteStore']
 
 # %% ../nbs/04_sqlite.ipynb #110988ed
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 EVENTS_DDL = f"""
 CREATE TABLE IF NOT EXISTS webhook_events (
   seq INTEGER PRIMARY KEY,            -- arrival order; the queue's order
@@ -135,6 +135,18 @@ ALTER TABLE webhook_sources ADD COLUMN rate_limit REAL;
 ALTER TABLE webhook_sources ADD COLUMN handler_rate REAL;
 DROP INDEX IF EXISTS webhook_events_due;
 CREATE INDEX webhook_events_due ON webhook_events(next_attempt_at, seq, source) WHERE status = 'pending';'''
+
+# %% ../nbs/04_sqlite.ipynb #ee1efd45
+TOKENS_DDL = """
+CREATE TABLE IF NOT EXISTS webhook_tokens (
+  key TEXT PRIMARY KEY,               -- SHA-256 of the token (the token itself is shown once, never stored)
+  name TEXT NOT NULL UNIQUE,          -- what its owner calls it: laptop, ci, …
+  read_only INTEGER NOT NULL DEFAULT 0, -- 1: it reads, it never changes anything
+  created_at REAL NOT NULL,
+  last_used REAL                      -- when it last opened a request (written at most once a minute)
+);"""
+MIGRATIONS[6] = TOKENS_DDL
+SCHEMA += TOKENS_DDL
 
 # %% ../nbs/04_sqlite.ipynb #a0814787
 def tenant_path(tenant:str,           # tenant name: ASCII letters, digits, '-', '_'; 1-64 characters
@@ -358,6 +370,18 @@ def cond_in(self:SqliteTenant, col:str, vals:list):
     return (f'{col} IN ({",".join("?"*len(vals))})', list(vals)) if vals else ('0', [])
 @patch
 def cond_glob(self:SqliteTenant, col:str, pattern:str): return f'{col} GLOB ?', [pattern]
+
+# %% ../nbs/04_sqlite.ipynb #f9e36ef7
+def json_path(keys:tuple, # path keys, as `search_terms` reads them
+             )->str:
+    "SQLite's JSON path for `keys`: `$.data.object.customer`, a number as an array index (`$.items[0]`)."
+    return '$' + ''.join(f'[{k}]' if k.isdigit() else f'."{k}"' for k in keys)
+
+@patch
+def json_text(self:SqliteTenant, keys:tuple):
+    return f"CASE WHEN json_valid(payload) THEN CAST(json_extract(payload, '{json_path(keys)}') AS TEXT) END"
+@patch
+def cond_contains(self:SqliteTenant, text:str): return 'instr(payload, ?) > 0', [text]
 
 # %% ../nbs/04_sqlite.ipynb #bb4b8bf2
 @patch
