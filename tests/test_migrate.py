@@ -1,13 +1,23 @@
 "Databases in use keep working: a tenant file written by an older webhooks (schema v2, v4, v5) opens, migrates in place to today's and loses nothing."
 import apsw, re
+from webhooks.sqlite import ORDER_INDEXES
 from webhooks.store import REJECTION_SCHEMA, SCHEMA, SCHEMA_VERSION, SqliteStore, SqliteTenant, tenant_db, NewEvent, Outcome
 from webhooks.signatures import fingerprint
 
+V6_DUE = "CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events(next_attempt_at, seq, source) WHERE status = 'pending';"
 V5_DUE = "CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events(next_attempt_at) WHERE status = 'pending';"
+
+def v6_schema()->str:
+    "Today's schema as version 6 had it: no ordering keys, no `superseded`, the due index over every pending event."
+    s = re.sub(r"\n  (order_key TEXT|created REAL|turn REAL|order_by TEXT|on_failure TEXT|skip_stale INTEGER)[^\n]*", '',
+               SCHEMA.replace(ORDER_INDEXES, '')).replace('  headers TEXT, ' + ' '*22 + "-- the request's headers as a JSON", '  headers TEXT  ' + ' '*22 + "-- the request's headers as a JSON").replace(", 'superseded'", '')
+    s, n = re.subn(r"CREATE INDEX IF NOT EXISTS webhook_events_due ON [^\n]*\n[^\n]*", V6_DUE, s)
+    assert n == 1 and 'order_key' not in s and 'superseded' not in s and 'skip_stale' not in s
+    return s
 
 def v5_schema()->str:
     "Today's schema as version 5 had it: no flood controls on sources, the due index on `next_attempt_at` alone."
-    s = re.sub(r"\n  (paused INTEGER|rate_limit REAL|handler_rate REAL)[^\n]*", '', SCHEMA)
+    s = re.sub(r"\n  (paused INTEGER|rate_limit REAL|handler_rate REAL)[^\n]*", '', v6_schema())
     s, n = re.subn(r"CREATE INDEX IF NOT EXISTS webhook_events_due ON [^\n]*", V5_DUE, s)
     assert n == 1 and 'paused' not in s and 'handler_rate' not in s
     return s
@@ -37,7 +47,7 @@ def test_v2_database_migrates_in_place(tmp_path):
     c.execute("INSERT INTO webhook_sources VALUES ('stripe', 'stripe', 'whsec_old_0123', 'fp_1', 300, 0)")
     c.execute('PRAGMA user_version=2'); c.close()
     db = tenant_db('old', tmp_path, create=False)
-    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 6
+    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 7
     assert {'webhook_rejections', 'webhook_retired'} <= set(db.table_names())
     assert db.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
     t = SqliteTenant(db)
@@ -54,7 +64,7 @@ def test_v2_database_migrates_in_place(tmp_path):
     except apsw.ConstraintError: pass
     db.close()
     db2 = tenant_db('old', tmp_path, create=False)  # a second open does not migrate again
-    assert db2.execute('PRAGMA user_version').fetchone()[0] == 6
+    assert db2.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION
     assert SqliteTenant(db2).secrets('stripe')[0].last_matched is None
 
 def test_v4_database_gains_verify_token_and_url_and_encrypts_its_secrets(tmp_path):
@@ -69,11 +79,11 @@ def test_v4_database_gains_verify_token_and_url_and_encrypts_its_secrets(tmp_pat
                  VALUES ('evt_v4', 'stripe', 'invoice.paid', '{"id":"evt_v4"}', 'stripe:evt_v4', 1767225600)""")
     c.execute('PRAGMA user_version=4'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == 6
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION
     cols = [r[1] for r in t.c.execute('PRAGMA table_info(webhook_sources)')]
-    assert cols[-5:] == ['verify_token', 'url', 'paused', 'rate_limit', 'handler_rate']
+    assert cols[-8:] == ['verify_token', 'url', 'paused', 'rate_limit', 'handler_rate', 'order_by', 'on_failure', 'skip_stale']
     assert cols == [r[1] for r in SqliteStore(tmp_path/'fresh').open('x', create=True).c.execute('PRAGMA table_info(webhook_sources)')]
-    assert t.source('stripe') == ('stripe', (new,), 600, 65536, ((old, 9e9),), None, None, False, None, None)
+    assert t.source('stripe') == ('stripe', (new,), 600, 65536, ((old, 9e9),), None, None, False, None, None, None)
     (src,) = t.sources()
     assert (src.url, src.verify_token, src.fingerprints) == (None, False, (fingerprint(new),))
     assert [(x.added_at, x.last_matched) for x in t.secrets('stripe')] == [(1767225000, 1767225100)]
@@ -95,7 +105,7 @@ def test_v5_database_gains_flood_controls_and_a_due_index_that_holds_the_source(
                      VALUES (?, ?, 'invoice.paid', '{}', ?, 1767225600)""", [('evt_a', 'stripe', 'stripe:evt_a'), ('gh_1', 'github', 'github:gh_1')])
     c.execute('PRAGMA user_version=5'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == 6
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION
     cols = lambda tt, table: [r[1:] for r in tt.c.execute(f'PRAGMA table_info({table})')]
     assert cols(t, 'webhook_sources') == cols(fresh, 'webhook_sources')
     index = lambda tt: tt.c.execute("SELECT sql FROM sqlite_schema WHERE name='webhook_events_due'").fetchone()[0]
