@@ -666,11 +666,11 @@ def claim(self:Tenant,
     with self.txn() as h:
         self._reclaim(h, now, max_attempts)
         rows = self.all(h, self.sql['claim_suspect'], (*args, 1)) if self.one(h, self.sql['suspect'], (now,)) else []
-        if not rows:  # none, or another worker holds it
-            self.keys_lock(h)
-            rows = self.all(h, self.sql['claim_keyed'], (*args, batch))
-            if len(rows) < batch: rows += self.all(h, self.sql['claim'], (*args, batch - len(rows)))
-        return sorted(self.supersede(h, [self.claim_row(r) for r in rows], now))
+        if rows: return [self.claim_row(r) for r in rows]  # alone: it may be what stops workers
+        self.keys_lock(h)
+        claims = self._keyed(h, args, batch, now)
+        if len(claims) < batch: claims += map(self.claim_row, self.all(h, self.sql['claim'], (*args, batch - len(claims))))
+        return sorted(claims)
 
 # %% ../nbs/03_engine.ipynb #8fec5f9d
 FINAL = {'completed': 'completed', 'failed': 'failed', 'ignored': 'unhandled'}  # an outcome's final status
@@ -841,6 +841,18 @@ def supersede(self:Tenant, h,
             note = f'superseded by {newer[0]} (created {newer[1] - c.created:g} s later, already completed)'
             if self.run(h, self.sql['supersede'], (now, note, c.seq, self.owner, c.attempt)): gone.add(c.seq)
     return [c for c in claims if c.seq not in gone]
+
+# %% ../nbs/03_engine.ipynb #b7646df2
+@patch
+def _keyed(self:Tenant, h, args:tuple, batch:int, now:float)->list[Claim]:
+    "Inside a claim: each key's next due event, up to `batch`, the stale ones superseded and replaced by their next."
+    claims = []
+    while len(claims) < batch:
+        got = [self.claim_row(r) for r in self.all(h, self.sql['claim_keyed'], (*args, batch - len(claims)))]
+        kept = self.supersede(h, got, now)
+        claims += kept
+        if len(kept) == len(got): break
+    return claims
 
 # %% ../nbs/03_engine.ipynb #ad26b625
 class Held(NamedTuple):

@@ -449,7 +449,8 @@ def source(self:SqliteTenant,
     "What verifying source `name`'s deliveries needs; reloaded whenever another connection changed the database."
     v = self.c.execute('PRAGMA data_version').fetchone()[0]
     if v != self._version:
-        with self.snapshot() as h: self._keys, self._version = self.source_rows(h), v
+        inside = not self.c.getautocommit()  # asked while logging in the group commit's transaction: read in it
+        with nullcontext(self.c) if inside else self.snapshot() as h: self._keys, self._version = self.source_rows(h), v
     return self._keys.get(name)
 
 # %% ../nbs/04_sqlite.ipynb #2c1d97b3
