@@ -252,3 +252,31 @@ def test_two_worker_processes_one_killed_never_run_a_key_twice_at_once(pg_url, t
     hist = q(t, "SELECT count(*) n FROM webhook_attempts WHERE outcome='lapsed'")[0]['n']
     assert hist >= len(cut)  # every claim of the killed worker (running or not yet started) was taken over
     store.close()
+
+# ---------------------------------------------------------------- the dashboard
+
+def test_dashboard_sets_ordering_and_shows_held_keys_and_what_an_event_waits_behind(store):
+    from fasthtml.common import FastHTML
+    from starlette.testclient import TestClient
+    from webhooks.dashboard import install_dashboard
+    from test_sessions import TOKEN, csrf_in, logged_in
+    app = FastHTML(sess_cls=None, secret_key='tests-only')
+    install_dashboard(app, store, token=TOKEN)
+    t = ordered_tenant(store)
+    c = logged_in(TestClient(app))
+    form = lambda **kw: {'csrf': csrf_in(c.get(f'/admin/sources?tenant={t.name}').text), 'name': 'stripe', **kw}
+    r = c.post(f'/admin/sources/{t.name}/order', data=form(order_by='data..id', on_failure='hold', skip_stale='false'))
+    assert r.status_code == 400 and 'dotted payload path' in r.text and t.sources()[0].order_by == 'data.object.id'
+    r = c.post(f'/admin/sources/{t.name}/order', data=form(order_by='data.object.id', on_failure='hold', skip_stale='true'))
+    assert r.status_code == 200 and 'Ordering set' in r.text and 'one at a time per' in r.text
+    assert (t.sources()[0].on_failure, t.sources()[0].skip_stale) == ('hold', True)
+    t.log([stripe_event(1, 'in_A', 10), stripe_event(2, 'in_A', 20)])
+    (a,) = t.claim()
+    t.record([Outcome(a.seq, a.id, 1, 1, 2, 'retry', 'RuntimeError: CRM down')], retry_at=lambda o: time.time() + 600)
+    page = c.get('/admin/').text
+    assert 'Held keys' in page and 'stripe/in_A' in page and 'held by' in page and '1 waiting' in page
+    page = c.get(f'/admin/events/{t.name}/{t.find("evt_0002")}').text
+    assert 'waiting behind evt_0001 (failed, attempt 1 of 5)' in page
+    r = c.post(f'/admin/sources/{t.name}/order', data=form(order_by='', on_failure='continue', skip_stale='false'))
+    assert r.status_code == 200 and t.sources()[0].order_by is None
+    t.close()
