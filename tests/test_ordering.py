@@ -22,7 +22,8 @@ def invoice(i:int, obj:str, created:int, type:str='invoice.updated')->str:
                        'data': {'object': {'id': obj, 'object': 'invoice'}}})
 
 def stripe_event(i:int, obj:str, created:int)->NewEvent:
-    return NewEvent(f'evt_{i:04d}', 'stripe', 'invoice.updated', invoice(i, obj, created), 't=1,v1=…', f'stripe:evt_{i:04d}')
+    wid = f'evt_{i:04d}'
+    return NewEvent(wid, 'stripe', 'invoice.updated', invoice(i, obj, created), 't=1,v1=…', f'stripe:{wid}')
 
 def ordered_tenant(store, **settings):
     "A fresh tenant whose `stripe` source orders its events by invoice."
@@ -95,7 +96,8 @@ def test_random_arrivals_failures_and_workers_keep_each_key_in_order(store, data
         if e.status == 'superseded':  # only with --skip-stale, and only behind a newer completed event of its key
             assert skip_stale and 'superseded by evt_' in e.note, e
             newer = rows[e.note.split()[2]]
-            assert newer.status == 'completed' and keys[int(newer.id[4:])] == keys[i] and created[int(newer.id[4:])] > created[i]
+            j = int(newer.id[4:])
+            assert newer.status == 'completed' and keys[j] == keys[i] and created[j] > created[i]
         elif e.status == 'failed': assert fails[i] >= 3, e
         else: assert e.status == 'completed' and fails[i] < 3, e
     if on_failure == 'hold':  # events stored before either ran run in provider order
@@ -164,7 +166,8 @@ def test_stripe_signed_sequence_delivered_in_reverse_reaches_handlers_in_creatio
     t = ordered_tenant(store)
     t.close()
     name = t.name
-    steps = ['invoice.created', 'invoice.finalized', 'invoice.payment_failed', 'invoice.payment_succeeded', 'invoice.paid']
+    steps = ['invoice.created', 'invoice.finalized', 'invoice.payment_failed', 'invoice.payment_succeeded',
+             'invoice.paid']
     bodies = [invoice(i, obj, i * 7 + (obj == 'in_B'), typ) for obj in ('in_A', 'in_B')
               for i, typ in enumerate(steps, 1 if obj == 'in_A' else 11)]
     with Server(serve_app(store, worker=False)) as s, httpx.Client(base_url=s.url, timeout=30) as c:
@@ -203,12 +206,13 @@ def test_two_worker_processes_one_killed_never_run_a_key_twice_at_once(pg_url, t
     store = PgStore(pg_url)
     t = ordered_tenant(store)
     keys, per = 40, 6  # more keys than a batch runs at once: a batch frees keys as it records, the other takes them
-    evs = [stripe_event(k * per + j, f'in_{k}', per - j) for k in range(keys) for j in range(per)]  # newest stored first
+    # each key's newest event is stored first
+    evs = [stripe_event(k * per + j, f'in_{k}', per - j) for k in range(keys) for j in range(per)]
     (tmp_path/'hooks.py').write_text(HOOKS)
     log = tmp_path/'runs.log'
     env = {**os.environ, 'ORDER_LOG': str(log)}
-    start = lambda: subprocess.Popen([str(BIN/'webhooks-worker'), '--db', pg_url, '--handlers', str(tmp_path/'hooks.py'),
-                                      '--concurrency', '3'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    cmd = [str(BIN/'webhooks-worker'), '--db', pg_url, '--handlers', str(tmp_path/'hooks.py'), '--concurrency', '3']
+    start = lambda: subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     procs = [start(), start()]
     try:
         for p in procs: assert 'processing' in p.stdout.readline()  # both up before the events arrive
@@ -224,7 +228,7 @@ def test_two_worker_processes_one_killed_never_run_a_key_twice_at_once(pg_url, t
         procs[0].send_signal(signal.SIGKILL); procs[0].wait()
         killed_at = time.time()
         while q(t, "SELECT count(*) n FROM webhook_events WHERE status != 'completed'")[0]['n']:
-            assert time.monotonic() < deadline + 60, q(t, 'SELECT status, count(*) n FROM webhook_events GROUP BY status')
+            assert time.monotonic() < deadline + 60, q(t, 'SELECT status, count(*) n FROM webhook_events GROUP BY 1')
             time.sleep(0.05)
     finally:
         for p in procs:
@@ -267,7 +271,8 @@ def test_dashboard_sets_ordering_and_shows_held_keys_and_what_an_event_waits_beh
     form = lambda **kw: {'csrf': csrf_in(c.get(f'/admin/sources?tenant={t.name}').text), 'name': 'stripe', **kw}
     r = c.post(f'/admin/sources/{t.name}/order', data=form(order_by='data..id', on_failure='hold', skip_stale='false'))
     assert r.status_code == 400 and 'dotted payload path' in r.text and t.sources()[0].order_by == 'data.object.id'
-    r = c.post(f'/admin/sources/{t.name}/order', data=form(order_by='data.object.id', on_failure='hold', skip_stale='true'))
+    r = c.post(f'/admin/sources/{t.name}/order',
+               data=form(order_by='data.object.id', on_failure='hold', skip_stale='true'))
     assert r.status_code == 200 and 'Ordering set' in r.text and 'one at a time per' in r.text
     assert (t.sources()[0].on_failure, t.sources()[0].skip_stale) == ('hold', True)
     t.log([stripe_event(1, 'in_A', 10), stripe_event(2, 'in_A', 20)])

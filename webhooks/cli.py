@@ -331,9 +331,9 @@ def webhooks_source(tenant:str,          # tenant name
                     resume:bool=False,   # process its events again (those held meanwhile first)
                     rate_limit:float=None, # deliveries a second accepted from it; over it they are answered 429 + Retry-After (0: off)
                     handler_rate:float=None, # handler runs a second the worker starts for its events (0: off)
-                    order_by:str=None,   # run its events one at a time per key, in order: a payload path (data.object.id) or header:Name ('': off)
-                    on_failure:str=None, # hold (a failing event holds its key: the default) or continue (the key moves on)
-                    skip_stale:bool=False, # end an event older than one already completed for its key as superseded, not run
+                    order_by:str=None,   # run its events one at a time per key: payload path or header:Name ('': off)
+                    on_failure:str=None, # hold (a failing event holds its key; default) or continue
+                    skip_stale:bool=False, # supersede (not run) events older than one completed for their key
                     no_skip_stale:bool=False, # run stale events again (undo --skip-stale)
                     root:str='data',     # folder of tenant databases (SQLite)
                     db:str=None,         # PostgreSQL URL instead of --root (default: WEBHOOKS_DB)
@@ -348,7 +348,8 @@ def webhooks_source(tenant:str,          # tenant name
     if pause and resume: fail(cmd, 'give --pause or --resume, not both')
     if skip_stale and no_skip_stale: fail(cmd, 'give --skip-stale or --no-skip-stale, not both')
     flood = dict(paused=True if pause else False if resume else None, rate_limit=rate_limit, handler_rate=handler_rate)
-    order = dict(order_by=order_by, on_failure=on_failure, skip_stale=True if skip_stale else False if no_skip_stale else None)
+    stale = True if skip_stale else False if no_skip_stale else None
+    order = dict(order_by=order_by, on_failure=on_failure, skip_stale=stale)
     with cli_errors(cmd): floods = bool(flood_settings(**flood) | order_settings(**order))  # checked before opening
     if remove:
         t = open_tenant(open_store(cmd, root, db), tenant, cmd)

@@ -28,16 +28,16 @@ from .send import parse_since, sample_event, send
 
 # %% auto #0
 __all__ = ['SESSION_AGE', 'NAV', 'rt', 'URL_SECRETS', 'SECURITY_HEADERS', 'MAX_FORM', 'CSS', 'SERIES', 'PAGE_SIZE', 'MASKED',
-           'MAX_JOBS', 'DONE', 'same', 'Sessions', 'LoginLimiter', 'when', 'took', 'link', 'StatusBadge', 'CsrfField',
-           'PostButton', 'Page', 'Dashboard', 'dash', 'safe_next', 'secret_in_url', 'guard', 'hardened', 'stylesheet',
-           'NotFound', 'not_found', 'install_dashboard', 'LoginPage', 'login_form', 'login', 'logout', 'logout_all',
-           'Number', 'HourlyChart', 'Legend', 'AlertList', 'HeldKeys', 'TenantCard', 'overview', 'Query', 'EventRow',
-           'EventsTable', 'Field', 'Choice', 'EventFilters', 'EventsView', 'events_page', 'hexdump', 'BodyView',
-           'HeadersTable', 'AttemptsTimeline', 'EventView', 'one_event', 'event_page', 'event_detail', 'replay_event',
-           'Job', 'describe', 'final_count', 'replay_confirm', 'replay_all', 'replay_progress', 'ReasonCounts',
-           'RejectionRow', 'RejectionsTable', 'rejected_page', 'SecretsTable', 'SourceSettings', 'FlowControls',
-           'OrderControls', 'SourceCard', 'NewSource', 'sources_page', 'sources_view', 'add_secret', 'retire_secret',
-           'send_test', 'form_rate', 'set_flow', 'set_order']
+           'MAX_JOBS', 'FAILING', 'DONE', 'same', 'Sessions', 'LoginLimiter', 'when', 'took', 'link', 'StatusBadge',
+           'CsrfField', 'PostButton', 'Page', 'Dashboard', 'dash', 'safe_next', 'secret_in_url', 'guard', 'hardened',
+           'stylesheet', 'NotFound', 'not_found', 'install_dashboard', 'LoginPage', 'login_form', 'login', 'logout',
+           'logout_all', 'Number', 'HourlyChart', 'Legend', 'AlertList', 'HeldKeys', 'TenantCard', 'overview', 'Query',
+           'EventRow', 'EventsTable', 'Field', 'Choice', 'EventFilters', 'EventsView', 'events_page', 'hexdump',
+           'BodyView', 'HeadersTable', 'AttemptsTimeline', 'EventView', 'one_event', 'event_page', 'event_detail',
+           'replay_event', 'Job', 'describe', 'final_count', 'replay_confirm', 'replay_all', 'replay_progress',
+           'ReasonCounts', 'RejectionRow', 'RejectionsTable', 'rejected_page', 'SecretsTable', 'SourceSettings',
+           'FlowControls', 'OrderControls', 'SourceCard', 'NewSource', 'sources_page', 'sources_view', 'add_secret',
+           'retire_secret', 'send_test', 'form_rate', 'set_flow', 'set_order']
 
 # %% ../nbs/14_dashboard.ipynb #49e5d89c
 def same(given, expected:str)->bool:
@@ -492,7 +492,8 @@ def HeldKeys(prefix:str,  # the dashboard's URL prefix
             ):
     "The ordering keys a failing event holds: which event, its attempts and error, how many wait behind it."
     row = lambda h: Li(Code(f'{h.source}/{h.key}'), ' held by ', A(h.id, href=f'{prefix}/events/{tenant}/{h.seq}'),
-                       f' (failed, attempt {h.attempts}) · {h.waiting} waiting', *([' · ', Small(h.error)] if h.error else []))
+                       f' (failed, attempt {h.attempts}) · {h.waiting} waiting',
+                       *([' · ', Small(h.error)] if h.error else []))
     more = [Li(Small(f'and {len(held) - most} more'))] if len(held) > most else []
     return Ul(*map(row, held[:most]), *more, cls='alerts')
 
@@ -505,7 +506,7 @@ def TenantCard(prefix:str,      # the dashboard's URL prefix
                alerts:list=(),  # its recent alerts (dicts from `Alerts.recent`), newest first
                held:list=(),    # ordering keys held by a failing event (`Tenant.held`)
               ):
-    "A tenant's card: counts by status, queue lag, dead letters, rejections in the last hour, the chart, held keys, alerts."
+    "A tenant's card: counts by status, queue lag, dead letters, last hour's rejections, chart, held keys, alerts."
     c, old = stats['counts'], stats['oldest_pending']
     ev = lambda **kw: link(prefix, 'events', tenant=name, **kw)
     nums = [Number(s, c.get(s, 0), ev(status=s)) for s in STATUSES]
@@ -944,6 +945,8 @@ def FlowControls(prefix:str,  # the dashboard's URL prefix
     return Div(toggle, rates, cls='flow')
 
 # %% ../nbs/14_dashboard.ipynb #47ca9849
+FAILING = [('hold', 'holds its key'), ('continue', 'lets it move on')]  # `on_failure`, in words
+
 def OrderControls(prefix:str,  # the dashboard's URL prefix
                   tenant:str,  # tenant name
                   src,         # the `Source`
@@ -954,8 +957,7 @@ def OrderControls(prefix:str,  # the dashboard's URL prefix
     return Form(CsrfField(csrf), Hidden(name='name', value=src.name),
                 Field('order by (payload path or header:Name)', 'order_by', src.order_by or '', maxlength='200',
                       placeholder='unordered, e.g. data.object.id'),
-                Label('a failing event', pick('on_failure', [('hold', 'holds its key'), ('continue', 'lets it move on')],
-                                              src.on_failure)),
+                Label('a failing event', pick('on_failure', FAILING, src.on_failure)),
                 Label('older than a completed one', pick('skip_stale', [('false', 'runs'), ('true', 'is superseded')],
                                                          'true' if src.skip_stale else 'false')),
                 Button('Set ordering', cls='quiet'), method='post', action=f'{prefix}/sources/{tenant}/order',
@@ -991,7 +993,8 @@ def SourceCard(prefix:str,       # the dashboard's URL prefix
                 method='post', action=f'{prefix}/sources/{tenant}/test', cls='filters')
     about = P(*held, f'scheme ', Code(src.scheme), f', tolerance {src.tolerance} s{limit} · ', Code(url), *public,
               *token, *rates, cls='about')
-    return Section(H2(src.name), about, FlowControls(prefix, tenant, src, csrf), OrderControls(prefix, tenant, src, csrf),
+    return Section(H2(src.name), about, FlowControls(prefix, tenant, src, csrf),
+                   OrderControls(prefix, tenant, src, csrf),
                    SecretsTable(prefix, tenant, src.name, secrets, csrf),
                    H3('Rotate: add a public key' if pk else 'Rotate: add a secret', ' (or change the settings)'),
                    rotate, *([] if pk else [H3('Send a signed test event'), test]), cls='card', id=f'source-{src.name}')

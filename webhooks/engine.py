@@ -267,7 +267,7 @@ def refill(buckets:dict,  # token buckets by key: [tokens, when last counted]
 
 # %% ../nbs/03_engine.ipynb #bca81517
 def _grouped(rows:Iterable)->dict:
-    "{name: (scheme, [secrets], tolerance, [fingerprints], max_body, verify_token, url, paused, rate, handler_rate, …)}."
+    "{name: (scheme, [secrets], tolerance, [fingerprints], max_body, verify_token, url, paused, rates, ordering)}."
     res = {}
     for n, scheme, secret, tol, fp, *settings in rows:
         s = res.setdefault(n, (scheme, [], tol, [], *settings))
@@ -385,7 +385,7 @@ def set_source(self:Tenant,
                on_failure:str|None=None,      # 'hold' (a failing event holds its key) or 'continue'
                skip_stale:bool|None=None,     # supersede events older than one completed for their key
               )->Source:
-    "Pause or resume source `name`'s processing, set its rates and ordering; the source as it is now. `KeyError` if none."
+    "Pause or resume source `name`, set its rates and ordering; the source as it is now. `KeyError` if none."
     sets = flood_settings(paused, rate_limit, handler_rate) | order_settings(order_by, on_failure, skip_stale)
     with self.secret_txn() as h:
         if not self.one(h, self.sql['has_source'], (name,)):
@@ -669,7 +669,8 @@ def claim(self:Tenant,
         if rows: return [self.claim_row(r) for r in rows]  # alone: it may be what stops workers
         self.keys_lock(h)
         claims = self._keyed(h, args, batch, now)
-        if len(claims) < batch: claims += map(self.claim_row, self.all(h, self.sql['claim'], (*args, batch - len(claims))))
+        if (left := batch - len(claims)) > 0:  # unordered events fill the rest
+            claims += map(self.claim_row, self.all(h, self.sql['claim'], (*args, left)))
         return sorted(claims)
 
 # %% ../nbs/03_engine.ipynb #8fec5f9d
@@ -697,7 +698,8 @@ def record(self:Tenant,
                     o.id, o.outcome, float(o.started), float(o.finished), o.error) for o in first.values()]
     with self.txn() as h:
         done = self.settle(h, rows)
-        if back := [(r.seq,) for r in rows if r.status == 'pending' and r.seq in done]: self.many(h, self.sql['aside'], back)
+        back = [(r.seq,) for r in rows if r.status == 'pending' and r.seq in done]  # retries: out of line if 'continue'
+        if back: self.many(h, self.sql['aside'], back)
         return done
 
 # %% ../nbs/03_engine.ipynb #3512bd58
@@ -745,7 +747,8 @@ def order_settings(order_by:str|None=None,    # payload path ('data.object.id') 
                              f"not {str(order_by)[:80]!r}")
         res['order_by'] = order_by or None
     if on_failure is not None:
-        if on_failure not in ON_FAILURE: raise ValueError(f"on_failure must be 'hold' or 'continue', not {on_failure!r}")
+        if on_failure not in ON_FAILURE:
+            raise ValueError(f"on_failure must be 'hold' or 'continue', not {on_failure!r}")
         res['on_failure'] = on_failure
     if skip_stale is not None:
         if not isinstance(skip_stale, bool): raise ValueError(f'skip_stale must be True or False, not {skip_stale!r}')
@@ -891,7 +894,7 @@ def waiting(self:Tenant,
     with self.reading() as h: b = self.one(h, self.sql['behind'], (seq,))
     if b is None: return None
     state = 'running' if b[1] == 'processing' else 'failed' if b[2] else 'queued'
-    return f'waiting behind {b[0]} ({state}, attempt {b[2]} of {max_attempts})' if b[2] else f'waiting behind {b[0]} ({state})'
+    return f'waiting behind {b[0]} ({state}' + (f', attempt {b[2]} of {max_attempts})' if b[2] else ')')
 
 
 # %% ../nbs/03_engine.ipynb #e940a87f
@@ -935,7 +938,8 @@ def replay(self:Tenant,
             raise ValueError(f'{id or "a matching event"} has been pruned (its body is gone) and cannot be replayed')
         if dry_run or not seqs: return seqs
         queued = sorted(s for (s,) in self.all(h, f"""UPDATE {t} SET status='pending', attempts=0, next_attempt_at={P},
-            processed_at=NULL, lease_until=NULL, lease_owner=NULL, note='replayed', turn=created WHERE {w} AND payload IS NOT NULL RETURNING seq""",
+            processed_at=NULL, lease_until=NULL, lease_owner=NULL, note='replayed',
+            turn=created WHERE {w} AND payload IS NOT NULL RETURNING seq""",
             (time.time(), *args)))
         if queued: self.queued(h)  # workers that listen run them now, not at their next poll
         return queued

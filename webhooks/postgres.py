@@ -74,7 +74,8 @@ def pg_ddl(ddl:str, # SQLite DDL of the tenant's tables (`sqlite.SCHEMA` or a pa
 
 # %% ../nbs/05_postgres.ipynb #9027c4b5
 PG_REJECTION_SCHEMA = pg_ddl('\n'.join(REJECTION_SCHEMA))
-PG_SCHEMA = ('CREATE SCHEMA {s};' + pg_ddl('\n'.join([EVENTS_DDL, EVENTS_INDEXES, ORDER_INDEXES, ATTEMPTS_DDL, SOURCES_DDL]))
+PG_SCHEMA = ('CREATE SCHEMA {s};'
+             + pg_ddl('\n'.join([EVENTS_DDL, EVENTS_INDEXES, ORDER_INDEXES, ATTEMPTS_DDL, SOURCES_DDL]))
              + '\n' + PG_REJECTION_SCHEMA + '\nCOMMENT ON SCHEMA {s} IS {mark};')
 
 # %% ../nbs/05_postgres.ipynb #aa92aefb
@@ -104,7 +105,8 @@ PG_MIGRATIONS[4] = '''ALTER TABLE {s}.webhook_events ADD COLUMN order_key text, 
 ALTER TABLE {s}.webhook_sources ADD COLUMN order_by text, ADD COLUMN on_failure text NOT NULL DEFAULT 'hold',
   ADD COLUMN skip_stale integer NOT NULL DEFAULT 0;
 DROP INDEX IF EXISTS {s}.webhook_events_due;
-CREATE INDEX webhook_events_due ON {s}.webhook_events(next_attempt_at, seq) WHERE status = 'pending' AND order_key IS NULL;
+CREATE INDEX webhook_events_due ON {s}.webhook_events(next_attempt_at, seq)
+  WHERE status = 'pending' AND order_key IS NULL;
 ''' + pg_ddl(ORDER_INDEXES)
 
 # %% ../nbs/05_postgres.ipynb #8c3ec49d

@@ -135,7 +135,7 @@ class Source:
     paused:bool=False       # its events are stored but not handed to handlers until it is resumed
     rate_limit:float|None=None   # deliveries a second the receiver accepts from it (None: no limit)
     handler_rate:float|None=None # handler runs a second the worker starts for it (None: no cap)
-    order_by:str|None=None  # where its events' ordering key is: a dotted payload path or 'header:Name' (None: unordered)
+    order_by:str|None=None  # where its events' ordering key is: payload path or 'header:Name' (None: unordered)
     on_failure:str='hold'   # 'hold': a failing event holds its key; 'continue': the key moves on without it
     skip_stale:bool=False   # an event older than one already completed for its key is `superseded`, not run
 

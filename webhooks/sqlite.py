@@ -128,16 +128,20 @@ MIGRATIONS = {1: '''ALTER TABLE webhook_events ADD COLUMN lapses INTEGER NOT NUL
 CREATE INDEX webhook_events_suspect ON webhook_events(next_attempt_at) WHERE status = 'pending' AND lapses >= 2;'''}
 
 # %% ../nbs/04_sqlite.ipynb #0d2609b8
-def _allow_unhandled(c):
-    "v2 → v3: widen the status CHECK to admit 'unhandled', rewriting the table's stored SQL (no row changes)."
-    c.execute('''ALTER TABLE webhook_events ADD COLUMN headers TEXT;
-                 ALTER TABLE webhook_sources ADD COLUMN max_body INTEGER''')
+def _admit(c, last:str, new:str):
+    "Widen the status CHECK to admit `new` after `last`, rewriting the table's stored SQL (no row changes)."
     v = c.execute('PRAGMA schema_version').fetchone()[0]
     c.execute('PRAGMA writable_schema=ON')
-    c.execute("""UPDATE sqlite_schema SET sql=replace(sql, '''failed''))', '''failed'', ''unhandled''))')
-                 WHERE type='table' AND name='webhook_events'""")
+    c.execute(f"""UPDATE sqlite_schema SET sql=replace(sql, '''{last}''))', '''{last}'', ''{new}''))')
+                  WHERE type='table' AND name='webhook_events'""")
     c.execute(f'PRAGMA schema_version={v+1}')
     c.execute('PRAGMA writable_schema=OFF')
+
+def _allow_unhandled(c):
+    "v2 → v3: `headers`, `max_body`, and the status CHECK widened to admit 'unhandled'."
+    c.execute('''ALTER TABLE webhook_events ADD COLUMN headers TEXT;
+                 ALTER TABLE webhook_sources ADD COLUMN max_body INTEGER''')
+    _admit(c, 'failed', 'unhandled')
 MIGRATIONS[2] = _allow_unhandled
 
 # %% ../nbs/04_sqlite.ipynb #cc042b9d
@@ -162,12 +166,7 @@ ALTER TABLE webhook_sources ADD COLUMN skip_stale INTEGER NOT NULL DEFAULT 0;
 DROP INDEX IF EXISTS webhook_events_due;
 CREATE INDEX webhook_events_due ON webhook_events(next_attempt_at, seq, source)
   WHERE status = 'pending' AND order_key IS NULL;''' + ORDER_INDEXES)
-    v = c.execute('PRAGMA schema_version').fetchone()[0]
-    c.execute('PRAGMA writable_schema=ON')
-    c.execute("""UPDATE sqlite_schema SET sql=replace(sql, '''unhandled''))', '''unhandled'', ''superseded''))')
-                 WHERE type='table' AND name='webhook_events'""")
-    c.execute(f'PRAGMA schema_version={v+1}')
-    c.execute('PRAGMA writable_schema=OFF')
+    _admit(c, 'unhandled', 'superseded')
 MIGRATIONS[6] = _order_events
 
 # %% ../nbs/04_sqlite.ipynb #a0814787
