@@ -285,3 +285,23 @@ def test_dashboard_sets_ordering_and_shows_held_keys_and_what_an_event_waits_beh
     r = c.post(f'/admin/sources/{t.name}/order', data=form(order_by='', on_failure='continue', skip_stale='false'))
     assert r.status_code == 200 and t.sources()[0].order_by is None
     t.close()
+
+def test_skip_stale_counts_earlier_completions_and_a_copy_carries_the_order(store, tmp_path):
+    from webhooks.store import SqliteStore, copy_tenant
+    t = ordered_tenant(store)  # skip_stale off while evt_0001 completes
+    t.log([stripe_event(1, 'in_A', 30), stripe_event(2, 'in_A', 40)])
+    (c,) = t.claim()
+    t.record([Outcome(c.seq, c.id, 1, 1, 2, 'completed')])
+    t.set_source('stripe', skip_stale=True)  # what completed before counts
+    t.log([stripe_event(3, 'in_A', 10)])
+    assert [x.id for x in t.claim()] == ['evt_0002'] and t.events(id='evt_0003')[0].status == 'superseded'
+    dst = SqliteStore(tmp_path/'copy').open(t.name, create=True)
+    copy_tenant(t, dst)
+    assert (dst.sources()[0].order_by, dst.sources()[0].skip_stale) == ('data.object.id', True)
+    assert dst.events(id='evt_0003')[0].status == 'superseded'
+    (c2,) = dst.claim()  # evt_0002 arrives pending (its lease was the old store's), its key and time intact
+    assert (c2.id, c2.key, c2.created) == ('evt_0002', 'in_A', AT + 40)
+    dst.log([stripe_event(4, 'in_A', 20)])  # older than evt_0001, completed in the old store
+    dst.record([Outcome(c2.seq, c2.id, c2.attempt, 1, 2, 'completed')])
+    assert dst.claim() == [] and dst.events(id='evt_0004')[0].note.startswith('superseded by evt_0002')
+    t.close(); dst.close()

@@ -393,6 +393,7 @@ def set_source(self:Tenant,
         if sets:
             cols = ", ".join(f"{k}={self.P}" for k in sets)
             self.run(h, f'UPDATE {self.t}webhook_sources SET {cols} WHERE name={self.P}', (*sets.values(), name))
+            if sets.get('skip_stale'): self.newest(h)  # what completed before counts too
             self.sources_changed(h)  # receivers reload: a new rate limit holds at once
     return next(x for x in self.sources() if x.name == name)
 
@@ -700,6 +701,7 @@ def record(self:Tenant,
         done = self.settle(h, rows)
         back = [(r.seq,) for r in rows if r.status == 'pending' and r.seq in done]  # retries: out of line if 'continue'
         if back: self.many(h, self.sql['aside'], back)
+        self.newest(h, [r.seq for r in rows if r.status == 'completed' and r.seq in done])
         return done
 
 # %% ../nbs/03_engine.ipynb #3512bd58
@@ -818,8 +820,12 @@ class _Memo(dict):
 # %% ../nbs/03_engine.ipynb #ba96cae7
 SQL.update(
   stale_sources='SELECT DISTINCT name FROM {t}webhook_sources WHERE skip_stale = 1',
-  newest="""SELECT id, created FROM {t}webhook_events WHERE source=? AND order_key=? AND status='completed'
-  AND order_key IS NOT NULL ORDER BY created DESC LIMIT 1""",
+  newest='SELECT id, created FROM {t}webhook_keys WHERE source=? AND order_key=?',
+  completed="""INSERT INTO {t}webhook_keys (source, order_key, id, created)
+SELECT source, order_key, id, created FROM {t}webhook_events WHERE {{which}} AND status='completed'
+  AND order_key IS NOT NULL AND source IN (SELECT name FROM {t}webhook_sources WHERE skip_stale = 1) ORDER BY created
+ON CONFLICT (source, order_key) DO UPDATE SET id=excluded.id, created=excluded.created
+  WHERE excluded.created > {t}webhook_keys.created""",
   supersede="""UPDATE {t}webhook_events SET status='superseded', attempts=attempts-1, processed_at=?, note=?,
   lease_until=NULL, lease_owner=NULL WHERE seq=? AND status='processing' AND lease_owner=? AND attempts=?""",
   aside="""UPDATE {t}webhook_events SET turn=next_attempt_at WHERE seq=? AND status='pending' AND order_key IS NOT NULL
@@ -844,6 +850,16 @@ def supersede(self:Tenant, h,
             note = f'superseded by {newer[0]} (created {newer[1] - c.created:g} s later, already completed)'
             if self.run(h, self.sql['supersede'], (now, note, c.seq, self.owner, c.attempt)): gone.add(c.seq)
     return [c for c in claims if c.seq not in gone]
+
+# %% ../nbs/03_engine.ipynb #5b9707b4
+@patch
+def newest(self:Tenant, h,
+           seqs:list|None=None, # events that just completed (None: every stored one, e.g. once `skip_stale` is on)
+          ):
+    "Inside a write: remember the newest completed event of each key of the `skip_stale` sources among `seqs`."
+    if not self.all(h, self.sql['stale_sources']): return
+    if seqs is None: self.run(h, self.sql['completed'].replace('{which}', '1=1'))
+    else: self.many(h, self.sql['completed'].replace('{which}', f'seq={self.P}'), [(s,) for s in seqs])
 
 # %% ../nbs/03_engine.ipynb #b7646df2
 @patch
@@ -1099,7 +1115,7 @@ def import_rows(self:Tenant,
             self.run(h, ins('webhook_attempts', ATTEMPT_COLS), vals)
             n['attempts'] += 1
         if n['sources']: self.sources_changed(h)
-        if n['events']: self.queued(h)  # workers that listen run what arrived pending
+        if n['events']: self.newest(h, sorted(new_seq.values())); self.queued(h)  # workers that listen run what arrived pending
     return n
 
 @patch

@@ -65,8 +65,10 @@ CREATE INDEX IF NOT EXISTS webhook_events_line ON webhook_events(source, order_k
   WHERE order_key IS NOT NULL AND status IN ('pending', 'processing');
 CREATE INDEX IF NOT EXISTS webhook_events_busy ON webhook_events(source, order_key)
   WHERE order_key IS NOT NULL AND status = 'processing';
-CREATE INDEX IF NOT EXISTS webhook_events_done ON webhook_events(source, order_key, created)
-  WHERE order_key IS NOT NULL AND status = 'completed';"""
+CREATE TABLE IF NOT EXISTS webhook_keys (  -- `skip_stale` sources: the newest completed event of each key
+  source TEXT NOT NULL, order_key TEXT NOT NULL, id TEXT NOT NULL, created REAL NOT NULL,
+  PRIMARY KEY (source, order_key)
+);"""
 
 # %% ../nbs/04_sqlite.ipynb #24ab7152
 ATTEMPTS_DDL = """
