@@ -109,11 +109,42 @@ def test_v5_database_gains_flood_controls_and_a_due_index_that_holds_the_source(
     cols = lambda tt, table: [r[1:] for r in tt.c.execute(f'PRAGMA table_info({table})')]
     assert cols(t, 'webhook_sources') == cols(fresh, 'webhook_sources')
     index = lambda tt: tt.c.execute("SELECT sql FROM sqlite_schema WHERE name='webhook_events_due'").fetchone()[0]
-    assert index(t) == index(fresh) and '(next_attempt_at, seq, source)' in index(t)
+    assert index(t) == index(fresh) and '(next_attempt_at, seq, source' in index(t)
     (src,) = t.sources()
     assert (src.tolerance, src.paused, src.rate_limit, src.handler_rate) == (120, False, None, None)
     t.set_source('stripe', paused=True)
     assert [x.id for x in t.claim()] == ['gh_1']  # stripe's event is held
     t.set_source('stripe', paused=False)
     assert [x.id for x in t.claim()] == ['evt_a']
+    assert t.c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
+
+def test_v6_database_gains_ordering_keys_in_place(tmp_path):
+    "v6 → v7: ordering columns and settings, the keyed indexes, `webhook_keys`, the status `superseded`; rows untouched."
+    fresh = SqliteStore(tmp_path/'fresh').open('x', create=True)
+    c = apsw.Connection(str(tmp_path/'acme.db'))
+    c.execute(v6_schema())
+    c.execute("INSERT INTO webhook_sources (name, scheme, secret, fingerprint, tolerance, added_at, paused) "
+              "VALUES ('stripe', 'stripe', 'whsec_v6_0123456789abcdef', ?, 300, 1767225000, 0)", (fingerprint('whsec_v6_0123456789abcdef'),))
+    c.executemany("""INSERT INTO webhook_events (id, source, event_type, payload, idempotency_key, status, received_at)
+                     VALUES (?, 'stripe', 'invoice.paid', '{}', ?, ?, 1767225600)""",
+                  [('evt_done', 'stripe:evt_done', 'completed'), ('evt_queued', 'stripe:evt_queued', 'pending')])
+    c.execute('PRAGMA user_version=6'); c.close()
+    t = SqliteStore(tmp_path).open('acme')
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 7
+    cols = lambda tt, table: [r[1:] for r in tt.c.execute(f'PRAGMA table_info({table})')]
+    for table in ('webhook_events', 'webhook_sources', 'webhook_keys'): assert cols(t, table) == cols(fresh, table), table
+    idx = lambda tt: sorted(tt.c.execute("SELECT name, sql FROM sqlite_schema WHERE type='index' AND sql IS NOT NULL"))
+    assert idx(t) == idx(fresh)
+    assert [(e.id, e.status) for e in t.events()] == [('evt_queued', 'pending'), ('evt_done', 'completed')]
+    (src,) = t.sources()
+    assert (src.order_by, src.on_failure, src.skip_stale) == (None, 'hold', False)
+    (q,) = t.claim()  # stored before: unordered, claimed as before
+    assert (q.id, q.key, q.created) == ('evt_queued', None, 1767225600)
+    t.set_source('stripe', order_by='data.object.id', skip_stale=True)
+    body = lambda i, at: f'{{"id":"evt_{i}","created":{at},"data":{{"object":{{"id":"in_1"}}}}}}'
+    t.log([NewEvent(f'evt_{i}', 'stripe', 'invoice.paid', body(i, at), None, f'stripe:evt_{i}') for i, at in ((2, 20), (1, 10))])
+    assert [(x.id, x.key, x.created) for x in t.claim()] == [('evt_1', 'in_1', 10)]
+    t.set_status('superseded', id='evt_done')  # the widened CHECK admits it
+    try: t.c.execute("UPDATE webhook_events SET status='bogus'"); raise AssertionError('CHECK no longer holds')
+    except apsw.ConstraintError: pass
     assert t.c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'

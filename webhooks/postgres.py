@@ -63,7 +63,8 @@ _PG_TYPES = [(r'\bseq INTEGER PRIMARY KEY', 'seq bigint GENERATED ALWAYS AS IDEN
              (r'\bpaused INTEGER NOT NULL DEFAULT 0', 'paused boolean NOT NULL DEFAULT false'),
              (r'\bINTEGER\b', 'integer'), (r'\bREAL\b', 'double precision'), (r'\bTEXT\b', 'text'),
              (r'\bBLOB\b', 'bytea'),
-             (r'\(next_attempt_at, seq, source\)', '(next_attempt_at, seq)'),  # its planner reads paused sources apart
+             # its planner reads paused sources apart
+             (r'\(next_attempt_at, seq, source(, order_key)?\)', '(next_attempt_at, seq)'),
              (r'\b(TABLE IF NOT EXISTS|ON|REFERENCES) (webhook_\w+)', r'\1 {s}.\2')]
 
 def pg_ddl(ddl:str, # SQLite DDL of the tenant's tables (`sqlite.SCHEMA` or a part of it)
@@ -188,7 +189,7 @@ WHERE seq = ANY(ARRAY(
   WHERE f.status = 'pending' AND f.next_attempt_at <= %s AND k.{held}
     AND NOT EXISTS (SELECT 1 FROM {t}webhook_events b WHERE b.source = k.source AND b.order_key = k.order_key
                     AND b.order_key IS NOT NULL AND b.status = 'processing')
-  ORDER BY f.next_attempt_at, f.seq LIMIT %s))
+  ORDER BY f.next_attempt_at, f.seq LIMIT %s)) AND status = 'pending'  -- rechecked on a row changed meanwhile
 RETURNING seq, id, source, event_type, payload, attempts, order_key, created'''.replace('{keys}', _keys).replace(
   '{held}', _held)
 

@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS webhook_events (
 # %% ../nbs/04_sqlite.ipynb #e3758a8d
 EVENTS_INDEXES = """
 CREATE INDEX IF NOT EXISTS webhook_events_id ON webhook_events(id);
-CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events(next_attempt_at, seq, source)
+CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events(next_attempt_at, seq, source, order_key)
   WHERE status = 'pending' AND order_key IS NULL;
 CREATE INDEX IF NOT EXISTS webhook_events_leased ON webhook_events(lease_until) WHERE status = 'processing';
 CREATE INDEX IF NOT EXISTS webhook_events_suspect ON webhook_events(next_attempt_at)
@@ -166,7 +166,7 @@ ALTER TABLE webhook_sources ADD COLUMN order_by TEXT;
 ALTER TABLE webhook_sources ADD COLUMN on_failure TEXT NOT NULL DEFAULT 'hold';
 ALTER TABLE webhook_sources ADD COLUMN skip_stale INTEGER NOT NULL DEFAULT 0;
 DROP INDEX IF EXISTS webhook_events_due;
-CREATE INDEX webhook_events_due ON webhook_events(next_attempt_at, seq, source)
+CREATE INDEX webhook_events_due ON webhook_events(next_attempt_at, seq, source, order_key)
   WHERE status = 'pending' AND order_key IS NULL;''' + ORDER_INDEXES)
     _admit(c, 'unhandled', 'superseded')
 MIGRATIONS[6] = _order_events
