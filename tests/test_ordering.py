@@ -305,3 +305,26 @@ def test_skip_stale_counts_earlier_completions_and_a_copy_carries_the_order(stor
     dst.record([Outcome(c2.seq, c2.id, c2.attempt, 1, 2, 'completed')])
     assert dst.claim() == [] and dst.events(id='evt_0004')[0].note.startswith('superseded by evt_0002')
     t.close(); dst.close()
+
+# ---------------------------------------------------------------- the command line
+
+def test_cli_sets_ordering_and_lists_held_keys(tmp_path):
+    from webhooks.store import SqliteStore
+    run = lambda *a: subprocess.run([str(BIN/a[0]), *a[1:], '--root', str(tmp_path)], capture_output=True, text=True)
+    r = run('webhooks-source', 'acme', 'stripe', '--scheme', 'stripe', '--secret', STRIPE, '--order-by', 'data.object.id')
+    assert r.returncode == 0 and 'order-by=data.object.id  on-failure=hold' in r.stdout, r.stderr
+    r = run('webhooks-source', 'acme', 'stripe', '--on-failure', 'later')
+    assert r.returncode != 0 and "--on-failure must be 'hold' or 'continue'" in r.stderr
+    r = run('webhooks-source', 'acme', 'stripe', '--skip-stale')
+    assert r.returncode == 0 and 'skip-stale' in r.stdout
+    assert run('webhooks-events', 'acme', '--held').stdout.strip() == 'no held keys in acme'
+    t = SqliteStore(tmp_path).open('acme')
+    t.log([stripe_event(1, 'in_A', 10), stripe_event(2, 'in_A', 20)])
+    (a,) = t.claim()
+    t.record([Outcome(a.seq, a.id, 1, 1, 2, 'retry', 'RuntimeError: CRM down')], retry_at=lambda o: time.time() + 600)
+    t.close()
+    out = run('webhooks-events', 'acme', '--held').stdout
+    assert out.startswith('stripe  key=in_A  held by evt_0001 (failed, attempt 1;') and '1 waiting' in out, out
+    assert json.loads(run('webhooks-events', 'acme', '--held', '--json').stdout)['waiting'] == 1
+    r = run('webhooks-source', 'acme', 'stripe', '--order-by', '')
+    assert r.returncode == 0 and 'order-by' not in r.stdout
