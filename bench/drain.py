@@ -3,8 +3,13 @@
 Run: `python bench/drain.py [--events 50000] [--tenants 1]`. Target: >= 20,000 events/s.
 Events are stored first (in large batches), then one `Worker` drains them; the time covers claiming, running the
 handler, recording the outcome and the attempt history, all committed with synchronous=FULL.
+
+`python bench/drain.py --ordering [--events 20000] [--hot 2000] [--backend sqlite|postgres|both]`: ordering keys
+(issue 22), side by side in one run on each backend: the same Stripe events drained unordered, ordered by
+`data.object.id` over 1,000 distinct keys (goal: >= 0.8x the unordered rate), and one hot key (strictly serial: one
+claim round per event). PostgreSQL runs on a throwaway server of its own (a temporary folder, a free port).
 """
-import argparse, asyncio, json, shutil, sys, tempfile, time
+import argparse, asyncio, json, random, shutil, socket, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from webhooks.store import tenant_db, store_events
@@ -37,9 +42,72 @@ def run(label, handler, n, tenants, final='completed', **kw):
 def noop(ev): pass
 async def anoop(ev): pass
 
+def stripe_events(n, keys, seed=7):
+    "`n` Stripe invoice events over `keys` invoices, created in order, arriving out of order within windows of 50."
+    from webhooks.store import NewEvent
+    rnd = random.Random(seed)
+    evs = [NewEvent(f'evt_{i}', 'stripe', 'invoice.updated', json.dumps({'id': f'evt_{i}', 'type': 'invoice.updated',
+           'created': 1767225600 + i, 'data': {'object': {'id': f'in_{rnd.randrange(keys)}', 'object': 'invoice'}}}),
+           't=1,v1=…', f'stripe:evt_{i}') for i in range(n)]
+    for i in range(0, n, 50):  # providers deliver mostly in order, a few at a time out of it
+        w = evs[i:i+50]; rnd.shuffle(w); evs[i:i+50] = w
+    return evs
+
+def drain_ordering(store, label, n, keys, order_by):
+    "events/s of one `Worker` (concurrency 4, batch 1000) draining `n` events of a fresh tenant."
+    name = f'o{time.monotonic_ns()}'
+    t = store.open(name, create=True)
+    t.add_source('stripe', 'stripe', 'whsec_bench_0123456789abcdef')
+    if order_by: t.set_source('stripe', order_by=order_by)
+    evs = stripe_events(n, keys)
+    for i in range(0, n, 5000): t.log(evs[i:i+5000])
+    h = Handlers(); h.on('*')(noop)
+    w = Worker(store, h, concurrency=4, batch=1000)
+    t0 = time.perf_counter(); done = asyncio.run(w.drain([name])); dt = time.perf_counter() - t0
+    asyncio.run(w.stop(1))
+    left = t.stats()['counts']
+    assert done == n and left['completed'] == n, (done, left)
+    t.close()
+    print(f'{label:52s} {n:8d} {dt:8.2f} {n/dt:10.0f}', flush=True)
+    return n / dt
+
+def ordering(backend, store, n, hot):
+    print(f'== {backend}: ordering keys, one Worker (concurrency 4, batch 1000), no-op handler', flush=True)
+    print(f'{"":52s} {"events":>8s} {"seconds":>8s} {"events/s":>10s}')
+    plain = drain_ordering(store, 'unordered (the same events)', n, 1000, None)
+    keyed = drain_ordering(store, 'ordered by data.object.id, 1,000 keys', n, 1000, 'data.object.id')
+    serial = drain_ordering(store, 'ordered, one hot key (strictly serial)', hot, 1, 'data.object.id')
+    print(f'ordered/unordered: {keyed/plain:.2f}x (goal >= 0.8x); one hot key: {serial:.0f} events/s', flush=True)
+
+def with_postgres(f):
+    "Run `f(store)` on a throwaway PostgreSQL server in a folder of its own, on a free port."
+    import pg
+    from webhooks.postgres import PgStore
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); pg.PGPORT = s.getsockname()[1]
+    pg.DATA, pg.BASE = Path(tempfile.mkdtemp(prefix='wh-order-pg-')), f'postgresql://postgres@127.0.0.1:{pg.PGPORT}'
+    b = pg.start_postgres()
+    try:
+        store = PgStore(pg.fresh_db('wh_order'))
+        try: f(store)
+        finally: store.close()
+    finally: pg.stop_postgres(b); shutil.rmtree(pg.DATA, ignore_errors=True)
+
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(); ap.add_argument('--events', type=int, default=50_000); ap.add_argument('--tenants', type=int, default=1)
+    ap.add_argument('--ordering', action='store_true'); ap.add_argument('--hot', type=int, default=2000)
+    ap.add_argument('--backend', default='both', choices=['sqlite', 'postgres', 'both'])
     a = ap.parse_args()
+    if a.ordering:
+        from webhooks.store import SqliteStore
+        n = a.events if a.events != 50_000 else 20_000
+        if a.backend in ('sqlite', 'both'):
+            root = Path(tempfile.mkdtemp(prefix='wh-order-'))
+            try: ordering('sqlite', SqliteStore(root), n, a.hot)
+            finally: shutil.rmtree(root, ignore_errors=True)
+        if a.backend in ('postgres', 'both'):
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            with_postgres(lambda store: ordering('postgres', store, n, a.hot))
+        sys.exit(0)
     print(f'{"worker (concurrency 4)":44s} {"events":>8s} {"seconds":>8s} {"events/s":>10s}   target >= 20,000/s')
     for batch in (256, 1000):
         run(f'sync no-op handler, batch {batch}', noop, a.events, a.tenants, concurrency=4, batch=batch)

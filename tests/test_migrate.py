@@ -1,15 +1,25 @@
 "Databases in use keep working: a tenant file written by an older webhooks (schema v2, v4, v5) opens, migrates in place to today's and loses nothing."
 import apsw, re
-from webhooks.sqlite import TOKENS_DDL
+from webhooks.sqlite import ORDER_INDEXES, TOKENS_DDL
 from webhooks.store import REJECTION_SCHEMA, SCHEMA, SCHEMA_VERSION, SqliteStore, SqliteTenant, tenant_db, NewEvent, Outcome
 from webhooks.signatures import fingerprint
 
+V6_DUE = "CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events(next_attempt_at, seq, source) WHERE status = 'pending';"
 V5_DUE = "CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events(next_attempt_at) WHERE status = 'pending';"
 
 def v6_schema()->str:
-    "Today's schema as version 6 had it: no API tokens."
-    assert TOKENS_DDL in SCHEMA
-    return SCHEMA.replace(TOKENS_DDL, '')
+    "Today's schema as version 6 had it: no API tokens, no ordering keys."
+    s = v7_schema()
+    assert TOKENS_DDL in s
+    return s.replace(TOKENS_DDL, '')
+
+def v7_schema()->str:
+    "Today's schema as version 7 had it: API tokens, but no ordering keys, no `superseded`, the due index over every pending event."
+    s = re.sub(r"\n  (order_key TEXT|created REAL|turn REAL|order_by TEXT|on_failure TEXT|skip_stale INTEGER)[^\n]*", '',
+               SCHEMA.replace(ORDER_INDEXES, '')).replace('  headers TEXT, ' + ' '*22 + "-- the request's headers as a JSON", '  headers TEXT  ' + ' '*22 + "-- the request's headers as a JSON").replace(", 'superseded'", '')
+    s, n = re.subn(r"CREATE INDEX IF NOT EXISTS webhook_events_due ON [^\n]*\n[^\n]*", V6_DUE, s)
+    assert n == 1 and 'order_key' not in s and 'superseded' not in s and 'skip_stale' not in s
+    return s
 
 def v5_schema()->str:
     "Today's schema as version 5 had it: no flood controls on sources, the due index on `next_attempt_at` alone."
@@ -43,7 +53,7 @@ def test_v2_database_migrates_in_place(tmp_path):
     c.execute("INSERT INTO webhook_sources VALUES ('stripe', 'stripe', 'whsec_old_0123', 'fp_1', 300, 0)")
     c.execute('PRAGMA user_version=2'); c.close()
     db = tenant_db('old', tmp_path, create=False)
-    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 7
+    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 8
     assert {'webhook_rejections', 'webhook_retired'} <= set(db.table_names())
     assert db.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
     t = SqliteTenant(db)
@@ -77,9 +87,9 @@ def test_v4_database_gains_verify_token_and_url_and_encrypts_its_secrets(tmp_pat
     t = SqliteStore(tmp_path).open('acme')
     assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION
     cols = [r[1] for r in t.c.execute('PRAGMA table_info(webhook_sources)')]
-    assert cols[-5:] == ['verify_token', 'url', 'paused', 'rate_limit', 'handler_rate']
+    assert cols[-8:] == ['verify_token', 'url', 'paused', 'rate_limit', 'handler_rate', 'order_by', 'on_failure', 'skip_stale']
     assert cols == [r[1] for r in SqliteStore(tmp_path/'fresh').open('x', create=True).c.execute('PRAGMA table_info(webhook_sources)')]
-    assert t.source('stripe') == ('stripe', (new,), 600, 65536, ((old, 9e9),), None, None, False, None, None)
+    assert t.source('stripe') == ('stripe', (new,), 600, 65536, ((old, 9e9),), None, None, False, None, None, None)
     (src,) = t.sources()
     assert (src.url, src.verify_token, src.fingerprints) == (None, False, (fingerprint(new),))
     assert [(x.added_at, x.last_matched) for x in t.secrets('stripe')] == [(1767225000, 1767225100)]
@@ -105,7 +115,7 @@ def test_v5_database_gains_flood_controls_and_a_due_index_that_holds_the_source(
     cols = lambda tt, table: [r[1:] for r in tt.c.execute(f'PRAGMA table_info({table})')]
     assert cols(t, 'webhook_sources') == cols(fresh, 'webhook_sources')
     index = lambda tt: tt.c.execute("SELECT sql FROM sqlite_schema WHERE name='webhook_events_due'").fetchone()[0]
-    assert index(t) == index(fresh) and '(next_attempt_at, seq, source)' in index(t)
+    assert index(t) == index(fresh) and '(next_attempt_at, seq, source' in index(t)
     (src,) = t.sources()
     assert (src.tolerance, src.paused, src.rate_limit, src.handler_rate) == (120, False, None, None)
     t.set_source('stripe', paused=True)
@@ -115,16 +125,47 @@ def test_v5_database_gains_flood_controls_and_a_due_index_that_holds_the_source(
     assert t.c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
 
 def test_v6_database_gains_api_tokens_and_payload_search(tmp_path):
-    "v6 → v7: the `webhook_tokens` table (empty); events untouched and searchable by payload."
+    "v6 → today: the `webhook_tokens` table (empty); events untouched and searchable by payload."
     c = apsw.Connection(str(tmp_path/'acme.db'))
     c.execute(v6_schema())
     c.execute("""INSERT INTO webhook_events (id, source, event_type, payload, idempotency_key, received_at)
                  VALUES ('evt_a', 'stripe', 'invoice.paid', '{"data":{"object":{"customer":"cus_9"}}}', 'stripe:evt_a', 1767225600)""")
     c.execute('PRAGMA user_version=6'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 7
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 8
     assert t.tokens() == []
     tok = t.add_token('laptop', read_only=True)
     assert t.check_token(tok).read_only is True
     assert [e.id for e in t.events(search='data.object.customer=cus_9')] == ['evt_a']
+    assert t.c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
+
+def test_v7_database_gains_ordering_keys_in_place(tmp_path):
+    "v7 → v8: ordering columns and settings, the keyed indexes, `webhook_keys`, the status `superseded`; rows untouched."
+    fresh = SqliteStore(tmp_path/'fresh').open('x', create=True)
+    c = apsw.Connection(str(tmp_path/'acme.db'))
+    c.execute(v7_schema())
+    c.execute("INSERT INTO webhook_sources (name, scheme, secret, fingerprint, tolerance, added_at, paused) "
+              "VALUES ('stripe', 'stripe', 'whsec_v6_0123456789abcdef', ?, 300, 1767225000, 0)", (fingerprint('whsec_v6_0123456789abcdef'),))
+    c.executemany("""INSERT INTO webhook_events (id, source, event_type, payload, idempotency_key, status, received_at)
+                     VALUES (?, 'stripe', 'invoice.paid', '{}', ?, ?, 1767225600)""",
+                  [('evt_done', 'stripe:evt_done', 'completed'), ('evt_queued', 'stripe:evt_queued', 'pending')])
+    c.execute('PRAGMA user_version=7'); c.close()
+    t = SqliteStore(tmp_path).open('acme')
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 8
+    cols = lambda tt, table: [r[1:] for r in tt.c.execute(f'PRAGMA table_info({table})')]
+    for table in ('webhook_events', 'webhook_sources', 'webhook_keys'): assert cols(t, table) == cols(fresh, table), table
+    idx = lambda tt: sorted(tt.c.execute("SELECT name, sql FROM sqlite_schema WHERE type='index' AND sql IS NOT NULL"))
+    assert idx(t) == idx(fresh)
+    assert [(e.id, e.status) for e in t.events()] == [('evt_queued', 'pending'), ('evt_done', 'completed')]
+    (src,) = t.sources()
+    assert (src.order_by, src.on_failure, src.skip_stale) == (None, 'hold', False)
+    (q,) = t.claim()  # stored before: unordered, claimed as before
+    assert (q.id, q.key, q.created) == ('evt_queued', None, 1767225600)
+    t.set_source('stripe', order_by='data.object.id', skip_stale=True)
+    body = lambda i, at: f'{{"id":"evt_{i}","created":{at},"data":{{"object":{{"id":"in_1"}}}}}}'
+    t.log([NewEvent(f'evt_{i}', 'stripe', 'invoice.paid', body(i, at), None, f'stripe:evt_{i}') for i, at in ((2, 20), (1, 10))])
+    assert [(x.id, x.key, x.created) for x in t.claim()] == [('evt_1', 'in_1', 10)]
+    t.set_status('superseded', id='evt_done')  # the widened CHECK admits it
+    try: t.c.execute("UPDATE webhook_events SET status='bogus'"); raise AssertionError('CHECK no longer holds')
+    except apsw.ConstraintError: pass
     assert t.c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'

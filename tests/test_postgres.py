@@ -312,12 +312,17 @@ def v1_layout(tenant:str)->str:
     "Tenant `tenant`'s schema as layout 1 made it (no rejections, no retired secrets, no `last_matched`), marked version 1."
     import json, re
     from psycopg import sql
-    from webhooks.postgres import PG_API_SCHEMA, PG_REJECTION_SCHEMA, PG_SCHEMA
+    from webhooks.postgres import PG_API_SCHEMA, PG_REJECTION_SCHEMA, PG_SCHEMA, pg_ddl
+    from webhooks.sqlite import ORDER_INDEXES
     from webhooks.store import STATUSES
     ddl = PG_SCHEMA.replace(PG_API_SCHEMA, '')
     ddl = re.sub(r'\n  last_matched double precision,[^\n]*', '', ddl.replace(PG_REJECTION_SCHEMA, ''))
     ddl = re.sub(r'\n  (verify_token|url) text,[^\n]*', '', ddl)
     ddl = re.sub(r'\n  (paused boolean|rate_limit double|handler_rate double)[^\n]*', '', ddl)
+    ddl = re.sub(r'\n  (order_key text|created double|turn double|order_by text|on_failure text|skip_stale integer)[^\n]*', '',
+                 ddl.replace(pg_ddl(ORDER_INDEXES), '')).replace('  headers text, ' + ' '*22 + "-- the request's headers as a JSON", '  headers text  ' + ' '*22 + "-- the request's headers as a JSON").replace(", 'superseded'", '')
+    ddl = ddl.replace("\n  WHERE status = 'pending' AND order_key IS NULL;", " WHERE status = 'pending';")
+    assert 'order_key' not in ddl and 'superseded' not in ddl and 'skip_stale' not in ddl
     assert 'paused' not in ddl and 'handler_rate' not in ddl
     assert 'rejections' not in ddl and 'retired' not in ddl and 'last_matched' not in ddl and 'webhook_events_status' not in ddl
     assert 'verify_token' not in ddl and ' url ' not in ddl and 'webhook_tokens' not in ddl and 'payload_json' not in ddl
@@ -360,11 +365,16 @@ def test_an_old_layout_schema_migrates_in_place_and_keeps_its_rows(pg_url):
         t = opened[0]
         fresh = stores[0].open('fresh', create=True)
         assert layout(pg_url, 'wh_acme') == layout(pg_url, 'wh_fresh'), 'a migrated schema is the one a new tenant gets'
-        assert f'"schema_version": {PG_SCHEMA_VERSION}' in layout(pg_url, 'wh_acme')[2] and PG_SCHEMA_VERSION == 5
+        assert f'"schema_version": {PG_SCHEMA_VERSION}' in layout(pg_url, 'wh_acme')[2] and PG_SCHEMA_VERSION == 6
         (e,) = t.events()
         assert (e.id, e.payload, e.status, e.received_at) == ('evt_old', '{"id":"evt_old"}', 'failed', 1767225600)
-        assert t.source('stripe') == ('stripe', ('whsec_old_0123456789abcdef',), 300, None, (), None, None, False, None, None)
+        assert t.source('stripe') == ('stripe', ('whsec_old_0123456789abcdef',), 300, None, (), None, None, False, None, None, None)
         assert t.set_source('stripe', paused=True, handler_rate=2).handler_rate == 2.0  # the columns layout 4 added
+        src = t.set_source('stripe', paused=False, order_by='data.object.id', on_failure='continue', skip_stale=True)
+        assert (src.order_by, src.on_failure, src.skip_stale) == ('data.object.id', 'continue', True)  # layout 6's
+        t.set_status('superseded', seq=e.seq)  # the widened CHECK admits it
+        assert t.events()[0].status == 'superseded'
+        t.set_status('failed', seq=e.seq)
         assert t.q('SELECT secret FROM webhook_sources')[0]['secret'].startswith('fernet:')  # layout 1 kept it as plaintext
         assert [(x.added_at, x.last_matched) for x in t.secrets('stripe')] == [(1767225000, None)]
         assert t.reject([Rejection(1767225700.5, 'stripe', '203.0.113.7', 'invalid_signature', 'no match', None, b'{}', 2)]) == 1
@@ -429,7 +439,7 @@ def test_operator_views_match_sqlite(pg_url, tmp_path):
             a, b = same(f)
             assert a == b, name
         # the equalities above are about something: every view holds rows
-        assert pg.stats(now=now) == dict(counts={'pending': 26, 'processing': 0, 'completed': 12, 'failed': 11, 'unhandled': 11},
+        assert pg.stats(now=now) == dict(counts={'pending': 26, 'processing': 0, 'completed': 12, 'failed': 11, 'unhandled': 11, 'superseded': 0},
                                          oldest_pending=now - 900*57, rejected_1h=6)  # the 4th claimed was retried
         h = pg.hourly(now=now)
         assert [sum(x[k] for x in h) for k in ('received', 'completed', 'failed', 'rejected')] == [60, 12, 11, 20]

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from .signatures import WebhookError, check_secret, fingerprint, presets, get_scheme
 from .store import (REPLAYABLE, STATUSES, TOLERANCE, MasterKeyError, Store, SqliteStore, as_store, copy_tenant,
                             error_text, flood_settings, is_db_url, signing_key)
+from .engine import order_settings
 from .process import redact, redact_body
 from .routes import MAX_BODY, READ_TIMEOUT
 from .ops import AccessLog
@@ -34,7 +35,8 @@ __all__ = ['FLAGS', 'CANT_OPEN', 'CONFIRM_OVER', 'flag_words', 'fail', 'cli_erro
 FLAGS = {'max_body': '--max-body', 'older_than_days': '--days', 'failed=True': '--failed', 'source=': '--source',
          'status=': '--status', 'tolerance': '--tolerance', 'secret must': '--secret must', 'secret=': '--secret',
          'public_key=': '--public-key', 'verify_token': '--verify-token', 'url must': '--url must',
-         'rate_limit': '--rate-limit', 'handler_rate': '--handler-rate'}
+         'rate_limit': '--rate-limit', 'handler_rate': '--handler-rate', 'order_by': '--order-by',
+         'on_failure': '--on-failure', 'skip_stale': '--skip-stale'}
 
 def flag_words(msg:str)->str:
     "`msg` with the library's parameter names replaced by the command-line flags."
@@ -292,7 +294,9 @@ def _show(t:str, s)->str:
     extra = (f'  max-body={s.max_body}' if s.max_body else '') + (f'  url={s.url}' if s.url else '') + \
             ('  verify-token=set' if s.verify_token else '') + ('  paused' if s.paused else '') + \
             (f'  rate-limit={s.rate_limit:g}/s' if s.rate_limit else '') + \
-            (f'  handler-rate={s.handler_rate:g}/s' if s.handler_rate else '')
+            (f'  handler-rate={s.handler_rate:g}/s' if s.handler_rate else '') + \
+            (f'  order-by={s.order_by}  on-failure={s.on_failure}' if s.order_by else '') + \
+            ('  skip-stale' if s.skip_stale else '')
     keys = 'public-keys' if _public_key(s.scheme) else 'secrets'
     return f'{t}/{s.name}  scheme={s.scheme}  tolerance={s.tolerance}s{extra}  {keys}={", ".join(s.fingerprints)}'
 
@@ -327,19 +331,26 @@ def webhooks_source(tenant:str,          # tenant name
                     resume:bool=False,   # process its events again (those held meanwhile first)
                     rate_limit:float=None, # deliveries a second accepted from it; over it they are answered 429 + Retry-After (0: off)
                     handler_rate:float=None, # handler runs a second the worker starts for its events (0: off)
+                    order_by:str=None,   # run its events one at a time per key: payload path or header:Name ('': off)
+                    on_failure:str=None, # hold (a failing event holds its key; default) or continue
+                    skip_stale:bool=False, # supersede (not run) events older than one completed for their key
+                    no_skip_stale:bool=False, # run stale events again (undo --skip-stale)
                     root:str='data',     # folder of tenant databases (SQLite)
                     db:str=None,         # PostgreSQL URL instead of --root (default: WEBHOOKS_DB)
                     list:bool=False,     # list the tenant's sources
                     remove:str=None,     # fingerprint of a secret to retire
                    ):
-    ("Add a source or a rotated secret to a tenant, change a source's settings or flood limits, retire a secret, "
-     "or `--list` sources.")
+    ("Add a source or a rotated secret to a tenant, change a source's settings, flood limits or ordering, retire a "
+     "secret, or `--list` sources.")
     cmd = 'webhooks-source'
     if list: return _list_sources(cmd, tenant, root, db)
     if not source: fail(cmd, 'give a SOURCE name, or --list')
     if pause and resume: fail(cmd, 'give --pause or --resume, not both')
+    if skip_stale and no_skip_stale: fail(cmd, 'give --skip-stale or --no-skip-stale, not both')
     flood = dict(paused=True if pause else False if resume else None, rate_limit=rate_limit, handler_rate=handler_rate)
-    with cli_errors(cmd): floods = bool(flood_settings(**flood))  # checked before anything is opened
+    stale = True if skip_stale else False if no_skip_stale else None
+    order = dict(order_by=order_by, on_failure=on_failure, skip_stale=stale)
+    with cli_errors(cmd): floods = bool(flood_settings(**flood) | order_settings(**order))  # checked before opening
     if remove:
         t = open_tenant(open_store(cmd, root, db), tenant, cmd)
         with cli_errors(cmd): s = t.remove_secret(source, remove)
@@ -347,7 +358,7 @@ def webhooks_source(tenant:str,          # tenant name
     settings = any(v is not None for v in (verify_token, url, tolerance, max_body))
     if floods and not settings and secret is None and public_key is None:  # an existing source's: its scheme is known
         t = open_tenant(open_store(cmd, root, db), tenant, cmd)
-        with cli_errors(cmd): s = t.set_source(source, **flood)
+        with cli_errors(cmd): s = t.set_source(source, **flood, **order)
         return print(_show(tenant, s))
     if not scheme or (secret is None and public_key is None and not settings):
         fail(cmd, f'give --scheme (one of: {", ".join(presets)}) and --secret '
@@ -359,7 +370,7 @@ def webhooks_source(tenant:str,          # tenant name
     with cli_errors(cmd):
         if tolerance is None: tolerance = next((x.tolerance for x in t.sources() if x.name == source), TOLERANCE)
         s = t.add_source(source, scheme, key, tolerance, max_body, verify_token, url)
-        if floods: s = t.set_source(source, **flood)
+        if floods: s = t.set_source(source, **flood, **order)
     print(_show(tenant, s)); print(f'POST /webhooks/{tenant}/{source}')
     if (kn := key_notice(store, had_key)): print(kn)
 
@@ -472,6 +483,15 @@ def _status_flag(cmd:str, status:str|None, allowed=STATUSES):
     fail(cmd, (f'unknown --status {status!r}' if status not in STATUSES else f'--status {status!r} is not allowed here')
          + f'; use one of {", ".join(allowed)}')
 
+# %% ../nbs/13_cli.ipynb #7bd4cd9c
+def _held(tenant:str, rows:list, as_json:bool):
+    "Print the keys held by failing events (`Tenant.held`), one a line."
+    for h in rows:
+        if as_json: print(_dumps(h._asdict())); continue
+        print(f'{h.source}  key={h.key}  held by {h.id} (failed, attempt {h.attempts}; next try {_when(h.next_at)})  '
+              f'{h.waiting} waiting' + (f'  error={h.error}' if h.error else ''))
+    if not rows and not as_json: print(f'no held keys in {tenant}')
+
 # %% ../nbs/13_cli.ipynb #5e60b2b8
 @call_parse(pos=['id'])
 def webhooks_events(tenant:str,         # tenant name
@@ -486,13 +506,15 @@ def webhooks_events(tenant:str,         # tenant name
                     json:bool=False,    # one JSON object per line
                     root:str='data',    # folder of tenant databases (SQLite)
                     db:str=None,        # PostgreSQL URL instead of --root (default: WEBHOOKS_DB)
+                    held:bool=False,    # list the ordering keys held by a failing event, and what waits behind each
                    ):
-    "List a tenant's stored events, newest first, or show one event whole."
+    "List a tenant's stored events, newest first, or show one event whole, or the keys failing events hold."
     cmd, as_json = 'webhooks-events', json
     _status_flag(cmd, status)
     with cli_errors(cmd): since_t = parse_since(since) if since is not None else None
     t = open_tenant(open_store(cmd, root, db), tenant, cmd)
     with cli_errors(cmd):
+        if held: return _held(tenant, t.held(source), as_json)
         if id is not None:
             seq = t.find(id, source)
             e, h = t.detail(seq)  # one snapshot: the status and the attempts agree

@@ -28,16 +28,16 @@ from .send import parse_since, sample_event, send
 
 # %% auto #0
 __all__ = ['SESSION_AGE', 'NAV', 'rt', 'URL_SECRETS', 'SECURITY_HEADERS', 'MAX_FORM', 'CSS', 'SERIES', 'PAGE_SIZE', 'MASKED',
-           'MAX_JOBS', 'DONE', 'same', 'Sessions', 'LoginLimiter', 'when', 'took', 'link', 'StatusBadge', 'CsrfField',
-           'PostButton', 'Page', 'Dashboard', 'dash', 'safe_next', 'secret_in_url', 'guard', 'hardened', 'stylesheet',
-           'NotFound', 'not_found', 'install_dashboard', 'LoginPage', 'login_form', 'login', 'logout', 'logout_all',
-           'Number', 'HourlyChart', 'Legend', 'AlertList', 'TenantCard', 'overview', 'Query', 'EventRow', 'EventsTable',
-           'Field', 'Choice', 'EventFilters', 'EventsView', 'events_page', 'hexdump', 'BodyView', 'HeadersTable',
-           'AttemptsTimeline', 'EventView', 'one_event', 'event_page', 'event_detail', 'replay_event', 'Job',
-           'describe', 'final_count', 'replay_confirm', 'replay_all', 'replay_progress', 'ReasonCounts', 'RejectionRow',
-           'RejectionsTable', 'rejected_page', 'SecretsTable', 'SourceSettings', 'FlowControls', 'SourceCard',
-           'NewSource', 'sources_page', 'sources_view', 'add_secret', 'retire_secret', 'send_test', 'form_rate',
-           'set_flow']
+           'MAX_JOBS', 'FAILING', 'DONE', 'same', 'Sessions', 'LoginLimiter', 'when', 'took', 'link', 'StatusBadge',
+           'CsrfField', 'PostButton', 'Page', 'Dashboard', 'dash', 'safe_next', 'secret_in_url', 'guard', 'hardened',
+           'stylesheet', 'NotFound', 'not_found', 'install_dashboard', 'LoginPage', 'login_form', 'login', 'logout',
+           'logout_all', 'Number', 'HourlyChart', 'Legend', 'AlertList', 'HeldKeys', 'TenantCard', 'overview', 'Query',
+           'EventRow', 'EventsTable', 'Field', 'Choice', 'EventFilters', 'EventsView', 'events_page', 'hexdump',
+           'BodyView', 'HeadersTable', 'AttemptsTimeline', 'EventView', 'one_event', 'event_page', 'event_detail',
+           'replay_event', 'Job', 'describe', 'final_count', 'replay_confirm', 'replay_all', 'replay_progress',
+           'ReasonCounts', 'RejectionRow', 'RejectionsTable', 'rejected_page', 'SecretsTable', 'SourceSettings',
+           'FlowControls', 'OrderControls', 'SourceCard', 'NewSource', 'sources_page', 'sources_view', 'add_secret',
+           'retire_secret', 'send_test', 'form_rate', 'set_flow', 'set_order']
 
 # %% ../nbs/14_dashboard.ipynb #49e5d89c
 def same(given, expected:str)->bool:
@@ -484,6 +484,19 @@ def AlertList(alerts:list,   # dicts from `Alerts.recent`: kind, message, time; 
     return Ul(*[Li(Small(when(a['time'])), ' ', Span(a['kind'], cls='st st-failed'), ' ', a['message'])
                 for a in alerts[:most]], cls='alerts')
 
+# %% ../nbs/14_dashboard.ipynb #400cc0f5
+def HeldKeys(prefix:str,  # the dashboard's URL prefix
+             tenant:str,  # tenant name
+             held:list,   # `Held` rows of the tenant
+             most:int=10, # how many are shown
+            ):
+    "The ordering keys a failing event holds: which event, its attempts and error, how many wait behind it."
+    row = lambda h: Li(Code(f'{h.source}/{h.key}'), ' held by ', A(h.id, href=f'{prefix}/events/{tenant}/{h.seq}'),
+                       f' (failed, attempt {h.attempts}) · {h.waiting} waiting',
+                       *([' · ', Small(h.error)] if h.error else []))
+    more = [Li(Small(f'and {len(held) - most} more'))] if len(held) > most else []
+    return Ul(*map(row, held[:most]), *more, cls='alerts')
+
 # %% ../nbs/14_dashboard.ipynb #a493793a
 def TenantCard(prefix:str,      # the dashboard's URL prefix
                name:str,        # tenant name
@@ -491,8 +504,9 @@ def TenantCard(prefix:str,      # the dashboard's URL prefix
                hourly:list,     # `TenantStore.hourly` buckets
                now:float,       # unix time the lag is measured at
                alerts:list=(),  # its recent alerts (dicts from `Alerts.recent`), newest first
+               held:list=(),    # ordering keys held by a failing event (`Tenant.held`)
               ):
-    "A tenant's card: counts by status, queue lag, dead letters, rejections in the last hour, the 24 h chart, alerts."
+    "A tenant's card: counts by status, queue lag, dead letters, last hour's rejections, chart, held keys, alerts."
     c, old = stats['counts'], stats['oldest_pending']
     ev = lambda **kw: link(prefix, 'events', tenant=name, **kw)
     nums = [Number(s, c.get(s, 0), ev(status=s)) for s in STATUSES]
@@ -501,6 +515,7 @@ def TenantCard(prefix:str,      # the dashboard's URL prefix
              Number('rejected, last hour', stats['rejected_1h'], link(prefix, 'rejected', tenant=name),
                     cls='warn' if stats['rejected_1h'] else None)]
     return Section(H2(A(name, href=ev())), Div(*nums, cls='nums'), HourlyChart(hourly), Legend(hourly),
+                   *([H3('Held keys'), HeldKeys(prefix, name, held)] if held else []),
                    *([H3('Recent alerts'), AlertList(alerts)] if alerts else []), cls='card')
 
 # %% ../nbs/14_dashboard.ipynb #12a65eb2
@@ -510,8 +525,8 @@ def overview(req:Request, auth):
     d, now = dash(req), time.time()
     cards = []
     for name in d.store.tenants():
-        with d.tenant(name) as t: st, hrs = t.stats(now=now), t.hourly(24, now=now)
-        cards.append(TenantCard(d.prefix, name, st, hrs, now, d.recent(name)))
+        with d.tenant(name) as t: st, hrs, held = t.stats(now=now), t.hourly(24, now=now), t.held()
+        cards.append(TenantCard(d.prefix, name, st, hrs, now, d.recent(name), held))
     none = P('No tenant yet: add a source (webhooks-source) to create one.', cls='muted')
     return Page('Overview', *(cards or [none]), prefix=d.prefix, csrf=auth['csrf'])
 
@@ -706,11 +721,12 @@ def EventView(prefix:str,        # the dashboard's URL prefix
               attempts:list,     # its `Attempt`s
               csrf:str,          # the session's CSRF token (for the replay button)
               note=None,         # a message to show on top
+              waiting:str|None=None, # what it waits behind in its key's line (`Tenant.waiting`)
              ):
     "The whole of one event: what it is, its headers and body, its attempts, and the replay button."
     facts = [('id', Code(e.id)), ('source', e.source), ('type', e.type or '-'), ('status', StatusBadge(e.status)),
              ('attempts', str(e.attempts)), ('received', when(e.received_at)), ('processed', when(e.processed_at)),
-             ('note', e.note or '-'), ('last error', e.error or '-')]
+             ('note', e.note or '-'), ('last error', e.error or '-')] + ([('waiting', waiting)] if waiting else [])
     can = e.status in REPLAYABLE
     act = (PostButton('Replay', f'{prefix}/events/{tenant}/{e.seq}/replay', csrf) if can else
            Small(f'Replay is possible once it is final ({", ".join(REPLAYABLE)}); it is {e.status}.', cls='muted'))
@@ -736,8 +752,10 @@ def event_page(d:Dashboard,      # the dashboard
                status:int=200,   # HTTP status
               ):
     "The event page as a response, with `note` on top."
-    with d.tenant(tenant) as t: e, atts = one_event(t, seq)
-    return FtResponse(Page(f'Event {e.id}', *EventView(d.prefix, tenant, e, atts, auth['csrf'], note),
+    with d.tenant(tenant) as t:
+        e, atts = one_event(t, seq)
+        wait = t.waiting(seq) if e.status == 'pending' else None
+    return FtResponse(Page(f'Event {e.id}', *EventView(d.prefix, tenant, e, atts, auth['csrf'], note, wait),
                            prefix=d.prefix, csrf=auth['csrf'], tenant=tenant), status)
 
 @rt.get('/events/{tenant}/{seq}')
@@ -930,6 +948,25 @@ def FlowControls(prefix:str,  # the dashboard's URL prefix
                  Button('Set rates', cls='quiet'), method='post', action=action, cls='filters')
     return Div(toggle, rates, cls='flow')
 
+# %% ../nbs/14_dashboard.ipynb #47ca9849
+FAILING = [('hold', 'holds its key'), ('continue', 'lets it move on')]  # `on_failure`, in words
+
+def OrderControls(prefix:str,  # the dashboard's URL prefix
+                  tenant:str,  # tenant name
+                  src,         # the `Source`
+                  csrf:str,    # the session's CSRF token
+                 ):
+    "A source's ordering settings: `order_by` (empty: unordered), `on_failure` and `skip_stale`, in one form."
+    pick = lambda name, opts, now: Select(*[Option(t, value=v, selected=v == now) for v, t in opts], name=name)
+    return Form(CsrfField(csrf), Hidden(name='name', value=src.name),
+                Field('order by (payload path or header:Name)', 'order_by', src.order_by or '', maxlength='200',
+                      placeholder='unordered, e.g. data.object.id'),
+                Label('a failing event', pick('on_failure', FAILING, src.on_failure)),
+                Label('older than a completed one', pick('skip_stale', [('false', 'runs'), ('true', 'is superseded')],
+                                                         'true' if src.skip_stale else 'false')),
+                Button('Set ordering', cls='quiet'), method='post', action=f'{prefix}/sources/{tenant}/order',
+                cls='filters')
+
 # %% ../nbs/14_dashboard.ipynb #cdf036bd
 def SourceCard(prefix:str,       # the dashboard's URL prefix
                tenant:str,       # tenant name
@@ -946,6 +983,7 @@ def SourceCard(prefix:str,       # the dashboard's URL prefix
     token = [' · verify token set'] if src.verify_token else []
     rates = [f' · at most {src.rate_limit:g} deliveries/s'] if src.rate_limit else []
     rates += [f' · handlers at most {src.handler_rate:g}/s'] if src.handler_rate else []
+    rates += [' · one at a time per ', Code(src.order_by)] if src.order_by else []
     held = [StatusBadge('paused'), ' '] if src.paused else []
     rotate = Form(CsrfField(csrf), Hidden(name='name', value=src.name), Hidden(name='scheme', value=src.scheme),
                   Field('new public key', 'public_key', autocomplete='off') if pk else
@@ -960,6 +998,7 @@ def SourceCard(prefix:str,       # the dashboard's URL prefix
     about = P(*held, f'scheme ', Code(src.scheme), f', tolerance {src.tolerance} s{limit} · ', Code(url), *public,
               *token, *rates, cls='about')
     return Section(H2(src.name), about, FlowControls(prefix, tenant, src, csrf),
+                   OrderControls(prefix, tenant, src, csrf),
                    SecretsTable(prefix, tenant, src.name, secrets, csrf),
                    H3('Rotate: add a public key' if pk else 'Rotate: add a secret', ' (or change the settings)'),
                    rotate, *([] if pk else [H3('Send a signed test event'), test]), cls='card', id=f'source-{src.name}')
@@ -1004,7 +1043,8 @@ DONE = {'added': 'Secret added: the old and the new one both verify until you re
         'retired': 'Secret retired.',
         'changed': "Source settings changed; its secrets are as they were.",
         'paused': 'Source paused: its deliveries are stored and answered, but not handled until you resume it.',
-        'resumed': 'Source resumed: the events it held run now, oldest first.', 'rates': 'Rates set.'}
+        'resumed': 'Source resumed: the events it held run now, oldest first.', 'rates': 'Rates set.',
+        'ordered': 'Ordering set: it applies to the events received from now on.'}
 
 @rt.get('/sources')
 def sources_view(req:Request, auth):
@@ -1095,3 +1135,20 @@ def set_flow(req:Request, auth, tenant:str,
     except ValueError as e: return sources_page(d, req, auth, tenant, P(f'Not changed: {e}', cls='msg error'), 400)
     done = 'rates' if paused is None else 'paused' if paused else 'resumed'
     return RedirectResponse(link(d.prefix, 'sources', tenant=tenant, done=done), 303)
+
+# %% ../nbs/14_dashboard.ipynb #c67808cc
+@rt.post('/sources/{tenant}/order')
+def set_order(req:Request, auth, tenant:str,
+              data:dict,  # the form: name, order_by, on_failure, skip_stale ('true'/'false')
+             ):
+    "Set a source's ordering (an empty path: unordered)."
+    d = dash(req)
+    try:
+        with d.tenant(tenant) as t:
+            t.set_source(data.get('name', ''), order_by=str(data.get('order_by') or '').strip(),
+                         on_failure=data.get('on_failure') or None,
+                         skip_stale={'true': True, 'false': False}.get(data.get('skip_stale')))
+    except KeyError as e:
+        return sources_page(d, req, auth, tenant, P(f'Not changed: {e.args[0]}', cls='msg error'), 404)
+    except ValueError as e: return sources_page(d, req, auth, tenant, P(f'Not changed: {e}', cls='msg error'), 400)
+    return RedirectResponse(link(d.prefix, 'sources', tenant=tenant, done='ordered'), 303)

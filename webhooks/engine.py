@@ -5,7 +5,7 @@ statements by name and what only it can do."""
 
 # %% ../nbs/03_engine.ipynb #65f645b7
 from __future__ import annotations
-import asyncio, hashlib, hmac, json, math, re, time
+import asyncio, datetime, hashlib, hmac, json, math, re, time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from secrets import token_urlsafe  # (a `Tenant` method below is called `secrets`)
@@ -13,18 +13,20 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 from fastcore.basics import patch
 from .signatures import TOLERANCE, Scheme, WebhookError, check_secret, fingerprint, get_scheme, presets
+from .signatures import _field  # a dotted path into a payload, as the presets read ids and types
 from .records import (IDEMPOTENCY_WINDOW, LEASE, MAX_ATTEMPTS, REJECTION_CAP, REPLAYABLE, RETIRED_KEPT,
                               STATUSES, Attempt, Claim, NewEvent, Outcome, Rejection, Rows, SecretInfo, Source,
                               SourceKeys, StoreUnavailable, StoredEvent, TenantError, TenantStore, alive, check_name,
                               error_text, lease_owner)
 
 # %% auto #0
-__all__ = ['SQL', 'DIALECT', 'MAX_URL', 'MAX_VERIFY_TOKEN', 'FINAL', 'NO_HANDLER', 'EVENT_COLS', 'ATTEMPT_COLS', 'SOURCE_COLS',
-           'INVALID', 'TOKEN_PREFIX', 'TOKEN_USED_EVERY', 'TOKEN_COLS', 'render', 'Tenant', 'statements', 'check_url',
-           'check_source', 'default_tolerance', 'signing_key', 'check_rate', 'flood_settings', 'refill', 'source_keys',
-           'body_value', 'log_steps', 'matched', 'check_statuses', 'search_terms', 'plain', 'dead_letter', 'lapsed',
-           'Settled', 'due_times', 'arriving', 'copy_tenant', 'GroupCommit', 'Receiving', 'session_key', 'token_mark',
-           'AdminSessions', 'TokenInfo', 'token_tenant']
+__all__ = ['SQL', 'DIALECT', 'MAX_URL', 'MAX_VERIFY_TOKEN', 'FINAL', 'NO_HANDLER', 'ON_FAILURE', 'EVENT_COLS', 'ATTEMPT_COLS',
+           'SOURCE_COLS', 'INVALID', 'TOKEN_PREFIX', 'TOKEN_USED_EVERY', 'TOKEN_COLS', 'render', 'Tenant', 'statements',
+           'check_url', 'check_source', 'default_tolerance', 'signing_key', 'check_rate', 'flood_settings', 'refill',
+           'source_keys', 'body_value', 'log_steps', 'matched', 'check_statuses', 'search_terms', 'plain',
+           'dead_letter', 'lapsed', 'Settled', 'due_times', 'order_settings', 'order_value', 'unix_time',
+           'provider_time', 'event_order', 'Held', 'arriving', 'copy_tenant', 'GroupCommit', 'Receiving', 'session_key',
+           'token_mark', 'AdminSessions', 'TokenInfo', 'token_tenant']
 
 # %% ../nbs/03_engine.ipynb #315df610
 SQL = dict(
@@ -34,7 +36,8 @@ WHERE event_seq=? ORDER BY seq''',
   set_status='''UPDATE {t}webhook_events SET status=?, error_message=?, processed_at=?, lease_until=?, lease_owner=?
 WHERE seq=?''',
   retired='SELECT name, secret, retired_at FROM {t}webhook_retired WHERE retired_at > ? ORDER BY retired_at DESC',
-  source_prev='''SELECT scheme, max_body, verify_token, url, tolerance, paused, rate_limit, handler_rate
+  source_prev='''SELECT scheme, max_body, verify_token, url, tolerance, paused, rate_limit, handler_rate, order_by,
+  on_failure, skip_stale
 FROM {t}webhook_sources WHERE name=? LIMIT 1''',
   source_settings='UPDATE {t}webhook_sources SET tolerance=?, max_body=?, verify_token=?, url=? WHERE name=?',
   has_source='SELECT 1 FROM {t}webhook_sources WHERE name=? LIMIT 1',
@@ -74,7 +77,8 @@ GROUP BY code ORDER BY count(*) DESC, code''',
   rejected_since='SELECT count(*) FROM {t}webhook_rejections WHERE received_at >= ?',
   imported='SELECT 1 FROM {t}webhook_events WHERE source=? AND id=? AND received_at=?',
 )
-DIALECT = ('sources', 'export_sources', 'lost', 'suspect', 'claim', 'claim_suspect', 'per_hour', 'add_secret')
+DIALECT = ('sources', 'export_sources', 'lost', 'suspect', 'claim', 'claim_keyed', 'claim_suspect', 'per_hour',
+           'add_secret')
 # the statements every dialect supplies itself
 
 # %% ../nbs/03_engine.ipynb #78b55034
@@ -264,7 +268,7 @@ def refill(buckets:dict,  # token buckets by key: [tokens, when last counted]
 
 # %% ../nbs/03_engine.ipynb #bca81517
 def _grouped(rows:Iterable)->dict:
-    "{name: (scheme, [secrets], tolerance, [fingerprints], max_body, verify_token, url, paused, rate, handler_rate)}."
+    "{name: (scheme, [secrets], tolerance, [fingerprints], max_body, verify_token, url, paused, rates, ordering)}."
     res = {}
     for n, scheme, secret, tol, fp, *settings in rows:
         s = res.setdefault(n, (scheme, [], tol, [], *settings))
@@ -279,8 +283,8 @@ def source_keys(rows:Iterable,    # `sources` rows (name, scheme, secret, tolera
     old = {}
     for n, sec, at in retired: old.setdefault(n, []).append((decrypt(sec), at))
     return {n: SourceKeys(s, tuple(map(decrypt, secs)), tol, mb, tuple(old.get(n, ())), decrypt(vt), url, bool(p),
-                          rl, hr)
-            for n,(s,secs,tol,_,mb,vt,url,p,rl,hr) in _grouped(rows).items()}
+                          rl, hr, ob)
+            for n,(s,secs,tol,_,mb,vt,url,p,rl,hr,ob,*_) in _grouped(rows).items()}
 
 # %% ../nbs/03_engine.ipynb #5969064f
 @patch
@@ -297,8 +301,8 @@ def select(self:Tenant,
 def sources(self:Tenant)->list[Source]:
     "Every source of this tenant, secrets shown as fingerprints."
     rows = self.select('sources')
-    return [Source(n, s, tol, tuple(fps), mb, url, vt is not None, bool(p), rl, hr)
-            for n,(s,_,tol,fps,mb,vt,url,p,rl,hr) in sorted(_grouped(rows).items())]
+    return [Source(n, s, tol, tuple(fps), mb, url, vt is not None, bool(p), rl, hr, ob, of, bool(ss))
+            for n,(s,_,tol,fps,mb,vt,url,p,rl,hr,ob,of,ss) in sorted(_grouped(rows).items())]
 
 @patch
 def source_rows(self:Tenant, h)->dict[str,SourceKeys]:
@@ -348,7 +352,8 @@ def add_source(self:Tenant,
         tolerance = default_tolerance(s, tolerance, prev[4] if prev else None)
         vt = prev[2] if prev and verify_token is None else mk.encrypt(verify_token)
         if secret is not None:
-            flood = dict(zip(('paused', 'rate_limit', 'handler_rate'), prev[5:] if prev else (False, None, None)))
+            flood = dict(zip(('paused', 'rate_limit', 'handler_rate', 'order_by', 'on_failure', 'skip_stale'),
+                             prev[5:] if prev else (False, None, None, None, 'hold', 0)))
             self.run(h, self.sql['add_secret'], dict(name=name, scheme=s.name, secret=mk.encrypt(secret), url=url,
                      fingerprint=fingerprint(secret), tolerance=tolerance, added_at=time.time(), max_body=max_body,
                      verify_token=vt, **flood))
@@ -377,15 +382,19 @@ def set_source(self:Tenant,
                paused:bool|None=None,         # pause (True) or resume (False) its processing (None: as it is)
                rate_limit:float|None=None,    # deliveries a second the receiver accepts (0: no limit; None: as it is)
                handler_rate:float|None=None,  # handler runs a second the worker starts (0: no cap; None: as it is)
+               order_by:str|None=None,        # its events' ordering key: payload path or 'header:Name' ('': unordered)
+               on_failure:str|None=None,      # 'hold' (a failing event holds its key) or 'continue'
+               skip_stale:bool|None=None,     # supersede events older than one completed for their key
               )->Source:
-    "Pause or resume source `name`'s processing, and set its rates; the source as it is now. `KeyError` if none."
-    sets = flood_settings(paused, rate_limit, handler_rate)
+    "Pause or resume source `name`, set its rates and ordering; the source as it is now. `KeyError` if none."
+    sets = flood_settings(paused, rate_limit, handler_rate) | order_settings(order_by, on_failure, skip_stale)
     with self.secret_txn() as h:
         if not self.one(h, self.sql['has_source'], (name,)):
             raise KeyError(f'there is no source {name!r} in tenant {self.name!r}')
         if sets:
             cols = ", ".join(f"{k}={self.P}" for k in sets)
             self.run(h, f'UPDATE {self.t}webhook_sources SET {cols} WHERE name={self.P}', (*sets.values(), name))
+            if sets.get('skip_stale'): self.newest(h)  # what completed before counts too
             self.sources_changed(h)  # receivers reload: a new rate limit holds at once
     return next(x for x in self.sources() if x.name == name)
 
@@ -404,16 +413,19 @@ def body_value(payload:str|bytes|dict|list, # a body as received, or a payload t
 @patch
 def rows(self:Tenant,
          events:list[NewEvent], # events to store (or plain tuples of `NewEvent`'s first 8 or 9 fields)
+         sources:Callable|None=None, # `SourceKeys` of a source name (default: `self.source`), for its `order_by`
         )->list[tuple]:
-    "Check and shape `events` into insert rows; raises before anything is written."
-    rows, now = [], time.time()
+    "Check and shape `events` into insert rows, each with its ordering key and time; raises before anything is written."
+    rows, now, keys = [], time.time(), _Memo(sources or self.source)
     for wid, source, etype, payload, sig, key, status, at, *hd in events:  # 8-tuples (no headers, no secret) still work
         if status not in STATUSES: raise ValueError(f'unknown status {status!r}; use one of {", ".join(STATUSES)}')
         if not key or not isinstance(key, str):
             raise ValueError(f'idempotency_key must be a non-empty string, not {key!r}')
         at, held = now if at is None else at, status == 'processing'
-        rows.append((wid, source, etype, payload if type(payload) is str else body_value(payload), sig, key, status,
-                     int(held), at, at + LEASE if held else None, self.owner if held else None, hd[0] if hd else None))
+        body = payload if type(payload) is str else body_value(payload)
+        rows.append((wid, source, etype, body, sig, key, status, int(held), at, at + LEASE if held else None,
+                     self.owner if held else None, hd[0] if hd else None,
+                     *event_order(keys(source), body, hd[0] if hd else None, sig, at)))
     return rows
 
 # %% ../nbs/03_engine.ipynb #59aa13d2
@@ -698,14 +710,18 @@ def claim(self:Tenant,
           max_attempts:int=MAX_ATTEMPTS, # handler runs before a lapse dead-letters an event
           now:float|None=None,           # unix time to judge leases and due times by
          )->list[Claim]:
-    "Take back lost leases, then claim up to `batch` due events, oldest first."
+    "Take back lost leases, then claim up to `batch` due events, oldest first, and of each key only its next."
     now = time.time() if now is None else now
     args = (now + lease, self.owner, now)
     with self.txn() as h:
         self._reclaim(h, now, max_attempts)
         rows = self.all(h, self.sql['claim_suspect'], (*args, 1)) if self.one(h, self.sql['suspect'], (now,)) else []
-        if not rows: rows = self.all(h, self.sql['claim'], (*args, batch))  # none, or another worker holds it
-    return [self.claim_row(r) for r in sorted(rows)]
+        if rows: return [self.claim_row(r) for r in rows]  # alone: it may be what stops workers
+        self.keys_lock(h)
+        claims = self._keyed(h, args, batch, now)
+        if (left := batch - len(claims)) > 0:  # unordered events fill the rest
+            claims += map(self.claim_row, self.all(h, self.sql['claim'], (*args, left)))
+        return sorted(claims)
 
 # %% ../nbs/03_engine.ipynb #8fec5f9d
 FINAL = {'completed': 'completed', 'failed': 'failed', 'ignored': 'unhandled'}  # an outcome's final status
@@ -730,7 +746,12 @@ def record(self:Tenant,
                     float(retry_at(o)) if o.outcome == 'retry' else None,
                     NO_HANDLER if o.outcome == 'ignored' else None,
                     o.id, o.outcome, float(o.started), float(o.finished), o.error) for o in first.values()]
-    with self.txn() as h: return self.settle(h, rows)
+    with self.txn() as h:
+        done = self.settle(h, rows)
+        back = [(r.seq,) for r in rows if r.status == 'pending' and r.seq in done]  # retries: out of line if 'continue'
+        if back: self.many(h, self.sql['aside'], back)
+        self.newest(h, [r.seq for r in rows if r.status == 'completed' and r.seq in done])
+        return done
 
 # %% ../nbs/03_engine.ipynb #3512bd58
 @patch
@@ -760,6 +781,186 @@ def release(self:Tenant,
     due = [None if u is None else float(u) for u in due_times(claims, until)]
     rows = [(u, c.seq, self.owner, c.attempt) for c, u in zip(claims, due)]
     with self.txn() as h: self.many(h, self.sql['release'], rows)
+
+# %% ../nbs/03_engine.ipynb #14587076
+_order_path = re.compile(r'header:[A-Za-z0-9_-]{1,100}|[A-Za-z0-9_$@-]{1,100}(\.[A-Za-z0-9_$@-]{1,100}){0,15}')
+ON_FAILURE = ('hold', 'continue')  # a failing event holds its key, or the key moves on without it
+
+def order_settings(order_by:str|None=None,    # payload path ('data.object.id') or 'header:Name'; '' turns it off
+                   on_failure:str|None=None,  # 'hold' or 'continue'
+                   skip_stale:bool|None=None, # supersede events older than one completed for their key
+                  )->dict:
+    "{column: value} of the ordering settings to change (None: leave it), checked."
+    res = {}
+    if order_by is not None:
+        if not isinstance(order_by, str) or order_by and not _order_path.fullmatch(order_by):
+            raise ValueError(f"order_by must be a dotted payload path ('data.object.id') or 'header:Name', "
+                             f"not {str(order_by)[:80]!r}")
+        res['order_by'] = order_by or None
+    if on_failure is not None:
+        if on_failure not in ON_FAILURE:
+            raise ValueError(f"on_failure must be 'hold' or 'continue', not {on_failure!r}")
+        res['on_failure'] = on_failure
+    if skip_stale is not None:
+        if not isinstance(skip_stale, bool): raise ValueError(f'skip_stale must be True or False, not {skip_stale!r}')
+        res['skip_stale'] = int(skip_stale)
+    return res
+
+# %% ../nbs/03_engine.ipynb #88d8d921
+def order_value(spec:str,           # a payload path ('data.object.id') or 'header:Name'
+                payload,            # the parsed JSON body (None if it is not JSON)
+                headers:dict|None,  # the request's headers, names in lower case
+               ):
+    "The text or number at `spec` in a delivery, None if there is none."
+    if spec.startswith('header:'): return (headers or {}).get(spec[7:].lower())
+    return _field(payload, spec) if isinstance(payload, (dict, list)) else None
+
+def unix_time(v)->float|None:
+    "Unix seconds of a provider's timestamp (seconds, milliseconds, digits or ISO 8601); None if it is none of them."
+    if isinstance(v, str):
+        try: v = float(v)
+        except ValueError:
+            try: d = datetime.datetime.fromisoformat(v.strip().replace('Z', '+00:00'))
+            except ValueError: return None
+            return (d if d.tzinfo else d.replace(tzinfo=datetime.timezone.utc)).timestamp()
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v): return None
+    return v / 1000 if v > 1e11 else float(v)  # past 1e11 s (year 5138) it is milliseconds
+
+# %% ../nbs/03_engine.ipynb #63549c65
+def provider_time(scheme:str|Scheme,       # the source's scheme
+                  payload,                 # the parsed JSON body (None if it is not JSON)
+                  headers:dict|None,       # the request's headers, names in lower case
+                  signature:str|None=None, # the signature header's value (some carry the timestamp: Paddle's `ts=`)
+                 )->float|None:
+    "When the provider says the event was created: the scheme's `created`, else its signed timestamp; None if neither."
+    s = get_scheme(scheme)
+    if s.created: return unix_time(order_value(s.created, payload, headers))
+    if s.ts_header: return unix_time((headers or {}).get(s.ts_header.lower()))
+    if s.ts_field: return unix_time(_field(payload, s.ts_field))
+    if s.ts_entry and signature and s.sep:
+        return unix_time(next((e.strip()[len(s.ts_entry):] for e in signature.split(s.sep)
+                               if e.strip().startswith(s.ts_entry)), None))
+    return None
+
+# %% ../nbs/03_engine.ipynb #8ef4faca
+def event_order(src:SourceKeys|None,     # the event's source (None: unknown)
+                body:str|bytes,          # the body as stored
+                headers:str|None,        # the redacted headers as stored (JSON)
+                signature:str|None,      # the signature header's value
+                received:float,          # when it was received
+               )->tuple:
+    "(ordering key, provider time else `received`) of an event; (None, None) when its source is unordered."
+    if src is None or not src.order_by: return None, None
+    try: payload = json.loads(body)
+    except (ValueError, TypeError): payload = None
+    try: hs = {str(k).lower(): v for k, v in json.loads(headers).items()} if headers else {}
+    except (ValueError, TypeError, AttributeError): hs = {}
+    key = order_value(src.order_by, payload, hs)
+    if key is None: return None, None  # nothing to order it by: it runs unordered
+    t = provider_time(src.scheme, payload, hs, signature)
+    return str(key)[:500], received if t is None else t
+
+class _Memo(dict):
+    "A function's results by argument, each computed once (a batch asks for its few sources many times)."
+    def __init__(self, f): self.f = f
+    def __missing__(self, k): self[k] = v = self.f(k); return v
+    def __call__(self, k): return self[k]
+
+# %% ../nbs/03_engine.ipynb #ba96cae7
+SQL.update(
+  stale_sources='SELECT DISTINCT name FROM {t}webhook_sources WHERE skip_stale = 1',
+  newest='SELECT id, created FROM {t}webhook_keys WHERE source=? AND order_key=?',
+  completed="""INSERT INTO {t}webhook_keys (source, order_key, id, created)
+SELECT source, order_key, id, created FROM {t}webhook_events WHERE {{which}} AND status='completed'
+  AND order_key IS NOT NULL AND source IN (SELECT name FROM {t}webhook_sources WHERE skip_stale = 1) ORDER BY created
+ON CONFLICT (source, order_key) DO UPDATE SET id=excluded.id, created=excluded.created
+  WHERE excluded.created > {t}webhook_keys.created""",
+  supersede="""UPDATE {t}webhook_events SET status='superseded', attempts=attempts-1, processed_at=?, note=?,
+  lease_until=NULL, lease_owner=NULL WHERE seq=? AND status='processing' AND lease_owner=? AND attempts=?""",
+  aside="""UPDATE {t}webhook_events SET turn=next_attempt_at WHERE seq=? AND status='pending' AND order_key IS NOT NULL
+  AND source IN (SELECT name FROM {t}webhook_sources WHERE on_failure='continue')""",
+)
+
+@patch
+def keys_lock(self:Tenant, h): pass  # inside a claim: what makes claims of keyed events one at a time (PostgreSQL)
+
+# %% ../nbs/03_engine.ipynb #34091b2b
+@patch
+def supersede(self:Tenant, h,
+              claims:list[Claim], # what a claim took
+              now:float,          # unix time of the claim
+             )->list[Claim]:
+    "The `claims` to run, once those of `skip_stale` sources older than a completed event of their key are superseded."
+    keyed = [c for c in claims if c.key is not None]
+    stale = {s for (s,) in self.all(h, self.sql['stale_sources'])} if keyed else ()
+    gone = set()
+    for c in keyed:
+        if c.source in stale and (newer := self.one(h, self.sql['newest'], (c.source, c.key))) and newer[1] > c.created:
+            note = f'superseded by {newer[0]} (created {newer[1] - c.created:g} s later, already completed)'
+            if self.run(h, self.sql['supersede'], (now, note, c.seq, self.owner, c.attempt)): gone.add(c.seq)
+    return [c for c in claims if c.seq not in gone]
+
+# %% ../nbs/03_engine.ipynb #5b9707b4
+@patch
+def newest(self:Tenant, h,
+           seqs:list|None=None, # events that just completed (None: every stored one, e.g. once `skip_stale` is on)
+          ):
+    "Inside a write: remember the newest completed event of each key of the `skip_stale` sources among `seqs`."
+    if not self.all(h, self.sql['stale_sources']): return
+    if seqs is None: self.run(h, self.sql['completed'].replace('{which}', '1=1'))
+    else: self.many(h, self.sql['completed'].replace('{which}', f'seq={self.P}'), [(s,) for s in seqs])
+
+# %% ../nbs/03_engine.ipynb #b7646df2
+@patch
+def _keyed(self:Tenant, h, args:tuple, batch:int, now:float)->list[Claim]:
+    "Inside a claim: each key's next due event, up to `batch`, the stale ones superseded and replaced by their next."
+    claims = []
+    while len(claims) < batch:
+        got = [self.claim_row(r) for r in self.all(h, self.sql['claim_keyed'], (*args, batch - len(claims)))]
+        kept = self.supersede(h, got, now)
+        claims += kept
+        if len(kept) == len(got): break
+    return claims
+
+# %% ../nbs/03_engine.ipynb #ad26b625
+class Held(NamedTuple):
+    "A key held by a failing event: its key's other events wait until it succeeds, dead-letters or is skipped."
+    source:str; key:str; seq:int; id:str; attempts:int; error:str|None; next_at:float
+    waiting:int  # events of its key waiting behind it
+
+SQL.update(
+  held="""SELECT e.source, e.order_key, e.seq, e.id, e.attempts, e.error_message, e.next_attempt_at,
+  (SELECT count(*) FROM {t}webhook_events w WHERE w.source=e.source AND w.order_key=e.order_key
+     AND w.status IN ('pending', 'processing') AND w.order_key IS NOT NULL AND w.seq <> e.seq)
+FROM {t}webhook_events e WHERE e.status IN ('pending', 'processing') AND e.order_key IS NOT NULL
+  AND e.status='pending' AND e.attempts > 0
+  AND e.source IN (SELECT name FROM {t}webhook_sources WHERE on_failure='hold') ORDER BY e.source, e.order_key""",
+  behind="""SELECT b.id, b.status, b.attempts FROM {t}webhook_events e JOIN {t}webhook_events b
+  ON b.source=e.source AND b.order_key=e.order_key AND b.seq <> e.seq
+WHERE e.seq=? AND e.status='pending' AND b.status IN ('pending', 'processing') AND b.order_key IS NOT NULL
+  AND (b.status='processing' OR b.turn < e.turn OR (b.turn = e.turn AND b.seq < e.seq))
+ORDER BY CASE WHEN b.status='processing' THEN 0 ELSE 1 END, b.turn, b.seq LIMIT 1""",
+)
+
+@patch
+def held(self:Tenant,
+         source:str|None=None, # only this source's keys
+        )->list[Held]:
+    "The keys of `hold` sources whose next event failed and waits for its retry, with how many events wait behind it."
+    return [Held(*r) for r in self.select('held') if source is None or r[0] == source]
+
+# %% ../nbs/03_engine.ipynb #fd022b26
+@patch
+def waiting(self:Tenant,
+            seq:int,                        # a pending event
+            max_attempts:int=MAX_ATTEMPTS,  # handler runs before an event is `failed`
+           )->str|None:
+    "What a pending event of an ordered key waits behind, in words; None if it waits for nothing of its key."
+    with self.reading() as h: b = self.one(h, self.sql['behind'], (seq,))
+    if b is None: return None
+    state = 'running' if b[1] == 'processing' else 'failed' if b[2] else 'queued'
+    return f'waiting behind {b[0]} ({state}' + (f', attempt {b[2]} of {max_attempts})' if b[2] else ')')
+
 
 # %% ../nbs/03_engine.ipynb #e940a87f
 @patch
@@ -802,7 +1003,8 @@ def replay(self:Tenant,
             raise ValueError(f'{id or "a matching event"} has been pruned (its body is gone) and cannot be replayed')
         if dry_run or not seqs: return seqs
         queued = sorted(s for (s,) in self.all(h, f"""UPDATE {t} SET status='pending', attempts=0, next_attempt_at={P},
-            processed_at=NULL, lease_until=NULL, lease_owner=NULL, note='replayed' WHERE {w} AND payload IS NOT NULL RETURNING seq""",
+            processed_at=NULL, lease_until=NULL, lease_owner=NULL, note='replayed',
+            turn=created WHERE {w} AND payload IS NOT NULL RETURNING seq""",
             (time.time(), *args)))
         if queued: self.queued(h)  # workers that listen run them now, not at their next poll
         return queued
@@ -905,10 +1107,10 @@ def hourly(self:Tenant,
 # %% ../nbs/03_engine.ipynb #018bbf66
 EVENT_COLS = ('seq', 'id', 'source', 'event_type', 'payload', 'signature', 'idempotency_key', 'status', 'attempts',
               'error_message', 'received_at', 'processed_at', 'next_attempt_at', 'lease_until', 'lease_owner', 'lapses',
-              'note', 'headers')
+              'note', 'headers', 'order_key', 'created', 'turn')
 ATTEMPT_COLS = ('event_seq', 'webhook_id', 'attempt', 'started_at', 'finished_at', 'outcome', 'error')
 SOURCE_COLS = ('name', 'scheme', 'secret', 'fingerprint', 'tolerance', 'added_at', 'max_body', 'verify_token', 'url',
-               'paused', 'rate_limit', 'handler_rate')
+               'paused', 'rate_limit', 'handler_rate', 'order_by', 'on_failure', 'skip_stale')
 
 # %% ../nbs/03_engine.ipynb #6c1acbb9
 @patch
@@ -948,12 +1150,13 @@ def import_rows(self:Tenant,
         if rows.sources: mk = self._master(h)
         for r in rows.sources:
             r = {**{k: r.get(k) for k in SOURCE_COLS}, 'secret': mk.encrypt(mk.decrypt(r['secret'])),
-                 'verify_token': mk.encrypt(mk.decrypt(r.get('verify_token'))), 'paused': bool(r.get('paused'))}
+                 'verify_token': mk.encrypt(mk.decrypt(r.get('verify_token'))), 'paused': bool(r.get('paused')),
+                 'on_failure': r.get('on_failure') or 'hold', 'skip_stale': int(bool(r.get('skip_stale')))}
             n['sources'] += self.run(h, self.sql['add_secret'], r)  # a page from an older store has no flood settings
         for r in map(self.arriving_row, map(arriving, rows.events)):
             if self.one(h, self.sql['imported'], (r['source'], r['id'], r['received_at'])): n['skipped'] += 1; continue
             got = self.one(h, ins('webhook_events', ecols) + ' ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq',
-                           [r[k] for k in ecols])
+                           [r.get(k) for k in ecols])  # an older store's page lacks the newer columns
             if got is None: n['skipped'] += 1; continue
             new_seq[r['seq']] = got[0]; n['events'] += 1
         for a in rows.attempts:
@@ -964,7 +1167,7 @@ def import_rows(self:Tenant,
         if rows.tokens:  # counted only when there are some: a copy without tokens reports what it always did
             n['tokens'] = sum(self.run(h, self.sql['import_token'], [t[k] for k in TOKEN_COLS]) for t in rows.tokens)
         if n['sources']: self.sources_changed(h)
-        if n['events']: self.queued(h)  # workers that listen run what arrived pending
+        if n['events']: self.newest(h, sorted(new_seq.values())); self.queued(h)  # workers that listen run what arrived pending
     return n
 
 @patch

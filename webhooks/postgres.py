@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from .records import (IDEMPOTENCY_WINDOW, REJECTION_CAP, RETIRED_KEPT, STATUSES, Claim, NewEvent, Rejection,
                               SourceKeys, StoredEvent, StoreFull, StoreUnavailable, TenantError, check_name, error_text)
 from .keys import KeyHolder
-from .sqlite import ATTEMPTS_DDL, EVENTS_DDL, EVENTS_INDEXES, REJECTION_SCHEMA, SOURCES_DDL
+from .sqlite import ATTEMPTS_DDL, EVENTS_DDL, EVENTS_INDEXES, ORDER_INDEXES, REJECTION_SCHEMA, SOURCES_DDL
 from .engine import (INVALID, SOURCE_COLS, AdminSessions, GroupCommit, Receiving, Settled, Tenant, body_value,
                              log_steps, matched, source_keys, statements)
 
@@ -42,7 +42,7 @@ def schema_name(tenant:str,  # tenant name: ASCII letters, digits, '-', '_'; 1-6
     return f'{PREFIX}{tenant[:43]}~{hashlib.sha256(tenant.encode()).hexdigest()[:16]}'
 
 # %% ../nbs/05_postgres.ipynb #4d353c94
-PG_SCHEMA_VERSION = 5  # version of this PostgreSQL layout (the tables and columns of the SQLite store's schema 7)
+PG_SCHEMA_VERSION = 6  # version of this PostgreSQL layout (the tables and columns of the SQLite store's schema 8)
 
 def schema_mark(tenant:str,  # tenant name
                )->str:
@@ -64,7 +64,8 @@ _PG_TYPES = [(r'\bseq INTEGER PRIMARY KEY', 'seq bigint GENERATED ALWAYS AS IDEN
              (r'\bpaused INTEGER NOT NULL DEFAULT 0', 'paused boolean NOT NULL DEFAULT false'),
              (r'\bINTEGER\b', 'integer'), (r'\bREAL\b', 'double precision'), (r'\bTEXT\b', 'text'),
              (r'\bBLOB\b', 'bytea'),
-             (r'\(next_attempt_at, seq, source\)', '(next_attempt_at, seq)'),  # its planner reads paused sources apart
+             # its planner reads paused sources apart
+             (r'\(next_attempt_at, seq, source(, order_key)?\)', '(next_attempt_at, seq)'),
              (r'\b(TABLE IF NOT EXISTS|ON|REFERENCES) (webhook_\w+)', r'\1 {s}.\2')]
 
 def pg_ddl(ddl:str, # SQLite DDL of the tenant's tables (`sqlite.SCHEMA` or a part of it)
@@ -88,7 +89,8 @@ END $$;"""
 
 # %% ../nbs/05_postgres.ipynb #9027c4b5
 PG_REJECTION_SCHEMA = pg_ddl('\n'.join(REJECTION_SCHEMA))
-PG_SCHEMA = ('CREATE SCHEMA {s};' + pg_ddl('\n'.join([EVENTS_DDL, EVENTS_INDEXES, ATTEMPTS_DDL, SOURCES_DDL]))
+PG_SCHEMA = ('CREATE SCHEMA {s};'
+             + pg_ddl('\n'.join([EVENTS_DDL, EVENTS_INDEXES, ORDER_INDEXES, ATTEMPTS_DDL, SOURCES_DDL]))
              + '\n' + PG_REJECTION_SCHEMA + PG_API_SCHEMA + '\nCOMMENT ON SCHEMA {s} IS {mark};')
 
 # %% ../nbs/05_postgres.ipynb #aa92aefb
@@ -114,6 +116,17 @@ def migration_sql(tenant:str,    # tenant name
 # %% ../nbs/05_postgres.ipynb #3244514e
 PG_MIGRATIONS[4] = PG_API_SCHEMA
 
+# %% ../nbs/05_postgres.ipynb #111e0a3f
+PG_MIGRATIONS[5] = '''ALTER TABLE {s}.webhook_events ADD COLUMN order_key text, ADD COLUMN created double precision,
+  ADD COLUMN turn double precision, DROP CONSTRAINT IF EXISTS webhook_events_status_check,
+  ADD CONSTRAINT webhook_events_status_check CHECK (status IN (''' + ', '.join(f"'{x}'" for x in STATUSES) + '''));
+ALTER TABLE {s}.webhook_sources ADD COLUMN order_by text, ADD COLUMN on_failure text NOT NULL DEFAULT 'hold',
+  ADD COLUMN skip_stale integer NOT NULL DEFAULT 0;
+DROP INDEX IF EXISTS {s}.webhook_events_due;
+CREATE INDEX webhook_events_due ON {s}.webhook_events(next_attempt_at, seq)
+  WHERE status = 'pending' AND order_key IS NULL;
+''' + pg_ddl(ORDER_INDEXES)
+
 # %% ../nbs/05_postgres.ipynb #8c3ec49d
 def stored_body(b:bytes|None,  # a `payload` as PostgreSQL returns it
                )->str|bytes|None:
@@ -124,13 +137,13 @@ def stored_body(b:bytes|None,  # a `payload` as PostgreSQL returns it
 PG = dict(
   insert='''WITH new AS (
 INSERT INTO {t}webhook_events (id, source, event_type, payload, signature, idempotency_key, status, attempts,
-  received_at, next_attempt_at, lease_until, lease_owner, headers)
+  received_at, next_attempt_at, lease_until, lease_owner, headers, order_key, created, turn)
 SELECT id, source, event_type, payload, signature, idempotency_key, status, attempts, received_at, 0, lease_until,
-  lease_owner, headers
+  lease_owner, headers, order_key, created, created
 FROM unnest(%b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[], %b::text[], %b::text[], %b::int[],
-            %b::float8[], %b::float8[], %b::text[], %b::text[])
+            %b::float8[], %b::float8[], %b::text[], %b::text[], %b::text[], %b::float8[])
   WITH ORDINALITY AS r(id, source, event_type, payload, signature, idempotency_key, status, attempts,
-                       received_at, lease_until, lease_owner, headers, n)
+                       received_at, lease_until, lease_owner, headers, order_key, created, n)
 ORDER BY n
 ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq, idempotency_key, status),
 matched AS (
@@ -166,29 +179,49 @@ SELECT o.seq FROM o JOIN done USING (n)'''
 _held = 'source NOT IN (SELECT name FROM {t}webhook_sources WHERE paused)'
 _claim = '''UPDATE {t}webhook_events SET status='processing', attempts=attempts+1, lease_until=%s, lease_owner=%s
 WHERE seq = ANY(ARRAY(SELECT seq FROM {t}webhook_events WHERE status='pending' AND next_attempt_at <= %s
-                        AND {held} {also} ORDER BY next_attempt_at, seq LIMIT %s FOR UPDATE SKIP LOCKED))
-RETURNING seq, id, source, event_type, payload, attempts'''
+                        AND {held} AND order_key IS NULL {also} ORDER BY next_attempt_at, seq LIMIT %s
+                        FOR UPDATE SKIP LOCKED))
+RETURNING seq, id, source, event_type, payload, attempts, order_key, coalesce(created, received_at)'''
 PG.update(
   claim=_claim.replace('{held}', _held).replace('{also}', ''),
   claim_suspect=_claim.replace('{held}', _held).replace('{also}', 'AND lapses >= 2'),
   suspect=f"""SELECT 1 FROM {{t}}webhook_events WHERE status='pending' AND next_attempt_at <= %s AND lapses >= 2
-  AND {_held} LIMIT 1""",
+  AND {_held} AND order_key IS NULL LIMIT 1""",
   lost='''SELECT seq, id, attempts, lease_until, lease_owner, lapses FROM {t}webhook_events
 WHERE status='processing' AND (lease_until IS NULL OR lease_until < %s OR {dead})
 ORDER BY seq FOR UPDATE SKIP LOCKED''',
 )
 
+# %% ../nbs/05_postgres.ipynb #d00eb60a
+_keys = "FROM {t}webhook_events WHERE order_key IS NOT NULL AND status IN ('pending', 'processing')"
+PG['claim_keyed'] = '''WITH RECURSIVE k AS (
+  (SELECT source, order_key {keys} ORDER BY source, order_key LIMIT 1)
+  UNION ALL
+  SELECT n.source, n.order_key FROM k, LATERAL (SELECT source, order_key {keys}
+    AND (source, order_key) > (k.source, k.order_key) ORDER BY source, order_key LIMIT 1) n)
+UPDATE {t}webhook_events SET status='processing', attempts=attempts+1, lease_until=%s, lease_owner=%s
+WHERE seq = ANY(ARRAY(
+  SELECT f.seq FROM k, LATERAL (SELECT seq, status, next_attempt_at {keys}
+    AND source = k.source AND order_key = k.order_key ORDER BY turn, seq LIMIT 1) f
+  WHERE f.status = 'pending' AND f.next_attempt_at <= %s AND k.{held}
+    AND NOT EXISTS (SELECT 1 FROM {t}webhook_events b WHERE b.source = k.source AND b.order_key = k.order_key
+                    AND b.order_key IS NOT NULL AND b.status = 'processing')
+  ORDER BY f.next_attempt_at, f.seq LIMIT %s)) AND status = 'pending'  -- rechecked on a row changed meanwhile
+RETURNING seq, id, source, event_type, payload, attempts, order_key, created'''.replace('{keys}', _keys).replace(
+  '{held}', _held)
+
 # %% ../nbs/05_postgres.ipynb #4b67187c
 _source_cols = ('name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url, paused, rate_limit, '
-                'handler_rate')
+                'handler_rate, order_by, on_failure, skip_stale')
 PG.update(
   sources=f'SELECT {_source_cols} FROM {{t}}webhook_sources ORDER BY added_at DESC',
   export_sources=f'SELECT {", ".join(SOURCE_COLS)} FROM {{t}}webhook_sources ORDER BY added_at, name',
   add_secret='''INSERT INTO {t}webhook_sources (name, scheme, secret, fingerprint, tolerance, added_at, max_body,
-  verify_token, url, paused, rate_limit, handler_rate)
+  verify_token, url, paused, rate_limit, handler_rate, order_by, on_failure, skip_stale)
 VALUES (%(name)s, %(scheme)s, %(secret)s, %(fingerprint)s, %(tolerance)s,
   GREATEST(%(added_at)s, (SELECT max(added_at) + 1e-6 FROM {t}webhook_sources WHERE name=%(name)s)),
-  %(max_body)s, %(verify_token)s, %(url)s, %(paused)s, %(rate_limit)s, %(handler_rate)s) ON CONFLICT DO NOTHING''',
+  %(max_body)s, %(verify_token)s, %(url)s, %(paused)s, %(rate_limit)s, %(handler_rate)s, %(order_by)s,
+  %(on_failure)s, %(skip_stale)s) ON CONFLICT DO NOTHING''',
   plaintext='''SELECT 'webhook_sources', name, fingerprint, secret, verify_token FROM {t}webhook_sources
 WHERE NOT starts_with(secret, 'fernet:') OR NOT starts_with(verify_token, 'fernet:')
 UNION ALL SELECT 'webhook_retired', name, fingerprint, secret, NULL FROM {t}webhook_retired
@@ -229,7 +262,7 @@ def pg_rows(events:list,  # `NewEvent`s
     "`events` as PostgreSQL's insert rows (`PgTenant.rows`), leased to `owner` when logged as 'processing'."
     t = PgTenant.__new__(PgTenant)
     t.owner = owner
-    return t.rows(events)
+    return t.rows(events, lambda name: None)  # no store to read sources from: unordered
 
 # %% ../nbs/05_postgres.ipynb #3d6e9ea1
 def glob_regex(pattern:str,  # a SQLite GLOB pattern, e.g. 'invoice.*' or 'charge.[a-f]*'
@@ -498,6 +531,11 @@ def secret_txn(self:PgTenant):
         c.execute('SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))', (f'webhooks sources {self.schema}',))
         yield c
 
+# %% ../nbs/05_postgres.ipynb #a4a6f4c0
+@patch
+def keys_lock(self:PgTenant, h):
+    h.execute('SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))', (f'webhooks keys {self.schema}',))
+
 # %% ../nbs/05_postgres.ipynb #2decc889
 @patch
 def all(self:PgTenant, h, q:str, args=()):
@@ -525,16 +563,16 @@ def _text(s:str|None)->str|None:
     return s.replace('\x00', '\ufffd') if s and '\x00' in s else s
 
 @patch
-def rows(self:PgTenant, events:list)->list[tuple]:
+def rows(self:PgTenant, events:list, sources=None)->list[tuple]:
     "`Tenant.rows`, with text made storable and bodies as bytes."
     return [(_text(w), _text(s), _text(t), b.encode() if isinstance(b, str) else b, _text(sig), _text(k), st, n,
-             float(at), lease, owner, _text(hd))
-            for w, s, t, b, sig, k, st, n, at, lease, owner, hd in Tenant.rows(self, events)]
+             float(at), lease, owner, _text(hd), _text(ok), created)
+            for w, s, t, b, sig, k, st, n, at, lease, owner, hd, ok, created in Tenant.rows(self, events, sources)]
 
 @patch
 def event_row(self:PgTenant, r)->StoredEvent: return StoredEvent(*r[:4], stored_body(r[4]), *r[5:])
 @patch
-def claim_row(self:PgTenant, r)->Claim: return Claim(*r[:4], stored_body(r[4]), r[5])
+def claim_row(self:PgTenant, r)->Claim: return Claim(*r[:4], stored_body(r[4]), *r[5:])
 @patch
 def stored(self:PgTenant, body): return stored_body(body)
 
@@ -556,7 +594,7 @@ def queued(self:PgTenant, h): h.execute(self.sql['notify'], (self.store.channel,
 @patch
 def insert_args(self:PgTenant, rows:list, touched:list):
     "(statement, parameters, reader) inserting `rows` (and setting the `last_matched` of `touched`)."
-    cols = [list(c) for c in zip(*rows)] if rows else [[]]*12
+    cols = [list(c) for c in zip(*rows)] if rows else [[]]*14
     used = [[src for _, src, _ in touched], [fp for *_, fp in touched], [float(t) for t, *_ in touched]]
     return self.sql['insert'], [*cols, *used, self.store.channel, self.name], lambda got: [(s, k) for s, k, _ in got]
 
@@ -660,7 +698,7 @@ async def fresh(self:PgInbox,
 async def _write(self:PgInbox, events:list[NewEvent])->list[int|None]:
     "One round: one statement (its own transaction), rows in key order; `StoreFull` if the server's disk is full."
     t = self.tenant
-    rows = t.rows(events)
+    rows = t.rows(events, self.source)
     order = sorted(range(len(rows)), key=lambda i: rows[i][5])
     async with (await self.store._receiving_pool()).connection() as c:
         try: seqs = await t.adrive(c, log_steps([rows[i] for i in order], IDEMPOTENCY_WINDOW, matched(events)))

@@ -18,8 +18,9 @@ __all__ = ['STATUSES', 'REPLAYABLE', 'REJECTION_CAP', 'REJECTED_BODY', 'RETIRED_
            'SourceKeys', 'Rejection', 'SecretInfo', 'Rows', 'TenantStore', 'Inbox', 'Store']
 
 # %% ../nbs/01_records.ipynb #d05e66ff
-STATUSES = ('pending', 'processing', 'completed', 'failed', 'unhandled')  # unhandled: no handler for its type (yet)
-REPLAYABLE = ('completed', 'failed', 'unhandled')  # the final statuses: what can be replayed (or pruned)
+STATUSES = ('pending', 'processing', 'completed', 'failed', 'unhandled',  # unhandled: no handler for its type (yet)
+            'superseded')  # superseded: older than an event of its key already completed (`skip_stale`)
+REPLAYABLE = ('completed', 'failed', 'unhandled', 'superseded')  # the final statuses: what can be replayed (or pruned)
 
 # %% ../nbs/01_records.ipynb #bf9e6ab7
 REJECTION_CAP = 10_000   # refused deliveries kept per tenant (the oldest go first): forgeries can't fill a disk
@@ -99,6 +100,8 @@ class NewEvent(NamedTuple):
 class Claim(NamedTuple):
     "A due event claimed by a worker, with the number of this attempt."
     seq:int; id:str; source:str; type:str|None; payload:str|bytes|None; attempt:int
+    key:str|None=None        # its ordering key (None: its source is unordered)
+    created:float|None=None  # the provider's creation time, else when it was received
 
 class Outcome(NamedTuple):
     "What one handler run of one event came to."
@@ -132,6 +135,9 @@ class Source:
     paused:bool=False       # its events are stored but not handed to handlers until it is resumed
     rate_limit:float|None=None   # deliveries a second the receiver accepts from it (None: no limit)
     handler_rate:float|None=None # handler runs a second the worker starts for it (None: no cap)
+    order_by:str|None=None  # where its events' ordering key is: payload path or 'header:Name' (None: unordered)
+    on_failure:str='hold'   # 'hold': a failing event holds its key; 'continue': the key moves on without it
+    skip_stale:bool=False   # an event older than one already completed for its key is `superseded`, not run
 
 # %% ../nbs/01_records.ipynb #d6ebbb05
 class SourceKeys(NamedTuple):
@@ -144,6 +150,7 @@ class SourceKeys(NamedTuple):
     paused:bool=False       # its events are stored but not claimed until it is resumed
     rate_limit:float|None=None   # deliveries a second the receiver accepts from it (None: no limit)
     handler_rate:float|None=None # handler runs a second the worker starts for it (None: no cap)
+    order_by:str|None=None  # where its events' ordering key is (None: unordered; see `Source`)
 
 # %% ../nbs/01_records.ipynb #08e80ebc
 class Rejection(NamedTuple):

@@ -76,6 +76,8 @@ class Scheme:
     digests:tuple=()           # more HMAC digests accepted, told apart by signature length (Twilio's SharedKey: sha256)
     tolerance:int|None=None    # the provider's documented replay window in seconds (default: `TOLERANCE`)
     min_key:int|None=None      # shortest secret the provider lets people set, when below `MIN_KEY`
+    created:str|None=None      # where the provider's creation time is: a payload path, or 'header:Name' (else the
+                               # signed timestamp): what ordered sources order their events by
 
     def __post_init__(self): self._validate(); self._compile(); self._patterns()
 
@@ -178,12 +180,12 @@ presets:dict[str,Scheme] = {s.name:s for s in [
     Scheme('standard', 'webhook-signature', ts_header='webhook-timestamp', id_header='webhook-id', **_std),
     Scheme('svix', 'svix-signature', ts_header='svix-timestamp', id_header='svix-id', **_std),
     Scheme('stripe', 'Stripe-Signature', 'v1=', content='{timestamp}.{body}', sep=',', ts_entry='t=', id_field=('id',),
-           type_field=('type',)),
+           type_field=('type',), created='created'),  # 't=' is when it was sent; `created`, when it happened
     Scheme('github', 'X-Hub-Signature-256', 'sha256=', id_header='X-GitHub-Delivery', type_header='X-GitHub-Event',
            type_field=('action',),
            max_body=25*1024*1024),  # "Payloads are capped at 25 MB" (GitHub docs, webhook events and payloads)
     Scheme('shopify', 'X-Shopify-Hmac-Sha256', encoding='base64', id_header='X-Shopify-Webhook-Id',
-           type_header='X-Shopify-Topic'),
+           type_header='X-Shopify-Topic', created='header:X-Shopify-Triggered-At'),
     Scheme('slack', 'X-Slack-Signature', 'v0=', content='v0:{timestamp}:{body}', ts_header='X-Slack-Request-Timestamp',
            id_field=('event_id',), type_field=('event.type', 'type'), handshake='slack'),
 ]}

@@ -19,13 +19,13 @@ from .engine import (INVALID, SOURCE_COLS, AdminSessions, GroupCommit, Receiving
                              statements)
 
 # %% auto #0
-__all__ = ['SCHEMA_VERSION', 'EVENTS_DDL', 'EVENTS_INDEXES', 'ATTEMPTS_DDL', 'SOURCES_DDL', 'REJECTION_SCHEMA', 'SCHEMA',
-           'MIGRATIONS', 'TOKENS_DDL', 'NO_CAP', 'SQLITE', 'SQLITE_SQL', 'MATCH_EVERY', 'SQLITE_INVALID',
+__all__ = ['SCHEMA_VERSION', 'EVENTS_DDL', 'EVENTS_INDEXES', 'ORDER_INDEXES', 'ATTEMPTS_DDL', 'SOURCES_DDL', 'REJECTION_SCHEMA',
+           'SCHEMA', 'MIGRATIONS', 'TOKENS_DDL', 'NO_CAP', 'SQLITE', 'SQLITE_SQL', 'MATCH_EVERY', 'SQLITE_INVALID',
            'SESSIONS_DDL', 'tenant_path', 'write_txn', 'secret_txn', 'encrypt_plaintext', 'migrate', 'tenant_db',
            'limit_size', 'tenants', 'SqliteTenant', 'json_path', 'SqliteInbox', 'SqliteStore']
 
 # %% ../nbs/04_sqlite.ipynb #110988ed
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 EVENTS_DDL = f"""
 CREATE TABLE IF NOT EXISTS webhook_events (
   seq INTEGER PRIMARY KEY,            -- arrival order; the queue's order
@@ -45,17 +45,30 @@ CREATE TABLE IF NOT EXISTS webhook_events (
   lease_owner TEXT,                   -- while processing: 'host:pid' of the process running it
   lapses INTEGER NOT NULL DEFAULT 0,  -- times a worker stopped mid-run (crash, kill, timeout) holding this event
   note TEXT,
-  headers TEXT                        -- the request's headers as a JSON object, secrets redacted
+  headers TEXT,                       -- the request's headers as a JSON object, secrets redacted
+  order_key TEXT,                     -- its ordering key, if its source orders its events (NULL: unordered)
+  created REAL,                       -- ordered: the provider's creation time (else when it was received)
+  turn REAL                           -- ordered: its place in its key's line (`created`; a stepped-aside retry's due)
 );"""
 
 # %% ../nbs/04_sqlite.ipynb #e3758a8d
 EVENTS_INDEXES = """
 CREATE INDEX IF NOT EXISTS webhook_events_id ON webhook_events(id);
-CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events(next_attempt_at, seq, source) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events(next_attempt_at, seq, source, order_key)
+  WHERE status = 'pending' AND order_key IS NULL;
 CREATE INDEX IF NOT EXISTS webhook_events_leased ON webhook_events(lease_until) WHERE status = 'processing';
 CREATE INDEX IF NOT EXISTS webhook_events_suspect ON webhook_events(next_attempt_at)
   WHERE status = 'pending' AND lapses >= 2;
 CREATE INDEX IF NOT EXISTS webhook_events_received ON webhook_events(received_at);"""
+ORDER_INDEXES = """
+CREATE INDEX IF NOT EXISTS webhook_events_line ON webhook_events(source, order_key, turn, seq)
+  WHERE order_key IS NOT NULL AND status IN ('pending', 'processing');
+CREATE INDEX IF NOT EXISTS webhook_events_busy ON webhook_events(source, order_key)
+  WHERE order_key IS NOT NULL AND status = 'processing';
+CREATE TABLE IF NOT EXISTS webhook_keys (  -- `skip_stale` sources: the newest completed event of each key
+  source TEXT NOT NULL, order_key TEXT NOT NULL, id TEXT NOT NULL, created REAL NOT NULL,
+  PRIMARY KEY (source, order_key)
+);"""
 
 # %% ../nbs/04_sqlite.ipynb #24ab7152
 ATTEMPTS_DDL = """
@@ -87,6 +100,9 @@ CREATE TABLE IF NOT EXISTS webhook_sources (
   paused INTEGER NOT NULL DEFAULT 0,  -- 1: its events are stored but not claimed
   rate_limit REAL,                    -- deliveries a second the receiver accepts from it (NULL: no limit)
   handler_rate REAL,                  -- handler runs a second the worker starts for it (NULL: no cap)
+  order_by TEXT,                      -- where its events' ordering key is: payload path or 'header:Name' (NULL: none)
+  on_failure TEXT NOT NULL DEFAULT 'hold', -- 'hold': a failing event holds its key; 'continue': the key moves on
+  skip_stale INTEGER NOT NULL DEFAULT 0,   -- 1: an event older than one completed for its key is `superseded`
   PRIMARY KEY (name, fingerprint)
 );"""
 
@@ -107,23 +123,27 @@ REJECTION_SCHEMA = ("""CREATE TABLE IF NOT EXISTS webhook_rejections (
   name TEXT NOT NULL, fingerprint TEXT NOT NULL, secret TEXT NOT NULL, retired_at REAL NOT NULL,  -- secret: encrypted
   PRIMARY KEY (name, fingerprint)
 );""")
-SCHEMA = '\n'.join([EVENTS_DDL, EVENTS_INDEXES, ATTEMPTS_DDL, SOURCES_DDL, *REJECTION_SCHEMA])
+SCHEMA = '\n'.join([EVENTS_DDL, EVENTS_INDEXES, ORDER_INDEXES, ATTEMPTS_DDL, SOURCES_DDL, *REJECTION_SCHEMA])
 
 # %% ../nbs/04_sqlite.ipynb #0b5c51c8
 MIGRATIONS = {1: '''ALTER TABLE webhook_events ADD COLUMN lapses INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX webhook_events_suspect ON webhook_events(next_attempt_at) WHERE status = 'pending' AND lapses >= 2;'''}
 
 # %% ../nbs/04_sqlite.ipynb #0d2609b8
-def _allow_unhandled(c):
-    "v2 → v3: widen the status CHECK to admit 'unhandled', rewriting the table's stored SQL (no row changes)."
-    c.execute('''ALTER TABLE webhook_events ADD COLUMN headers TEXT;
-                 ALTER TABLE webhook_sources ADD COLUMN max_body INTEGER''')
+def _admit(c, last:str, new:str):
+    "Widen the status CHECK to admit `new` after `last`, rewriting the table's stored SQL (no row changes)."
     v = c.execute('PRAGMA schema_version').fetchone()[0]
     c.execute('PRAGMA writable_schema=ON')
-    c.execute("""UPDATE sqlite_schema SET sql=replace(sql, '''failed''))', '''failed'', ''unhandled''))')
-                 WHERE type='table' AND name='webhook_events'""")
+    c.execute(f"""UPDATE sqlite_schema SET sql=replace(sql, '''{last}''))', '''{last}'', ''{new}''))')
+                  WHERE type='table' AND name='webhook_events'""")
     c.execute(f'PRAGMA schema_version={v+1}')
     c.execute('PRAGMA writable_schema=OFF')
+
+def _allow_unhandled(c):
+    "v2 → v3: `headers`, `max_body`, and the status CHECK widened to admit 'unhandled'."
+    c.execute('''ALTER TABLE webhook_events ADD COLUMN headers TEXT;
+                 ALTER TABLE webhook_sources ADD COLUMN max_body INTEGER''')
+    _admit(c, 'failed', 'unhandled')
 MIGRATIONS[2] = _allow_unhandled
 
 # %% ../nbs/04_sqlite.ipynb #cc042b9d
@@ -147,6 +167,21 @@ CREATE TABLE IF NOT EXISTS webhook_tokens (
 );"""
 MIGRATIONS[6] = TOKENS_DDL
 SCHEMA += TOKENS_DDL
+
+# %% ../nbs/04_sqlite.ipynb #864a2bf6
+def _order_events(c):
+    "v7 → v8: ordering keys: columns, indexes, and the status `superseded`."
+    c.execute('''ALTER TABLE webhook_events ADD COLUMN order_key TEXT;
+ALTER TABLE webhook_events ADD COLUMN created REAL;
+ALTER TABLE webhook_events ADD COLUMN turn REAL;
+ALTER TABLE webhook_sources ADD COLUMN order_by TEXT;
+ALTER TABLE webhook_sources ADD COLUMN on_failure TEXT NOT NULL DEFAULT 'hold';
+ALTER TABLE webhook_sources ADD COLUMN skip_stale INTEGER NOT NULL DEFAULT 0;
+DROP INDEX IF EXISTS webhook_events_due;
+CREATE INDEX webhook_events_due ON webhook_events(next_attempt_at, seq, source, order_key)
+  WHERE status = 'pending' AND order_key IS NULL;''' + ORDER_INDEXES)
+    _admit(c, 'unhandled', 'superseded')
+MIGRATIONS[7] = _order_events
 
 # %% ../nbs/04_sqlite.ipynb #a0814787
 def tenant_path(tenant:str,           # tenant name: ASCII letters, digits, '-', '_'; 1-64 characters
@@ -276,22 +311,40 @@ def _valid(name:str)->bool:
 _held = 'source NOT IN (SELECT name FROM webhook_sources WHERE paused)'
 _claim = f'''UPDATE webhook_events SET status='processing', attempts=attempts+1, lease_until=?, lease_owner=?
 WHERE seq IN (SELECT seq FROM webhook_events INDEXED BY {{index}}
-              WHERE status='pending' AND next_attempt_at <= ? AND {_held} {{also}}
+              WHERE status='pending' AND next_attempt_at <= ? AND {_held} AND order_key IS NULL {{also}}
               ORDER BY next_attempt_at, seq LIMIT ?)
-RETURNING seq, id, source, event_type, payload, attempts'''
+RETURNING seq, id, source, event_type, payload, attempts, order_key, coalesce(created, received_at)'''
 SQLITE = dict(
   claim=_claim.format(index='webhook_events_due', also=''),
   claim_suspect=_claim.format(index='webhook_events_suspect', also='AND lapses >= 2'),
   suspect=f'''SELECT 1 FROM webhook_events INDEXED BY webhook_events_suspect
-WHERE status='pending' AND next_attempt_at <= ? AND lapses >= 2 AND {_held} LIMIT 1''',
+WHERE status='pending' AND next_attempt_at <= ? AND lapses >= 2 AND {_held} AND order_key IS NULL LIMIT 1''',
   lost='''SELECT seq, id, attempts, lease_until, lease_owner, lapses FROM webhook_events
 WHERE status='processing' AND (lease_until IS NULL OR lease_until < ? OR {dead}) ORDER BY seq''',
 )
 
+# %% ../nbs/04_sqlite.ipynb #1f5108bd
+_line = ("(SELECT n.seq FROM webhook_events n INDEXED BY webhook_events_line WHERE n.order_key IS NOT NULL "
+         "AND n.status IN ('pending', 'processing') AND {cond} ORDER BY n.source, n.order_key, n.turn, n.seq LIMIT 1)")
+_next = _line.format(cond='n.source = e.source AND n.order_key > e.order_key')  # the next key of its source
+SQLITE['claim_keyed'] = f'''WITH RECURSIVE head(seq) AS (
+  SELECT {_line.format(cond='1')}
+  UNION ALL
+  SELECT coalesce({_next}, {_line.format(cond='n.source > e.source')})
+  FROM head CROSS JOIN webhook_events e ON e.seq = head.seq)
+UPDATE webhook_events SET status='processing', attempts=attempts+1, lease_until=?, lease_owner=?
+WHERE seq IN (SELECT e.seq FROM head CROSS JOIN webhook_events e ON e.seq = head.seq
+              WHERE e.status='pending' AND e.next_attempt_at <= ? AND e.{_held}
+                AND NOT EXISTS (SELECT 1 FROM webhook_events b INDEXED BY webhook_events_busy WHERE b.source=e.source
+                                AND b.order_key=e.order_key AND b.order_key IS NOT NULL AND b.status='processing')
+              ORDER BY e.next_attempt_at, e.seq LIMIT ?)
+RETURNING seq, id, source, event_type, payload, attempts, order_key, created'''
+
 # %% ../nbs/04_sqlite.ipynb #ef3cde8c
 SQLITE.update(
   insert='''INSERT INTO webhook_events (id, source, event_type, payload, signature, idempotency_key, status, attempts,
-  received_at, next_attempt_at, lease_until, lease_owner, headers) VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?)
+  received_at, next_attempt_at, lease_until, lease_owner, headers, order_key, created, turn)
+VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?14)
 ON CONFLICT(idempotency_key) DO NOTHING RETURNING seq, idempotency_key''',
   expire='UPDATE webhook_events SET idempotency_key=NULL WHERE idempotency_key=? AND received_at < ?',
   matched='UPDATE webhook_sources SET last_matched=? WHERE name=? AND fingerprint=?',
@@ -303,14 +356,15 @@ ON CONFLICT(idempotency_key) DO NOTHING RETURNING seq, idempotency_key''',
 
 # %% ../nbs/04_sqlite.ipynb #1faf6a93
 _source_cols = ('name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url, paused, rate_limit, '
-                'handler_rate')
+                'handler_rate, order_by, on_failure, skip_stale')
 _hour = 'CAST({col}/3600 AS INT)*3600'
 SQLITE.update(
   sources=f'SELECT {_source_cols} FROM webhook_sources ORDER BY added_at DESC, rowid DESC',
   export_sources=f'SELECT {", ".join(SOURCE_COLS)} FROM webhook_sources ORDER BY added_at, rowid',
   add_secret='''INSERT INTO webhook_sources (name, scheme, secret, fingerprint, tolerance, added_at, max_body,
-  verify_token, url, paused, rate_limit, handler_rate) VALUES (:name, :scheme, :secret, :fingerprint, :tolerance,
-  :added_at, :max_body, :verify_token, :url, :paused, :rate_limit, :handler_rate) ON CONFLICT DO NOTHING''',
+  verify_token, url, paused, rate_limit, handler_rate, order_by, on_failure, skip_stale) VALUES (:name, :scheme,
+  :secret, :fingerprint, :tolerance, :added_at, :max_body, :verify_token, :url, :paused, :rate_limit, :handler_rate,
+  :order_by, :on_failure, :skip_stale) ON CONFLICT DO NOTHING''',
   rejections='''INSERT INTO webhook_rejections (received_at, source, remote, code, diagnosis, headers, body, size)
 VALUES (?,?,?,?,?,?,?,?)''',
   per_hour=f"""SELECT 'received', {_hour.format(col='received_at')}, count(*) FROM webhook_events
@@ -420,7 +474,8 @@ def source(self:SqliteTenant,
     "What verifying source `name`'s deliveries needs; reloaded whenever another connection changed the database."
     v = self.c.execute('PRAGMA data_version').fetchone()[0]
     if v != self._version:
-        with self.snapshot() as h: self._keys, self._version = self.source_rows(h), v
+        inside = not self.c.getautocommit()  # asked while logging in the group commit's transaction: read in it
+        with nullcontext(self.c) if inside else self.snapshot() as h: self._keys, self._version = self.source_rows(h), v
     return self._keys.get(name)
 
 # %% ../nbs/04_sqlite.ipynb #2c1d97b3

@@ -62,10 +62,13 @@ class Event(dict):
                  type:str|None,      # event type, if the payload says
                  attempt:int,        # this run's attempt number, from 1
                  text:str|None,      # the body as stored
+                 key:str|None=None,  # its ordering key (None: its source is unordered)
+                 created:float|None=None, # when the provider created it (else when it was received)
                 ):
         super().__init__(payload if isinstance(payload, dict) else {})
         self.payload, self.tenant, self.seq, self.id = payload, tenant, seq, id
         self.source, self.type, self.attempt, self.text = source, type, attempt, text
+        self.key, self.created = key, created
     def __repr__(self): return f'Event({self.tenant}/{self.source} {self.id} {self.type} attempt {self.attempt})'
 
 # %% ../nbs/10_worker.ipynb #fecd3afb
@@ -232,7 +235,7 @@ def _sort(self:Worker, tenant:str, claims:list[Claim])->tuple[deque,deque]:
     for c in claims:
         fn = self.handlers.find(c.type)
         if fn is None: self._outs.append((tenant, Outcome(c.seq, c.id, c.attempt, now, now, 'ignored'))); continue
-        ev = Event(_load(c.payload), tenant, c.seq, c.id, c.source, c.type, c.attempt, c.payload)
+        ev = Event(_load(c.payload), tenant, c.seq, c.id, c.source, c.type, c.attempt, c.payload, c.key, c.created)
         (coro if inspect.iscoroutinefunction(fn) else sync).append((fn, ev))
     return sync, coro
 
@@ -278,7 +281,7 @@ async def _close_batch(self:Worker, tenant:str, todo:list)->int:
     if stuck := self._stuck(tenant, time.time()):  # let their leases lapse now, so the event is taken over
         await self._db(lambda: self._tenant(tenant).renew(self.lease, stuck))
     done = await self._flush()
-    left = [Claim(ev.seq, ev.id, ev.source, ev.type, ev.text, ev.attempt) for _,ev in todo]
+    left = [Claim(ev.seq, ev.id, ev.source, ev.type, ev.text, ev.attempt, ev.key, ev.created) for _,ev in todo]
     if left: await self._db(lambda: self._tenant(tenant).release(left))  # never started: not an attempt
     return done
 
