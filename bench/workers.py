@@ -24,7 +24,8 @@ One busy tenant is fastest in one process: its group commit already makes one tr
 N processes make N smaller ones that queue for the file's write lock, and a process that finds the lock taken waits
 in SQLite's busy handler, whose sleeps grow to 100 ms: the p99. (With that wait polling every 0.5 ms instead, an
 experiment, p99 at --workers 2 fell to 21 ms and throughput stayed ~0.9x.) Spread over 100 files the processes add
-CPU, as far as two cores shared with wrk allow.
+CPU, as far as two cores shared with wrk allow. (The table above is from before issue 25: writers now take turns
+through `WriteLock`, a blocking `flock` on `<tenant>.db-lock`; bench/ingest.py prints the --workers rows as shipped.)
 """
 import argparse, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
 from pathlib import Path

@@ -401,7 +401,7 @@ def test_contract_row(site, name):
     deliver_good(site)
     if row.names:
         new = files_under(top) - before
-        assert all(re.fullmatch(r'data/acme\.db(-wal|-shm)?', f) for f in new), f'{row.name}: files appeared: {new}'
+        assert all(re.fullmatch(r'data/acme\.db(-wal|-shm|-lock)?', f) for f in new), f'{row.name}: files appeared: {new}'
         assert set(os.listdir(cwd)) == before_cwd, f'{row.name}: files appeared in the working directory'
         assert SqliteStore(site.root).tenants() == ['acme']
 

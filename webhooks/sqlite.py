@@ -5,7 +5,7 @@ operations on it."""
 
 # %% ../nbs/04_sqlite.ipynb #469406de
 from __future__ import annotations
-import apsw, asyncio, os, secrets, time
+import apsw, asyncio, fcntl, os, secrets, threading, time, weakref
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, closing, contextmanager, nullcontext
@@ -21,8 +21,8 @@ from .engine import (INVALID, SOURCE_COLS, AdminSessions, GroupCommit, Receiving
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'EVENTS_DDL', 'EVENTS_INDEXES', 'ORDER_INDEXES', 'ATTEMPTS_DDL', 'SOURCES_DDL', 'REJECTION_SCHEMA',
            'SCHEMA', 'MIGRATIONS', 'TOKENS_DDL', 'NO_CAP', 'SQLITE', 'SQLITE_SQL', 'MATCH_EVERY', 'SQLITE_INVALID',
-           'SESSIONS_DDL', 'tenant_path', 'write_txn', 'secret_txn', 'encrypt_plaintext', 'migrate', 'tenant_db',
-           'limit_size', 'tenants', 'SqliteTenant', 'json_path', 'SqliteInbox', 'SqliteStore']
+           'SESSIONS_DDL', 'tenant_path', 'WriteLock', 'write_lock', 'write_txn', 'secret_txn', 'encrypt_plaintext',
+           'migrate', 'tenant_db', 'limit_size', 'tenants', 'SqliteTenant', 'json_path', 'SqliteInbox', 'SqliteStore']
 
 # %% ../nbs/04_sqlite.ipynb #110988ed
 SCHEMA_VERSION = 8
@@ -190,17 +190,65 @@ def tenant_path(tenant:str,           # tenant name: ASCII letters, digits, '-',
     "Path of `tenant`'s database under `root`, after checking the name; touches no file."
     return Path(root)/f'{check_name(tenant)}.db'
 
+# %% ../nbs/04_sqlite.ipynb #5a7e1c02
+class WriteLock:
+    "Turns at writing one SQLite file for every writer in every process: a thread lock here, `flock` across processes."
+    def __init__(self, path:str|Path):  # the database file; the turn is kept in `<path>-lock`
+        self.path, self.pid, self.owner = str(path), os.getpid(), None
+        self.fd = os.open(f'{path}-lock', os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.here = threading.Lock()
+    def take(self, wait:bool=True)->bool:
+        "Take the turn, waiting for it (or not, `wait=False`); did this take it?"
+        if not self.here.acquire(wait): return False
+        try: fcntl.flock(self.fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException as e:
+            self.here.release()
+            if isinstance(e, BlockingIOError): return False
+            raise
+        self.owner = threading.get_ident()
+        return True
+    def give(self):
+        "Give the turn back: the next writer waiting, here or in another process, wakes now."
+        self.owner = None
+        fcntl.flock(self.fd, fcntl.LOCK_UN); self.here.release()
+    def mine(self)->bool: return self.owner == threading.get_ident()  # this thread holds the turn
+    def __del__(self, close=os.close):  # `os` may be gone when the interpreter ends
+        if self.fd >= 0: close(self.fd)
+
+
+# %% ../nbs/04_sqlite.ipynb #5a7e1c04
+_turns = weakref.WeakValueDictionary()  # database path -> its WriteLock in this process
+
+def write_lock(path:str|Path)->WriteLock:
+    "This process's `WriteLock` for the database at `path`."
+    l = _turns.get(str(path))
+    if l is None or l.pid != os.getpid(): l = _turns[str(path)] = WriteLock(path)
+    return l
+
+def _forget_turns():
+    for l in list(_turns.values()): os.close(l.fd); l.fd = -1
+    _turns.clear()
+os.register_at_fork(after_in_child=_forget_turns)
+
+
 # %% ../nbs/04_sqlite.ipynb #4629b070
 @contextmanager
 def write_txn(db:Database):
     "A write transaction that takes the write lock up front (`BEGIN IMMEDIATE`) and commits, or rolls back on error."
-    db.execute('BEGIN IMMEDIATE')
+    turn = write_lock(db.conn.filename) if db.conn.filename else None  # an in-memory database has no other writer
+    mine = turn is None or turn.mine()
+    if not mine: turn.take()
     try:
-        yield db
-        db.execute('COMMIT')
-    except BaseException:
-        if db.conn.in_transaction: db.execute('ROLLBACK')  # also after a failed COMMIT: never leave the lock held
-        raise
+        db.execute('BEGIN IMMEDIATE')
+        try:
+            yield db
+            db.execute('COMMIT')
+        except BaseException:
+            if db.conn.in_transaction: db.execute('ROLLBACK')  # also after a failed COMMIT: never leave the lock held
+            raise
+    finally:
+        if not mine: turn.give()
+
 
 # %% ../nbs/04_sqlite.ipynb #f25447bc
 @contextmanager
@@ -387,6 +435,7 @@ class SqliteTenant(Tenant, KeyHolder):
         super().__init__(name or Path(db.conn.filename).stem, self)
         self.key_file = Path(db.conn.filename).parent/'.master-key'  # `WEBHOOKS_MASTER_KEY` wins over it
         self._version, self._keys, self._mk, self._matched = None, {}, None, {}
+        self.turns = write_lock(db.conn.filename)  # kept while the tenant is open: one descriptor, reused
     def close(self): self.db.close()
 
 # %% ../nbs/04_sqlite.ipynb #5922bb98
@@ -544,22 +593,38 @@ async def _write(self:SqliteInbox, events:list[NewEvent])->list[int|None]:
                         'the event was not stored, retry later') from None
 
 @patch
-async def _round(self:SqliteInbox, events:list[NewEvent])->list[int|None]:
-    "The inserts on the loop if the write lock is free at once, only the fsync'd COMMIT on a thread."
-    loop, c = asyncio.get_running_loop(), self.writer.c
-    c.set_busy_timeout(0)
-    try: c.execute('BEGIN IMMEDIATE')
-    except apsw.BusyError:
-        # another connection is writing: do the whole round on a thread, waiting up to busy_timeout
-        c.set_busy_timeout(self.busy_ms)
-        return await loop.run_in_executor(self.pool, self.writer.log, events)
-    try:
-        res = self.writer.log(events, in_txn=True)
-        await loop.run_in_executor(self.pool, c.execute, 'COMMIT')
-    except Exception:
-        if c.in_transaction: c.execute('ROLLBACK')  # SQLite may have rolled back already (a full disk does)
+async def _turn(self:SqliteInbox):
+    "Wait on a thread for the file's write turn, at most `busy_timeout`; `StoreUnavailable` past it."
+    loop, turns = asyncio.get_running_loop(), self.writer.turns
+    got = loop.run_in_executor(self.pool, turns.take)
+    try: await asyncio.wait_for(asyncio.shield(got), self.busy_ms / 1000)
+    except BaseException as e:
+        got.add_done_callback(lambda f: f.cancelled() or f.exception() or turns.give())  # taken too late: back
+        if isinstance(e, asyncio.TimeoutError):
+            raise StoreUnavailable(f'tenant {self.name!r} is locked by another writer, retry later') from None
         raise
-    return res
+    turns.owner = threading.get_ident()  # the loop's thread holds it now
+
+@patch
+async def _round(self:SqliteInbox, events:list[NewEvent])->list[int|None]:
+    "The inserts on the loop once the write lock is this round's, only waits and the fsync'd COMMIT on a thread."
+    loop, c, turns = asyncio.get_running_loop(), self.writer.c, self.writer.turns
+    if not turns.take(wait=False): await self._turn()
+    try:
+        c.set_busy_timeout(0)
+        try: c.execute('BEGIN IMMEDIATE')
+        except apsw.BusyError:  # a writer that takes no turn (another program) holds SQLite's lock: wait on a thread
+            c.set_busy_timeout(self.busy_ms)
+            await loop.run_in_executor(self.pool, c.execute, 'BEGIN IMMEDIATE')
+        try:
+            res = self.writer.log(events, in_txn=True)
+            await loop.run_in_executor(self.pool, c.execute, 'COMMIT')
+        except Exception:
+            if c.in_transaction: c.execute('ROLLBACK')  # SQLite may have rolled back already (a full disk does)
+            raise
+        return res
+    finally: turns.give()
+
 
 # %% ../nbs/04_sqlite.ipynb #13a0dfba
 class SqliteStore(Receiving, AdminSessions):
