@@ -19,10 +19,10 @@ from .guard import GuardedTransport, UnsafeURL, check_url as guard_url
 
 # %% auto #0
 __all__ = ['CONCURRENCY', 'DELIVERY_TIMEOUT', 'DELIVERY_ATTEMPTS', 'BREAKER', 'COOL_DOWN', 'ANSWER_KEPT', 'STATES', 'FORWARD_SQL',
-           'LOCKS', 'LEASE_MARGIN', 'NOT_PASSED', 'Destination', 'parse_where', 'dig', 'payload_matches',
-           'type_matches', 'wants', 'check_destination', 'new_secret', 'Delivery', 'DeliveryAttempt', 'parsed',
-           'DeliveryClaim', 'lost_lease', 'Sent', 'verdict', 'delivery_headers', 'within', 'attempt', 'Deliverer',
-           'install_forwarding']
+           'LOCKS', 'LEASE_MARGIN', 'NOT_PASSED', 'DEST_COLS', 'DELIVERY_COLS', 'DELIVERY_ATTEMPT_COLS', 'Destination',
+           'parse_where', 'dig', 'payload_matches', 'type_matches', 'wants', 'check_destination', 'new_secret',
+           'Delivery', 'DeliveryAttempt', 'parsed', 'DeliveryClaim', 'lost_lease', 'Sent', 'verdict',
+           'delivery_headers', 'within', 'attempt', 'Deliverer', 'install_forwarding', 'copy_forwarding']
 
 # %% ../nbs/18_forward.ipynb #e650e1a0
 CONCURRENCY = 4      # deliveries in flight at once per destination
@@ -737,3 +737,68 @@ def install_forwarding(app,                            # FastHTML/Starlette app
     on_lifespan(app, start=d.start, stop=d.stop)
     app.state.deliverer = d
     return d
+
+# %% ../nbs/18_forward.ipynb #0b731edd
+DEST_COLS = ('name', 'url', 'source', 'type', 'filter', 'rate', 'concurrency', 'timeout', 'max_attempts', 'pass_headers',
+             'allow_private', 'state', 'reason', 'resume_at', 'failures', 'secret', 'fingerprint', 'added_at')
+DELIVERY_COLS = ('destination', 'status', 'attempts', 'next_attempt_at', 'created_at', 'finished_at', 'error')
+DELIVERY_ATTEMPT_COLS = ('attempt', 'started_at', 'finished_at', 'status_code', 'outcome', 'error', 'answer')
+_event_key = 'e.source, e.id, e.received_at'
+
+# %% ../nbs/18_forward.ipynb #a34c48cd
+@patch
+def export_forwarding(self:Tenant, after:int=0, limit:int=1000)->dict:
+    "A page of this tenant's forwarding: destinations (first page, secrets decrypted), deliveries after `after`."
+    t, P, cols = self.t, self.P, lambda names, p: ', '.join(f'{p}.{c}' for c in names)
+    with self.snapshot() as h:
+        q = lambda sql, args=(): [tuple(r) for r in self.all(h, sql, args)]
+        dests = q(f'SELECT {", ".join(DEST_COLS)} FROM {t}webhook_destinations ORDER BY name') if not after else []
+        dels = q(f'SELECT d.seq, {_event_key}, {cols(DELIVERY_COLS, "d")} FROM {t}webhook_deliveries d '
+                 f'JOIN {t}webhook_events e ON e.seq = d.event_seq WHERE d.seq > {P} ORDER BY d.seq LIMIT {P}',
+                 (after, limit))
+        atts = q(f'SELECT delivery_seq, {", ".join(DELIVERY_ATTEMPT_COLS)} FROM {t}webhook_delivery_attempts '
+                 f'WHERE delivery_seq BETWEEN {P} AND {P} ORDER BY seq', (dels[0][0], dels[-1][0])) if dels else []
+        fan = q(f'SELECT {_event_key} FROM {t}webhook_fanout f JOIN {t}webhook_events e ON e.seq = f.event_seq') \
+              if not after else []
+    dests = [dict(zip(DEST_COLS, r)) | {'secret': self.keys._decrypt(r[15])} for r in dests]
+    return dict(destinations=dests, deliveries=dels, attempts=[(a[0], *a[1:7], None if a[7] is None else bytes(a[7]))
+                                                               for a in atts], fanout=fan)
+
+# %% ../nbs/18_forward.ipynb #a163d5b4
+@patch
+def import_forwarding(self:Tenant, page:dict)->dict:
+    "Write a page of another store's forwarding in one transaction, skipping what is already here; counts."
+    t, P, n, new = self.t, self.P, dict(destinations=0, deliveries=0), {}
+    ins = lambda table, cols, tail='': (f'INSERT INTO {t}{table} ({", ".join(cols)}) VALUES '
+                                        f'({", ".join([P]*len(cols))}) {tail}')
+    ev = f'SELECT seq FROM {t}webhook_events WHERE source={P} AND id={P} AND received_at={P} ORDER BY seq DESC LIMIT 1'
+    with self.secret_txn() as h:
+        for d in page['destinations']:
+            d = d | {'secret': self._fwd_master(h).encrypt(d['secret'])}
+            n['destinations'] += self.run(h, ins('webhook_destinations', DEST_COLS, 'ON CONFLICT (name) DO NOTHING'),
+                                          [d[k] for k in DEST_COLS])
+        for seq, src, id, at, dest, status, attempts, *rest in page['deliveries']:
+            if (e := self.one(h, ev, (src, id, at))) is None: continue
+            if status == 'processing': status, attempts = 'pending', max(attempts - 1, 0)
+            got = self.one(h, ins('webhook_deliveries', ('event_seq', *DELIVERY_COLS),
+                                  'ON CONFLICT (event_seq, destination) DO NOTHING RETURNING seq'),
+                           (e[0], dest, status, attempts, *rest))
+            if got: new[seq] = got[0]; n['deliveries'] += 1
+        self.many(h, ins('webhook_delivery_attempts', ('delivery_seq', *DELIVERY_ATTEMPT_COLS)),
+                  [(new[a[0]], *a[1:]) for a in page['attempts'] if a[0] in new])
+        for key in page['fanout']:
+            if (e := self.one(h, ev, key)): self.run(h, ins('webhook_fanout', ('event_seq',), 'ON CONFLICT DO NOTHING'), e)
+    return n
+
+# %% ../nbs/18_forward.ipynb #577b64b6
+def copy_forwarding(src:Tenant,  # where the tenant is now (its events already copied to `dst`)
+                    dst:Tenant,  # where it goes
+                    page:int=1000, # deliveries per transaction
+                   )->dict:
+    "Copy `src`'s destinations, deliveries, their attempts and its pending fan-out to `dst`; counts of what was written."
+    total, after = dict(destinations=0, deliveries=0), 0
+    while True:
+        rows = src.export_forwarding(after, page)
+        for k, v in dst.import_forwarding(rows).items(): total[k] += v
+        if not rows['deliveries']: return total
+        after = rows['deliveries'][-1][0]

@@ -19,6 +19,7 @@ from .routes import Receiver, install_webhooks, on_lifespan
 from .ops import install_ops
 from .dashboard import install_dashboard
 from .worker import Alerts, Handlers, install_worker
+from .forward import install_forwarding
 
 # %% auto #0
 __all__ = ['HEADER_TIMEOUT', 'STARTUP_FAILED', 'serve_app', 'freeze_heap', 'run_async', 'listen', 'JsonLog', 'setup_logging',
@@ -45,6 +46,7 @@ def serve_app(root:str|Path|Store='data',  # folder of tenant databases, Postgre
     if dashboard and admin_token: install_dashboard(app, rcv.store, token=admin_token, alerts=alerts)
     install_webhooks(app, rcv)  # installed last, its routes come first: every delivery is matched against them
     if worker: install_worker(app, receiver=rcv, handlers=handlers, alerts=alerts)
+    if worker: install_forwarding(app, receiver=rcv, alerts=alerts)  # deliveries to destinations, beside it
     on_lifespan(app, start=freeze_heap)
     return app
 
