@@ -1,13 +1,21 @@
 "Databases in use keep working: a tenant file written by an older webhooks (schema v2, v4, v5) opens, migrates in place to today's and loses nothing."
 import apsw, re
+from webhooks.sqlite import FORWARD_DDL, FORWARD_TRIGGER
+import webhooks.forward  # its `Tenant` methods
 from webhooks.store import REJECTION_SCHEMA, SCHEMA, SCHEMA_VERSION, SqliteStore, SqliteTenant, tenant_db, NewEvent, Outcome
 from webhooks.signatures import fingerprint
 
 V5_DUE = "CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events(next_attempt_at) WHERE status = 'pending';"
 
+def v6_schema()->str:
+    "Today's schema as version 6 had it: no forwarding tables, no fan-out trigger."
+    s = SCHEMA.replace(FORWARD_DDL, '').replace(FORWARD_TRIGGER, '')
+    assert 'webhook_destinations' not in s and 'webhook_fanout' not in s
+    return s
+
 def v5_schema()->str:
     "Today's schema as version 5 had it: no flood controls on sources, the due index on `next_attempt_at` alone."
-    s = re.sub(r"\n  (paused INTEGER|rate_limit REAL|handler_rate REAL)[^\n]*", '', SCHEMA)
+    s = re.sub(r"\n  (paused INTEGER|rate_limit REAL|handler_rate REAL)[^\n]*", '', v6_schema())
     s, n = re.subn(r"CREATE INDEX IF NOT EXISTS webhook_events_due ON [^\n]*", V5_DUE, s)
     assert n == 1 and 'paused' not in s and 'handler_rate' not in s
     return s
@@ -37,7 +45,7 @@ def test_v2_database_migrates_in_place(tmp_path):
     c.execute("INSERT INTO webhook_sources VALUES ('stripe', 'stripe', 'whsec_old_0123', 'fp_1', 300, 0)")
     c.execute('PRAGMA user_version=2'); c.close()
     db = tenant_db('old', tmp_path, create=False)
-    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 6
+    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 7
     assert {'webhook_rejections', 'webhook_retired'} <= set(db.table_names())
     assert db.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
     t = SqliteTenant(db)
@@ -54,7 +62,7 @@ def test_v2_database_migrates_in_place(tmp_path):
     except apsw.ConstraintError: pass
     db.close()
     db2 = tenant_db('old', tmp_path, create=False)  # a second open does not migrate again
-    assert db2.execute('PRAGMA user_version').fetchone()[0] == 6
+    assert db2.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION
     assert SqliteTenant(db2).secrets('stripe')[0].last_matched is None
 
 def test_v4_database_gains_verify_token_and_url_and_encrypts_its_secrets(tmp_path):
@@ -69,7 +77,7 @@ def test_v4_database_gains_verify_token_and_url_and_encrypts_its_secrets(tmp_pat
                  VALUES ('evt_v4', 'stripe', 'invoice.paid', '{"id":"evt_v4"}', 'stripe:evt_v4', 1767225600)""")
     c.execute('PRAGMA user_version=4'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == 6
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION
     cols = [r[1] for r in t.c.execute('PRAGMA table_info(webhook_sources)')]
     assert cols[-5:] == ['verify_token', 'url', 'paused', 'rate_limit', 'handler_rate']
     assert cols == [r[1] for r in SqliteStore(tmp_path/'fresh').open('x', create=True).c.execute('PRAGMA table_info(webhook_sources)')]
@@ -95,7 +103,7 @@ def test_v5_database_gains_flood_controls_and_a_due_index_that_holds_the_source(
                      VALUES (?, ?, 'invoice.paid', '{}', ?, 1767225600)""", [('evt_a', 'stripe', 'stripe:evt_a'), ('gh_1', 'github', 'github:gh_1')])
     c.execute('PRAGMA user_version=5'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == 6
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION
     cols = lambda tt, table: [r[1:] for r in tt.c.execute(f'PRAGMA table_info({table})')]
     assert cols(t, 'webhook_sources') == cols(fresh, 'webhook_sources')
     index = lambda tt: tt.c.execute("SELECT sql FROM sqlite_schema WHERE name='webhook_events_due'").fetchone()[0]
@@ -106,4 +114,24 @@ def test_v5_database_gains_flood_controls_and_a_due_index_that_holds_the_source(
     assert [x.id for x in t.claim()] == ['gh_1']  # stripe's event is held
     t.set_source('stripe', paused=False)
     assert [x.id for x in t.claim()] == ['evt_a']
+    assert t.c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
+
+def test_v6_database_gains_forwarding(tmp_path):
+    "v6 → v7: forwarding's tables and the fan-out trigger; events and sources untouched, events stored later fanned out."
+    fresh = SqliteStore(tmp_path/'fresh').open('x', create=True)
+    c = apsw.Connection(str(tmp_path/'acme.db'))
+    c.execute(v6_schema())
+    c.execute("""INSERT INTO webhook_events (id, source, event_type, payload, idempotency_key, received_at)
+                 VALUES ('evt_v6', 'stripe', 'invoice.paid', '{"id":"evt_v6"}', 'stripe:evt_v6', 1767225600)""")
+    c.execute('PRAGMA user_version=6'); c.close()
+    t = SqliteStore(tmp_path).open('acme')
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 7
+    objects = lambda tt: tt.c.execute("""SELECT type, name, sql FROM sqlite_schema WHERE name LIKE '%destination%'
+        OR name LIKE '%deliver%' OR name LIKE '%fanout%' ORDER BY name""").fetchall()
+    assert objects(t) == objects(fresh) and len(objects(t)) == 10
+    t.add_destination('billing', 'http://127.0.0.1:9/hooks', allow_private=True)
+    t.log([NewEvent('evt_v7', 'stripe', 'invoice.paid', '{"id":"evt_v7"}', None, 'stripe:evt_v7')])
+    assert t.fan_out() == 1  # the event stored before the migration had no destination to go to
+    assert [t.events(seqs=[d.event_seq])[0].id for d in t.deliveries()] == ['evt_v7']
+    assert t.events(id='evt_v6')[0].payload == '{"id":"evt_v6"}'
     assert t.c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'

@@ -312,9 +312,10 @@ def v1_layout(tenant:str)->str:
     "Tenant `tenant`'s schema as layout 1 made it (no rejections, no retired secrets, no `last_matched`), marked version 1."
     import json, re
     from psycopg import sql
-    from webhooks.postgres import PG_REJECTION_SCHEMA, PG_SCHEMA
+    from webhooks.postgres import PG_FORWARD_SCHEMA, PG_REJECTION_SCHEMA, PG_SCHEMA
     from webhooks.store import STATUSES
-    ddl = re.sub(r'\n  last_matched double precision,[^\n]*', '', PG_SCHEMA.replace(PG_REJECTION_SCHEMA, ''))
+    ddl = PG_SCHEMA.replace(PG_FORWARD_SCHEMA, '')  # layout 5's forwarding
+    ddl = re.sub(r'\n  last_matched double precision,[^\n]*', '', ddl.replace(PG_REJECTION_SCHEMA, ''))
     ddl = re.sub(r'\n  (verify_token|url) text,[^\n]*', '', ddl)
     ddl = re.sub(r'\n  (paused boolean|rate_limit double|handler_rate double)[^\n]*', '', ddl)
     assert 'paused' not in ddl and 'handler_rate' not in ddl
@@ -359,7 +360,7 @@ def test_an_old_layout_schema_migrates_in_place_and_keeps_its_rows(pg_url):
         t = opened[0]
         fresh = stores[0].open('fresh', create=True)
         assert layout(pg_url, 'wh_acme') == layout(pg_url, 'wh_fresh'), 'a migrated schema is the one a new tenant gets'
-        assert f'"schema_version": {PG_SCHEMA_VERSION}' in layout(pg_url, 'wh_acme')[2] and PG_SCHEMA_VERSION == 4
+        assert f'"schema_version": {PG_SCHEMA_VERSION}' in layout(pg_url, 'wh_acme')[2] and PG_SCHEMA_VERSION == 5
         (e,) = t.events()
         assert (e.id, e.payload, e.status, e.received_at) == ('evt_old', '{"id":"evt_old"}', 'failed', 1767225600)
         assert t.source('stripe') == ('stripe', ('whsec_old_0123456789abcdef',), 300, None, (), None, None, False, None, None)
@@ -368,6 +369,9 @@ def test_an_old_layout_schema_migrates_in_place_and_keeps_its_rows(pg_url):
         assert [(x.added_at, x.last_matched) for x in t.secrets('stripe')] == [(1767225000, None)]
         assert t.reject([Rejection(1767225700.5, 'stripe', '203.0.113.7', 'invalid_signature', 'no match', None, b'{}', 2)]) == 1
         assert t.replay('evt_old') == [e.seq]
+        t.add_destination('billing', 'http://127.0.0.1:9/hooks', allow_private=True)  # the tables layout 5 added
+        t.log([NewEvent('evt_new', 'stripe', 'invoice.paid', '{}', None, 'stripe:evt_new')])
+        assert t.fan_out() == 1 and t.deliveries()[0].destination == 'billing'
         del fresh
         async def receive():  # globex is first opened by a receiver: migrated there
             s = PgStore(pg_url)
