@@ -38,7 +38,7 @@ __all__ = ['SESSION_AGE', 'NAV', 'rt', 'URL_SECRETS', 'SECURITY_HEADERS', 'MAX_F
            'event_detail', 'replay_event', 'Job', 'describe', 'final_count', 'replay_confirm', 'replay_all',
            'replay_progress', 'ReasonCounts', 'RejectionRow', 'RejectionsTable', 'rejected_page', 'SecretsTable',
            'SourceSettings', 'FlowControls', 'SourceCard', 'NewSource', 'sources_page', 'sources_view', 'add_secret',
-           'retire_secret', 'send_test', 'form_rate', 'set_flow', 'DestinationCard', 'NewDestination',
+           'retire_secret', 'send_test', 'form_rate', 'set_flow', 'DestinationCard', 'NewDestination', 'TenantPicker',
            'destinations_page', 'destinations_view', 'destination_form', 'SecretOnce', 'destination_action',
            'deliver_again']
 
@@ -1168,24 +1168,31 @@ def NewDestination(prefix:str,  # the dashboard's URL prefix
                 method='post', action=f'{prefix}/destinations/{tenant}/add', cls='filters')
     return Section(H2('New destination'), form, cls='card')
 
-# %% ../nbs/14_dashboard.ipynb #05ab6886
-def destinations_page(d:Dashboard,    # the dashboard
-                      auth:dict,      # the session
-                      name:str|None,  # tenant name (None: the first)
-                      note=None,      # a message to show on top
-                      status:int=200, # HTTP status
+# %% ../nbs/14_dashboard.ipynb #445e5693
+def TenantPicker(prefix:str,   # the dashboard's URL prefix
+                 path:str,     # the page, e.g. 'destinations'
+                 tenants:list, # every tenant's name
+                 name:str,     # the one on screen
+                ):
+    "A select that shows page `path` of another tenant."
+    opts = [Option(x, value=x, selected=x == name) for x in tenants]
+    return Form(Label('tenant', Select(*opts, name='tenant')), Button('Show', cls='quiet'),
+                method='get', action=f'{prefix}/{path}', cls='filters')
+
+def destinations_page(d:Dashboard, auth:dict, # the dashboard, and the session
+                      name:str|None,           # tenant name (None: the first)
+                      *notes,                  # messages to show on top
+                      status:int=200,          # HTTP status
                      ):
-    "The destinations page of tenant `name` as a response, with `note` on top."
+    "The destinations page of tenant `name` as a response, with `notes` on top."
     name = d.pick(name)
-    if not name: return Page('Destinations', P('No tenant yet.', cls='muted'), prefix=d.prefix, csrf=auth['csrf'])
+    page = lambda *content: FtResponse(Page('Destinations', *content, prefix=d.prefix, csrf=auth['csrf'],
+                                            tenant=name), status)
+    if not name: return page(P('No tenant yet.', cls='muted'))
     with d.tenant(name) as t: dests, counts = t.destinations(), t.delivery_counts()
-    tenants = [Option(x, value=x, selected=x == name) for x in d.store.tenants()]
-    pick = Form(Label('tenant', Select(*tenants, name='tenant')), Button('Show', cls='quiet'),
-                method='get', action=f'{d.prefix}/destinations', cls='filters')
     cards = [DestinationCard(d.prefix, name, x, counts.get(x.name, {}), auth['csrf']) for x in dests]
-    return FtResponse(Page('Destinations', pick, *([note] if note else []), *cards,
-                           NewDestination(d.prefix, name, auth['csrf']), prefix=d.prefix, csrf=auth['csrf'],
-                           tenant=name), status)
+    return page(TenantPicker(d.prefix, 'destinations', d.store.tenants(), name), *notes, *cards,
+                NewDestination(d.prefix, name, auth['csrf']))
 
 @rt.get('/destinations')
 def destinations_view(req:Request, auth):
@@ -1207,7 +1214,7 @@ def SecretOnce(what:str, name:str, secret:str):
     return Div(P(f'Destination {name} {what}. Its signing secret, shown this once (the receiving service verifies ',
                  'with it, as Standard Webhooks):'), Pre(secret), cls='msg')
 
-# %% ../nbs/14_dashboard.ipynb #2f325901
+# %% ../nbs/14_dashboard.ipynb #f4173eee
 @rt.post('/destinations/{tenant}/{action}')
 def destination_action(req:Request, auth, tenant:str, action:str,
                        data:dict,  # the form: name, and for `add` its settings
@@ -1222,9 +1229,9 @@ def destination_action(req:Request, auth, tenant:str, action:str,
             elif action in ('pause', 'resume'):
                 t.set_destination(name, action); note = P(f'Destination {name}: {action}d.', cls='msg')
             else: raise NotFound(f'no destination action {action!r}')
-    except KeyError as e: return destinations_page(d, auth, tenant, P(f'Not done: {e.args[0]}', cls='msg error'), 404)
+    except KeyError as e: return destinations_page(d, auth, tenant, P(f'Not done: {e.args[0]}', cls='msg error'), status=404)
     except (ValueError, TypeError, UnsafeURL) as e:
-        return destinations_page(d, auth, tenant, P(f'Not done: {e}', cls='msg error'), 400)
+        return destinations_page(d, auth, tenant, P(f'Not done: {e}', cls='msg error'), status=400)
     return destinations_page(d, auth, tenant, note)
 
 # %% ../nbs/14_dashboard.ipynb #d823a6bb
