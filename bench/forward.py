@@ -43,7 +43,8 @@ def serve(sock):
 
 def fill(store, n, secret_box):
     t = store.open('bench', create=True)
-    body = json.dumps({'id': 'x', 'type': 'invoice.paid', 'data': {'object': {'id': 'in_1', 'url': 'https://example.test/' + 'x'*300}}})
+    obj = {'id': 'in_1', 'url': 'https://example.test/' + 'x'*300}
+    body = json.dumps({'id': 'x', 'type': 'invoice.paid', 'data': {'object': obj}})
     now = time.time()
     for i in range(0, n, 5000):
         t.log([NewEvent(f'evt_{j}', 'stripe', 'invoice.paid', body, None, f'stripe:evt_{j}', received_at=now)

@@ -1150,7 +1150,7 @@ def DestinationCard(prefix:str,   # the dashboard's URL prefix
                    Div(toggle, act('Rotate secret', 'rotate', 'quiet'), act('Remove', 'remove', 'danger'), cls='flow'),
                    cls='card', id=f'destination-{d.name}')
 
-# %% ../nbs/14_dashboard.ipynb #7b8ba3e7
+# %% ../nbs/14_dashboard.ipynb #83d0b351
 def NewDestination(prefix:str,  # the dashboard's URL prefix
                    tenant:str,  # tenant name
                    csrf:str,    # the session's CSRF token
@@ -1164,7 +1164,8 @@ def NewDestination(prefix:str,  # the dashboard's URL prefix
                 num('rate (deliveries/s)', 'rate', 'none'), num('concurrency', 'concurrency', '4'),
                 num('timeout (s)', 'timeout', '10'), num('max attempts', 'max_attempts', '8'),
                 Label(Input(type='checkbox', name='pass_headers', value='1'), "pass the provider's headers"),
-                Label(Input(type='checkbox', name='allow_private', value='1'), 'allow private addresses'), Button('Add destination'),
+                Label(Input(type='checkbox', name='allow_private', value='1'), 'allow private addresses'),
+                Button('Add destination'),
                 method='post', action=f'{prefix}/destinations/{tenant}/add', cls='filters')
     return Section(H2('New destination'), form, cls='card')
 
@@ -1214,7 +1215,7 @@ def SecretOnce(what:str, name:str, secret:str):
     return Div(P(f'Destination {name} {what}. Its signing secret, shown this once (the receiving service verifies ',
                  'with it, as Standard Webhooks):'), Pre(secret), cls='msg')
 
-# %% ../nbs/14_dashboard.ipynb #f4173eee
+# %% ../nbs/14_dashboard.ipynb #a41841da
 @rt.post('/destinations/{tenant}/{action}')
 def destination_action(req:Request, auth, tenant:str, action:str,
                        data:dict,  # the form: name, and for `add` its settings
@@ -1229,7 +1230,8 @@ def destination_action(req:Request, auth, tenant:str, action:str,
             elif action in ('pause', 'resume'):
                 t.set_destination(name, action); note = P(f'Destination {name}: {action}d.', cls='msg')
             else: raise NotFound(f'no destination action {action!r}')
-    except KeyError as e: return destinations_page(d, auth, tenant, P(f'Not done: {e.args[0]}', cls='msg error'), status=404)
+    except KeyError as e:
+        return destinations_page(d, auth, tenant, P(f'Not done: {e.args[0]}', cls='msg error'), status=404)
     except (ValueError, TypeError, UnsafeURL) as e:
         return destinations_page(d, auth, tenant, P(f'Not done: {e}', cls='msg error'), status=400)
     return destinations_page(d, auth, tenant, note)

@@ -57,7 +57,7 @@ def parse_where(where:str|None,  # 'path.to.field=value', several joined with '&
         conds.append(([k.strip() for k in keys], value))
     return conds
 
-# %% ../nbs/18_forward.ipynb #de2137ee
+# %% ../nbs/18_forward.ipynb #edd7a5ba
 _missing = object()
 
 def dig(payload, path:list):
@@ -70,13 +70,14 @@ def dig(payload, path:list):
         if payload is _missing: return payload
     return payload
 
+# %% ../nbs/18_forward.ipynb #bfef3a55
 def payload_matches(payload,         # the parsed payload (None: not JSON)
                     conds:list,      # `parse_where`'s conditions
                    )->bool:
     "Does `payload` hold every condition? (`true` matches only JSON true, not 1.)"
     return all(type(v := dig(payload, p)) is type(want) and v == want for p, want in conds)
 
-# %% ../nbs/18_forward.ipynb #0f24ed13
+# %% ../nbs/18_forward.ipynb #18c0a171
 def type_matches(event_type:str|None,  # the event's type
                  pattern:str|None,     # exact, prefix or wildcard (None: every type)
                 )->bool:
@@ -87,7 +88,7 @@ def type_matches(event_type:str|None,  # the event's type
     if pattern.endswith('.'): return et.startswith(pattern)
     return et == pattern or et.startswith(pattern + '.')
 
-# %% ../nbs/18_forward.ipynb #062aa624
+# %% ../nbs/18_forward.ipynb #d539662e
 def wants(d:Destination,       # a destination
           source:str,          # the event's source
           event_type:str|None, # its type
@@ -97,12 +98,13 @@ def wants(d:Destination,       # a destination
     return ((d.source is None or d.source == source) and type_matches(event_type, d.type)
             and payload_matches(payload, parse_where(d.where)))
 
-# %% ../nbs/18_forward.ipynb #0f172e04
+# %% ../nbs/18_forward.ipynb #646119c7
 def _positive(v, what:str, kind=(int, float)):
     if isinstance(v, bool) or not isinstance(v, kind) or not math.isfinite(v) or v <= 0:
         raise ValueError(f'{what} must be a positive number, not {v!r}')
     return v
 
+# %% ../nbs/18_forward.ipynb #bee37e0d
 def check_destination(name:str, url:str|None, source:str|None, type:str|None, where:str|None, rate:float|None,
                       concurrency:int|None, timeout:float|None, max_attempts:int|None)->dict:
     "The settings given (None: not given) as stored; `ValueError` for any bad one."
@@ -120,7 +122,7 @@ def check_destination(name:str, url:str|None, source:str|None, type:str|None, wh
              concurrency=concurrency, timeout=timeout, max_attempts=max_attempts)
     return {k: v for k, v in d.items() if v is not None or k == 'rate' and rate == 0}
 
-# %% ../nbs/18_forward.ipynb #35378b79
+# %% ../nbs/18_forward.ipynb #04a6d5de
 _dest_cols = ('name, url, source, type, filter, rate, concurrency, timeout, max_attempts, pass_headers, allow_private, '
               'state, reason, resume_at, failures, fingerprint, added_at')
 FORWARD_SQL = dict(
@@ -138,7 +140,7 @@ ON CONFLICT (event_seq, destination) DO NOTHING''',
   fanned='DELETE FROM {t}webhook_fanout WHERE event_seq=?',
 )
 
-# %% ../nbs/18_forward.ipynb #dae41751
+# %% ../nbs/18_forward.ipynb #8ff545b4
 FORWARD_SQL.update(
   holders="SELECT DISTINCT lease_owner FROM {t}webhook_deliveries WHERE status='processing'",
   lost='''SELECT d.seq, d.attempts, d.lease_until, d.lease_owner, x.max_attempts FROM {t}webhook_deliveries d
@@ -160,7 +162,7 @@ RETURNING seq''',
 FROM {t}webhook_deliveries d JOIN {t}webhook_events e ON e.seq = d.event_seq WHERE {seqs} ORDER BY d.seq''',
 )
 
-# %% ../nbs/18_forward.ipynb #cd3ec44b
+# %% ../nbs/18_forward.ipynb #7912a30d
 FORWARD_SQL.update(
   done='''UPDATE {t}webhook_deliveries SET status=?, next_attempt_at=coalesce(?, next_attempt_at), lease_until=NULL,
   lease_owner=NULL, finished_at=?, error=? WHERE seq=? AND status='processing' AND lease_owner=? AND attempts=?''',
@@ -182,7 +184,7 @@ VALUES (?,?,?,?) ON CONFLICT (event_seq, destination) DO UPDATE SET status='pend
   counts='SELECT destination, status, count(*) FROM {t}webhook_deliveries GROUP BY destination, status',
 )
 
-# %% ../nbs/18_forward.ipynb #86466adf
+# %% ../nbs/18_forward.ipynb #29692290
 LOCKS = {'?': dict(fanout_lock='', dest_lock='', skip=''),  # SQLite: the write transaction holds the database
          '%s': dict(fanout_lock='FOR UPDATE OF f SKIP LOCKED', dest_lock='FOR UPDATE', skip='FOR UPDATE SKIP LOCKED')}
 
@@ -191,12 +193,13 @@ def fwd(self:Tenant)->dict:
     "This tenant's forwarding statements, rendered for its dialect (its parameter marker says which)."
     key = (type(self), self.t)
     if key not in _rendered:
-        _rendered[key] = {k: render(q, self.t, self.P == '%s', seqs='{seqs}', cond='{cond}', dead='{dead}', **LOCKS[self.P])
-                          for k, q in FORWARD_SQL.items()}
+        later = dict(seqs='{seqs}', cond='{cond}', dead='{dead}')  # filled in per call
+        pg = self.P == '%s'
+        _rendered[key] = {k: render(q, self.t, pg, **later, **LOCKS[self.P]) for k, q in FORWARD_SQL.items()}
     return _rendered[key]
 _rendered = {}
 
-# %% ../nbs/18_forward.ipynb #bd842299
+# %% ../nbs/18_forward.ipynb #8da6e89a
 def new_secret()->str:
     "A fresh Standard Webhooks signing secret: `whsec_` and 24 random bytes in base64."
     return 'whsec_' + base64.b64encode(secrets.token_bytes(24)).decode()
@@ -207,7 +210,7 @@ def _fwd_master(self:Tenant, h):
     one = self.one(h, self.sql['one_sealed']) or self.one(h, self.fwd['one_dest_secret'])
     return self.keys.master(one[0] if one else None, create=True)
 
-# %% ../nbs/18_forward.ipynb #e5c734f3
+# %% ../nbs/18_forward.ipynb #8b5d349c
 @patch
 def destinations(self:Tenant)->list[Destination]:
     "Every destination of this tenant, by name."
@@ -221,7 +224,7 @@ def destination(self:Tenant, name:str)->Destination:
     if d is None: raise KeyError(f'there is no destination {name!r} in tenant {self.name!r}')
     return d
 
-# %% ../nbs/18_forward.ipynb #98c1ea36
+# %% ../nbs/18_forward.ipynb #193a346d
 @patch
 def add_destination(self:Tenant,
                     name:str,                   # destination name (letters, digits, '-', '_')
@@ -249,8 +252,9 @@ def add_destination(self:Tenant,
                  fingerprint(secret), time.time() if now is None else now))
     return self.destination(name), secret
 
-# %% ../nbs/18_forward.ipynb #ee594a30
-_states = {'pause': ('paused', 'paused by hand'), 'resume': ('active', None), 'disable': ('disabled', 'disabled by hand')}
+# %% ../nbs/18_forward.ipynb #d8839945
+_states = {'pause': ('paused', 'paused by hand'), 'resume': ('active', None),
+           'disable': ('disabled', 'disabled by hand')}
 
 @patch
 def set_destination(self:Tenant,
@@ -278,7 +282,7 @@ def set_destination(self:Tenant,
             self.run(h, f'UPDATE {self.t}webhook_destinations SET {sets} WHERE name={self.P}', (*cols.values(), name))
     return self.destination(name)
 
-# %% ../nbs/18_forward.ipynb #4f23b5f7
+# %% ../nbs/18_forward.ipynb #7491d186
 @patch
 def rotate_destination(self:Tenant, name:str)->tuple[Destination,str]:
     "Give destination `name` a new signing secret: (the destination, the new secret, shown this once)."
@@ -288,6 +292,7 @@ def rotate_destination(self:Tenant, name:str)->tuple[Destination,str]:
             raise KeyError(f'there is no destination {name!r} in tenant {self.name!r}')
     return self.destination(name), secret
 
+# %% ../nbs/18_forward.ipynb #ed646e80
 @patch
 def remove_destination(self:Tenant, name:str)->int:
     "Remove destination `name` with its deliveries and their attempts; `KeyError` if there is none."
@@ -296,6 +301,7 @@ def remove_destination(self:Tenant, name:str)->int:
             raise KeyError(f'there is no destination {name!r} in tenant {self.name!r}')
     return 1
 
+# %% ../nbs/18_forward.ipynb #9af16bd1
 @patch
 def destination_secret(self:Tenant, name:str)->str:
     "Destination `name`'s signing secret, decrypted (for signing deliveries)."
@@ -303,12 +309,12 @@ def destination_secret(self:Tenant, name:str)->str:
     if row is None: raise KeyError(f'there is no destination {name!r} in tenant {self.name!r}')
     return self.keys._decrypt(row[0])
 
-# %% ../nbs/18_forward.ipynb #cef4af40
+# %% ../nbs/18_forward.ipynb #836f6b9a
 add_destination, set_destination, remove_destination, rotate_destination, destinations = map(on_tenant, (
     Tenant.add_destination, Tenant.set_destination, Tenant.remove_destination, Tenant.rotate_destination,
     Tenant.destinations))
 
-# %% ../nbs/18_forward.ipynb #65a996bf
+# %% ../nbs/18_forward.ipynb #87523b63
 class Delivery(NamedTuple):
     "One event's delivery to one destination."
     seq:int; event_seq:int; destination:str; status:str; attempts:int; next_attempt_at:float
@@ -319,7 +325,7 @@ class DeliveryAttempt(NamedTuple):
     delivery_seq:int; attempt:int; started_at:float; finished_at:float|None; status_code:int|None
     outcome:str; error:str|None; answer:bytes|None
 
-# %% ../nbs/18_forward.ipynb #864da0c7
+# %% ../nbs/18_forward.ipynb #f0666bdf
 @patch
 def deliveries(self:Tenant,
                event_seq:int|None=None,   # only this event's
@@ -333,6 +339,7 @@ def deliveries(self:Tenant,
     q = self.fwd['deliveries'].replace('{cond}', ' AND '.join(['1=1', *(c for c, _ in conds)]))
     with self.reading() as h: return [Delivery(*r) for r in self.all(h, q, (*(v for _, v in conds), limit))]
 
+# %% ../nbs/18_forward.ipynb #5262e597
 @patch
 def delivery_attempts(self:Tenant, seqs:list[int])->list[DeliveryAttempt]:
     "The attempts of deliveries `seqs`, oldest first."
@@ -340,7 +347,7 @@ def delivery_attempts(self:Tenant, seqs:list[int])->list[DeliveryAttempt]:
     with self.reading() as h: rows = self.all(h, self.fwd['delivery_attempts'].replace('{seqs}', cond), args)
     return [DeliveryAttempt(*r[:7], None if r[7] is None else bytes(r[7])) for r in rows]
 
-# %% ../nbs/18_forward.ipynb #f9eb3a34
+# %% ../nbs/18_forward.ipynb #9f1f6626
 @patch
 def deliver_again(self:Tenant,
                   event_seq:int,        # the event
@@ -358,6 +365,7 @@ def deliver_again(self:Tenant,
         if n: self.queued(h)
     return bool(n)
 
+# %% ../nbs/18_forward.ipynb #5d1c499a
 @patch
 def delivery_counts(self:Tenant)->dict[str,dict]:
     "{destination: {status: deliveries}}."
@@ -366,7 +374,7 @@ def delivery_counts(self:Tenant)->dict[str,dict]:
         for d, s, n in self.all(h, self.fwd['counts']): res.setdefault(d, {})[s] = n
     return res
 
-# %% ../nbs/18_forward.ipynb #d4bf5dfd
+# %% ../nbs/18_forward.ipynb #6b26d28a
 def parsed(body:str|bytes|None):
     "A stored body parsed as JSON, or None if it is not JSON."
     if body is None: return None
@@ -377,7 +385,7 @@ def parsed(body:str|bytes|None):
 def _dest_rows(self:Tenant, h)->list[Destination]:
     return [Destination(*r[:9], bool(r[9]), bool(r[10]), *r[11:]) for r in self.all(h, self.fwd['destinations'])]
 
-# %% ../nbs/18_forward.ipynb #03a5e1ed
+# %% ../nbs/18_forward.ipynb #3132de94
 @patch
 def fan_out(self:Tenant,
             batch:int=1000,          # most stored events to fan out
@@ -397,7 +405,7 @@ def fan_out(self:Tenant,
         self.many(h, self.fwd['fanned'], [(r[0],) for r in rows])
     return len(new)
 
-# %% ../nbs/18_forward.ipynb #5a52c937
+# %% ../nbs/18_forward.ipynb #de55bc53
 LEASE_MARGIN = 30.0  # seconds a delivery's lease outlasts its destination's timeout
 
 class DeliveryClaim(NamedTuple):
@@ -409,7 +417,7 @@ def lost_lease(owner:str|None)->str:
     "The error a delivery's lapsed attempt is recorded with."
     return f'lease lost ({owner or "no owner"} stopped or timed out mid-delivery); the destination may have it'
 
-# %% ../nbs/18_forward.ipynb #2a275797
+# %% ../nbs/18_forward.ipynb #a6b694ad
 @patch
 def _reclaim_deliveries(self:Tenant, h, now:float)->int:
     "Inside the claim's transaction: lapsed leases back to `pending` (`failed` once out of attempts)."
@@ -422,7 +430,7 @@ def _reclaim_deliveries(self:Tenant, h, now:float)->int:
             self.run(h, self.fwd['attempt'], (seq, attempts, now, None, None, 'lapsed', err, None)); n += 1
     return n
 
-# %% ../nbs/18_forward.ipynb #bd94b015
+# %% ../nbs/18_forward.ipynb #b0e1d3fd
 @patch
 def claim_deliveries(self:Tenant,
                      batch:int=100,         # most deliveries per destination
@@ -440,7 +448,8 @@ def claim_deliveries(self:Tenant,
                 b = refill({} if tokens is None else {name: [tokens, at]}, name, rate, now)
                 n = min(n, int(b[0]))
             if n <= 0: continue
-            seqs = [s for (s,) in self.all(h, self.fwd['claim'], (now + timeout + LEASE_MARGIN, self.owner, name, now, n))]
+            until = now + timeout + LEASE_MARGIN
+            seqs = [s for (s,) in self.all(h, self.fwd['claim'], (until, self.owner, name, now, n))]
             if b and seqs: self.run(h, self.fwd['spend'], (b[0] - len(seqs), now, name))
             got += seqs
         if not got: return []
@@ -448,7 +457,7 @@ def claim_deliveries(self:Tenant,
         rows = self.all(h, self.fwd['claimed'].replace('{seqs}', cond), args)
     return [DeliveryClaim(*r[:7], self.stored(r[7]), r[8]) for r in rows]
 
-# %% ../nbs/18_forward.ipynb #7a889f41
+# %% ../nbs/18_forward.ipynb #a6f434ea
 class Sent(NamedTuple):
     "What one attempt of a delivery came to."
     seq:int; destination:str; attempt:int; started:float; finished:float
@@ -457,7 +466,7 @@ class Sent(NamedTuple):
     answer:bytes|None=None   # the first `ANSWER_KEPT` bytes of the answer's body
     final:bool=False         # no point retrying (e.g. the event's body was pruned)
 
-# %% ../nbs/18_forward.ipynb #6224cd98
+# %% ../nbs/18_forward.ipynb #04231a8a
 def verdict(s:Sent, max_attempts:int)->tuple[str,str]:
     "(the delivery's new status, the attempt's outcome) for attempt `s`."
     if s.status is not None and 200 <= s.status < 300: return 'completed', 'delivered'
@@ -465,7 +474,7 @@ def verdict(s:Sent, max_attempts:int)->tuple[str,str]:
     if s.final or s.attempt >= max_attempts: return 'failed', 'failed'
     return 'pending', 'retry'
 
-# %% ../nbs/18_forward.ipynb #17e68b1a
+# %% ../nbs/18_forward.ipynb #202924c3
 @patch
 def _failed_once(self:Tenant, h, d:Destination, s:Sent, outcome:str, breaker:int, cool_down:float)->list:
     "A failed attempt's effect on destination `d`: disabled on 410, else one more failure for the breaker; alerts."
@@ -477,7 +486,7 @@ def _failed_once(self:Tenant, h, d:Destination, s:Sent, outcome:str, breaker:int
     return [('destination_paused', d.name, why)] if self.run(h, self.fwd['trip'], (why, s.finished + cool_down,
                                                                                    d.name, breaker)) else []
 
-# %% ../nbs/18_forward.ipynb #ac68bf7e
+# %% ../nbs/18_forward.ipynb #82111bea
 @patch
 def record_deliveries(self:Tenant,
                       sent:list[Sent],                         # what attempts came to
@@ -496,14 +505,15 @@ def record_deliveries(self:Tenant,
             args = (status, retry_at(s) if status == 'pending' else None, None if status == 'pending' else s.finished,
                     err, s.seq, self.owner, s.attempt)
             if not self.run(h, self.fwd['done'], args): continue  # a lost claim: another process has it now
-            self.run(h, self.fwd['attempt'], (s.seq, s.attempt, s.started, s.finished, s.status, outcome, err, s.answer))
+            self.run(h, self.fwd['attempt'], (s.seq, s.attempt, s.started, s.finished, s.status, outcome, err,
+                                              s.answer))
             if outcome == 'delivered': self.run(h, self.fwd['succeeded'], (d.name,)); continue
             if status == 'failed': alerts.append(('delivery_failed', d.name, f'delivery {s.seq} to {d.name} failed '
                                                                              f'after {s.attempt} attempt(s): {err}'))
             alerts += self._failed_once(h, d, s, outcome, breaker, cool_down)
     return alerts
 
-# %% ../nbs/18_forward.ipynb #414a21c7
+# %% ../nbs/18_forward.ipynb #9cf44f53
 NOT_PASSED = {'host', 'content-length', 'connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade',
               'expect', 'proxy-authorization', 'proxy-connection', 'accept-encoding', 'content-encoding', 'user-agent',
               'webhook-id', 'webhook-timestamp', 'webhook-signature', 'content-type', 'cookie', 'authorization'}
@@ -521,7 +531,7 @@ def delivery_headers(c:DeliveryClaim,      # the claimed delivery
     h['user-agent'] = 'webhooks-forward'
     return h | sign('standard', body, secret, int(now), c.id)
 
-# %% ../nbs/18_forward.ipynb #bf5468fa
+# %% ../nbs/18_forward.ipynb #18b47581
 @functools.lru_cache(maxsize=1024)
 def _url(url:str)->httpx.URL: return httpx.URL(url)  # parsed once per destination URL
 
@@ -538,6 +548,7 @@ async def _exchange(lane:httpx.AsyncBaseTransport, url:str, body:bytes, headers:
         return r.status_code, answer[:ANSWER_KEPT]
     finally: await r.aclose()
 
+# %% ../nbs/18_forward.ipynb #c6ddc218
 async def within(seconds:float, aw):
     "Await `aw`, raising `asyncio.TimeoutError` after `seconds`."
     if _timeout is None: return await asyncio.wait_for(aw, seconds)
@@ -561,7 +572,7 @@ async def attempt(lane:httpx.AsyncBaseTransport, # a guarded transport (`guard.G
     except (httpx.HTTPError, OSError) as e: return done(None, error_text(e))
     return done(status, None if 200 <= status < 300 else f'HTTP {status}', answer)
 
-# %% ../nbs/18_forward.ipynb #477c4ae5
+# %% ../nbs/18_forward.ipynb #1fa24173
 class Deliverer:
     "Sends the due deliveries of every tenant of a store, at least once, within each destination's caps."
     def __init__(self, root:str|Path|Store='data',  # folder of tenant databases, or a `Store`
@@ -586,13 +597,14 @@ class Deliverer:
     wake, start = Worker.wake, Worker.start  # told of new work as the worker is; started as a task like it
     def _db(self, f): return asyncio.get_running_loop().run_in_executor(self.db_thread, f)
 
-# %% ../nbs/18_forward.ipynb #0a42b4ca
+# %% ../nbs/18_forward.ipynb #54be5c8f
 @patch
 def _tenant(self:Deliverer, name:str):
     "The deliverer's store for tenant `name` (used on `db_thread` only)."
     if name not in self._tenants: self._tenants[name] = self.store.open(name)
     return self._tenants[name]
 
+# %% ../nbs/18_forward.ipynb #7af3b7c8
 @patch
 def _claim(self:Deliverer, name:str)->tuple[list,dict]:
     "On `db_thread`: fan out, claim; (claims, {destination: (Destination, secret)})."
@@ -608,7 +620,7 @@ def _claim(self:Deliverer, name:str)->tuple[list,dict]:
         res[d.name] = (d, self._secrets[key])
     return claims, res
 
-# %% ../nbs/18_forward.ipynb #88678b34
+# %% ../nbs/18_forward.ipynb #55e892dc
 @patch
 async def lane(self:Deliverer, allow_private:bool)->GuardedTransport:
     "A free lane for destinations that do (or do not) allow private addresses; give it back with `_lanes[…].put`."
@@ -620,6 +632,7 @@ async def lane(self:Deliverer, allow_private:bool)->GuardedTransport:
         for c in self._clients[-self.lanes:]: q.put_nowait(c)
     return await self._lanes[allow_private].get()
 
+# %% ../nbs/18_forward.ipynb #c0b36913
 @patch
 def _start(self:Deliverer, tenant:str, c:DeliveryClaim, d:Destination, secret:str):
     async def send():
@@ -631,7 +644,7 @@ def _start(self:Deliverer, tenant:str, c:DeliveryClaim, d:Destination, secret:st
     task = asyncio.get_running_loop().create_task(send())
     self.sending.add(task); task.add_done_callback(self.sending.discard)
 
-# %% ../nbs/18_forward.ipynb #44b673e9
+# %% ../nbs/18_forward.ipynb #672257e3
 @patch
 async def _record(self:Deliverer)->int:
     "Record what finished, a transaction per tenant; raise the alerts that came of it."
@@ -650,7 +663,7 @@ async def _record(self:Deliverer)->int:
             self.alerts.send(kind, tenant, msg, key=dest, destination=dest)
     return len(done)
 
-# %% ../nbs/18_forward.ipynb #a6a559e5
+# %% ../nbs/18_forward.ipynb #be6ec22b
 @patch
 async def step(self:Deliverer, names:list[str]|None=None)->int:
     "One round: record what finished, then fan out, claim and start sending for each tenant; deliveries started."
@@ -667,7 +680,7 @@ async def step(self:Deliverer, names:list[str]|None=None)->int:
         n += len(claims)
     return n
 
-# %% ../nbs/18_forward.ipynb #bc6af9e2
+# %% ../nbs/18_forward.ipynb #b1e67881
 @patch
 async def _settle(self:Deliverer):
     "Wait for the first send in flight to finish, a wake-up, or `poll` seconds; then `gather` seconds for more."
@@ -676,6 +689,7 @@ async def _settle(self:Deliverer):
     woke.cancel(); self._wake.clear()
     if self.sending and self.gather: await asyncio.sleep(self.gather)  # a few more finish: one commit for all
 
+# %% ../nbs/18_forward.ipynb #661860d1
 @patch
 async def run(self:Deliverer):
     "Deliver until `stop` is called."
@@ -689,7 +703,7 @@ async def run(self:Deliverer):
     finally:
         if listener is not None: listener.cancel(); await asyncio.gather(listener, return_exceptions=True)
 
-# %% ../nbs/18_forward.ipynb #52e848d6
+# %% ../nbs/18_forward.ipynb #f4965ac3
 @patch
 async def stop(self:Deliverer,
                grace:float=10.0,  # seconds the sends in flight may take to finish
@@ -705,7 +719,7 @@ async def stop(self:Deliverer,
     self.db_thread.submit(lambda: [t.close() for t in self._tenants.values()])
     self.db_thread.shutdown(wait=True)
 
-# %% ../nbs/18_forward.ipynb #cf11f546
+# %% ../nbs/18_forward.ipynb #03291ab7
 @patch
 async def drain(self:Deliverer, names:list[str]|None=None, timeout:float=30.0)->int:
     "Run rounds until nothing is due or in flight (retries scheduled later are left for later); deliveries started."
@@ -718,7 +732,7 @@ async def drain(self:Deliverer, names:list[str]|None=None, timeout:float=30.0)->
         elif not n and not self.finished: return total
     return total
 
-# %% ../nbs/18_forward.ipynb #6912e543
+# %% ../nbs/18_forward.ipynb #6e6e272f
 def install_forwarding(app,                            # FastHTML/Starlette app
                        root:str|Path|Store|None=None,  # tenants' folder or `Store` (default: the receiver's)
                        receiver=None,                  # the app's `Receiver`: its commits wake the deliverer
@@ -732,14 +746,15 @@ def install_forwarding(app,                            # FastHTML/Starlette app
     app.state.deliverer = d
     return d
 
-# %% ../nbs/18_forward.ipynb #f52df980
-DEST_COLS = ('name', 'url', 'source', 'type', 'filter', 'rate', 'concurrency', 'timeout', 'max_attempts', 'pass_headers',
-             'allow_private', 'state', 'reason', 'resume_at', 'failures', 'secret', 'fingerprint', 'added_at')
+# %% ../nbs/18_forward.ipynb #76ec6806
+DEST_COLS = ('name', 'url', 'source', 'type', 'filter', 'rate', 'concurrency', 'timeout', 'max_attempts',
+             'pass_headers', 'allow_private', 'state', 'reason', 'resume_at', 'failures', 'secret', 'fingerprint',
+             'added_at')
 DELIVERY_COLS = ('destination', 'status', 'attempts', 'next_attempt_at', 'created_at', 'finished_at', 'error')
 DELIVERY_ATTEMPT_COLS = ('attempt', 'started_at', 'finished_at', 'status_code', 'outcome', 'error', 'answer')
 _event_key = 'e.source, e.id, e.received_at'
 
-# %% ../nbs/18_forward.ipynb #99a5cb0c
+# %% ../nbs/18_forward.ipynb #07f977d8
 @patch
 def export_forwarding(self:Tenant, after:int=0, limit:int=1000)->dict:
     "A page of this tenant's forwarding: destinations (first page, secrets decrypted), deliveries after `after`."
@@ -758,7 +773,7 @@ def export_forwarding(self:Tenant, after:int=0, limit:int=1000)->dict:
     return dict(destinations=dests, deliveries=dels, attempts=[(a[0], *a[1:7], None if a[7] is None else bytes(a[7]))
                                                                for a in atts], fanout=fan)
 
-# %% ../nbs/18_forward.ipynb #5115061d
+# %% ../nbs/18_forward.ipynb #dba2c0c4
 @patch
 def import_forwarding(self:Tenant, page:dict)->dict:
     "Write a page of another store's forwarding in one transaction, skipping what is already here; counts."
@@ -781,15 +796,16 @@ def import_forwarding(self:Tenant, page:dict)->dict:
         self.many(h, ins('webhook_delivery_attempts', ('delivery_seq', *DELIVERY_ATTEMPT_COLS)),
                   [(new[a[0]], *a[1:]) for a in page['attempts'] if a[0] in new])
         for key in page['fanout']:
-            if (e := self.one(h, ev, key)): self.run(h, ins('webhook_fanout', ('event_seq',), 'ON CONFLICT DO NOTHING'), e)
+            if (e := self.one(h, ev, key)):
+                self.run(h, ins('webhook_fanout', ('event_seq',), 'ON CONFLICT DO NOTHING'), e)
     return n
 
-# %% ../nbs/18_forward.ipynb #0372a79a
+# %% ../nbs/18_forward.ipynb #5b7ed0f0
 def copy_forwarding(src:Tenant,  # where the tenant is now (its events already copied to `dst`)
                     dst:Tenant,  # where it goes
                     page:int=1000, # deliveries per transaction
                    )->dict:
-    "Copy `src`'s destinations, deliveries, their attempts and its pending fan-out to `dst`; counts of what was written."
+    "Copy `src`'s destinations, deliveries with their attempts, and pending fan-out to `dst`; counts written."
     total, after = dict(destinations=0, deliveries=0), 0
     while True:
         rows = src.export_forwarding(after, page)
