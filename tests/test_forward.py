@@ -280,3 +280,12 @@ def test_webhooks_copy_carries_destinations_and_deliveries(store, dest, where, t
     run_until(other, lambda: statuses(c, 'ok') == {'completed': 4})
     assert sorted(dest.ids('/ok')) == ['evt_0', 'evt_1', 'evt_2', 'evt_3']  # nothing sent twice
     c.close(); other.close(); t.close()
+
+def test_a_hanging_destination_holds_up_no_other(store, dest):
+    t = store.open('acme', create=True)
+    add(t, dest, 'hang', '/hang', timeout=60, concurrency=4)
+    add(t, dest, 'ok', '/ok')
+    events(t, 8)
+    run_until(store, lambda: statuses(t, 'ok') == {'completed': 8} and len(dest.ids('/hang')) == 4)
+    assert statuses(t, 'hang')['completed'] == 0  # its four are still hanging while the others all went through
+    t.close()

@@ -20,7 +20,7 @@ from .guard import GuardedTransport, UnsafeURL, check_url as guard_url
 # %% auto #0
 __all__ = ['CONCURRENCY', 'DELIVERY_TIMEOUT', 'DELIVERY_ATTEMPTS', 'BREAKER', 'COOL_DOWN', 'ANSWER_KEPT', 'STATES', 'FORWARD_SQL',
            'LOCKS', 'add_destination', 'set_destination', 'remove_destination', 'rotate_destination', 'destinations',
-           'LEASE_MARGIN', 'NOT_PASSED', 'DEST_COLS', 'DELIVERY_COLS', 'DELIVERY_ATTEMPT_COLS', 'Destination',
+           'LEASE_MARGIN', 'NOT_PASSED', 'ONE', 'DEST_COLS', 'DELIVERY_COLS', 'DELIVERY_ATTEMPT_COLS', 'Destination',
            'parse_where', 'dig', 'payload_matches', 'type_matches', 'wants', 'check_destination', 'new_secret',
            'Delivery', 'DeliveryAttempt', 'parsed', 'DeliveryClaim', 'lost_lease', 'Sent', 'verdict',
            'delivery_headers', 'within', 'attempt', 'Deliverer', 'install_forwarding', 'copy_forwarding']
@@ -572,7 +572,9 @@ async def attempt(lane:httpx.AsyncBaseTransport, # a guarded transport (`guard.G
     except (httpx.HTTPError, OSError) as e: return done(None, error_text(e))
     return done(status, None if 200 <= status < 300 else f'HTTP {status}', answer)
 
-# %% ../nbs/18_forward.ipynb #1fa24173
+# %% ../nbs/18_forward.ipynb #d4a8aedc
+ONE = httpx.Limits(max_connections=1, max_keepalive_connections=1)  # a lane's pool: one keep-alive connection
+
 class Deliverer:
     "Sends the due deliveries of every tenant of a store, at least once, within each destination's caps."
     def __init__(self, root:str|Path|Store='data',  # folder of tenant databases, or a `Store`
@@ -584,12 +586,11 @@ class Deliverer:
                  breaker:int=BREAKER,               # consecutive failures that pause a destination
                  cool_down:float=COOL_DOWN,         # seconds a destination the breaker paused waits
                  gather:float=0.002,                # seconds a round waits for more sends to finish after the first
-                 lanes:int=8,                       # clients sending at once (each its own small connection pool)
                 ):
-        store_attr('alerts,batch,poll,backoff,max_backoff,breaker,cool_down,gather,lanes')
+        store_attr('alerts,batch,poll,backoff,max_backoff,breaker,cool_down,gather')
         self.store = as_store(root)
         self.db_thread = ThreadPoolExecutor(1, thread_name_prefix='webhooks-deliverer-db')
-        self._tenants, self._secrets, self._lanes, self._clients = {}, {}, {}, []
+        self._tenants, self._secrets, self._lanes, self._tls = {}, {}, {}, httpx.create_ssl_context()
         self.sending, self.finished = set(), []  # tasks in flight; (tenant, `Sent`) not yet recorded
         self.stopping, self._wake, self._task, self.delivered = False, None, None, 0
 
@@ -620,26 +621,24 @@ def _claim(self:Deliverer, name:str)->tuple[list,dict]:
         res[d.name] = (d, self._secrets[key])
     return claims, res
 
-# %% ../nbs/18_forward.ipynb #55e892dc
+# %% ../nbs/18_forward.ipynb #fe41edae
 @patch
-async def lane(self:Deliverer, allow_private:bool)->GuardedTransport:
-    "A free lane for destinations that do (or do not) allow private addresses; give it back with `_lanes[…].put`."
-    if allow_private not in self._lanes:
-        q = self._lanes[allow_private] = asyncio.Queue()
-        limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
-        for _ in range(self.lanes): q.put_nowait(GuardedTransport(allow_private, limits=limits))
-        self._clients += [q.get_nowait() for _ in range(self.lanes)]
-        for c in self._clients[-self.lanes:]: q.put_nowait(c)
-    return await self._lanes[allow_private].get()
+async def lane(self:Deliverer, tenant:str, d:Destination)->GuardedTransport:
+    "A free lane of destination `d` (give it back with `_lanes[…].put_nowait`)."
+    key = (tenant, d.name, d.allow_private, d.concurrency)
+    if key not in self._lanes:
+        q = self._lanes[key] = asyncio.Queue()
+        for _ in range(d.concurrency): q.put_nowait(GuardedTransport(d.allow_private, verify=self._tls, limits=ONE))
+    return await self._lanes[key].get()
 
-# %% ../nbs/18_forward.ipynb #c0b36913
+# %% ../nbs/18_forward.ipynb #10dc6745
 @patch
 def _start(self:Deliverer, tenant:str, c:DeliveryClaim, d:Destination, secret:str):
     async def send():
-        client = await self.lane(d.allow_private)
-        try: s = await attempt(client, c, d, secret)
+        lane = await self.lane(tenant, d)
+        try: s = await attempt(lane, c, d, secret)
         except Exception as e: s = Sent(c.seq, c.destination, c.attempt, time.time(), time.time(), None, error_text(e))
-        finally: self._lanes[d.allow_private].put_nowait(client)
+        finally: self._lanes[(tenant, d.name, d.allow_private, d.concurrency)].put_nowait(lane)
         self.finished.append((tenant, s))
     task = asyncio.get_running_loop().create_task(send())
     self.sending.add(task); task.add_done_callback(self.sending.discard)
@@ -703,7 +702,7 @@ async def run(self:Deliverer):
     finally:
         if listener is not None: listener.cancel(); await asyncio.gather(listener, return_exceptions=True)
 
-# %% ../nbs/18_forward.ipynb #f4965ac3
+# %% ../nbs/18_forward.ipynb #817aa8d9
 @patch
 async def stop(self:Deliverer,
                grace:float=10.0,  # seconds the sends in flight may take to finish
@@ -715,7 +714,8 @@ async def stop(self:Deliverer,
     if self.sending: await asyncio.wait(set(self.sending), timeout=grace)
     for task in list(self.sending): task.cancel()  # their leases lapse: sent again by the next deliverer
     await self._record()
-    for c in self._clients: await c.aclose()
+    for q in self._lanes.values():
+        while not q.empty(): await q.get_nowait().aclose()
     self.db_thread.submit(lambda: [t.close() for t in self._tenants.values()])
     self.db_thread.shutdown(wait=True)
 
