@@ -1,7 +1,8 @@
 """Forwarding rate: events/s delivered to a local no-op destination (HTTP/1.1 keep-alive), beside a handwritten
 httpx forwarder loop measured in the same run.
 
-Run: `python bench/forward.py [--events 10000] [--rounds 4] [--concurrency 64]`. Goal: >= 1.5x the handwritten loop and >= 2,000 events/s.
+Run: `python bench/forward.py [--events 10000] [--rounds 4] [--concurrency 64]`.
+Goal: >= 1.5x the handwritten loop and >= 2,000 events/s.
 The destination is a raw asyncio server in a process of its own (it answers 200 with an empty body). The events are
 stored first; `Deliverer.drain` then fans them out, claims, signs, sends and records every attempt, committed with
 synchronous=FULL. The handwritten loop reads the same stored events and POSTs each one, signed with the
