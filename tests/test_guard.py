@@ -1,12 +1,26 @@
 """The SSRF guard: verdicts as a function of the address (no packet sent), `check_url` over a fake resolver, and
 `guarded_client` against real servers on 127.0.0.1 that must see no connection when the guard refuses."""
-import asyncio, socket, threading
+import asyncio, datetime, socket, ssl, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
-import httpx, pytest
+import httpcore, httpx, pytest
 from hypothesis import given, settings, strategies as st
 import webhooks.guard as guard
 from webhooks.guard import UnsafeURL, address_verdict, check_url, guarded_client
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch):
+    "A net under the guard: if it ever let a non-loopback address through, the test fails before a packet is sent."
+    def check(host):
+        a = ip_address(host)  # the guard hands httpcore addresses, never names
+        assert (getattr(a, 'ipv4_mapped', None) or a).is_loopback, f'a test tried to connect to {host}'
+    for cls in (httpcore.AnyIOBackend, httpcore.SyncBackend):
+        real = cls.connect_tcp
+        if cls is httpcore.AnyIOBackend:
+            async def connect(self, host, *a, real=real, **kw): check(host); return await real(self, host, *a, **kw)
+        else:
+            def connect(self, host, *a, real=real, **kw): check(host); return real(self, host, *a, **kw)
+        monkeypatch.setattr(cls, 'connect_tcp', connect)
 
 # ---- verdicts, as a function of the address alone
 TABLE = {
@@ -43,8 +57,11 @@ SPECIAL = [ip_network(n) for nets in guard.ADDRESS_CLASSES.values() for n in net
     ip_network(n) for n in ('::ffff:0:0/96', '64:ff9b::/96', '2002::/16', '2001::/32', '2000::/3')]
 
 def in_net(n): return st.integers(int(n.network_address), int(n.broadcast_address)).map(type(n.network_address))
-v4 = st.one_of(st.integers(0, 2**32-1).map(IPv4Address), st.sampled_from([n for n in SPECIAL if n.version == 4]).flatmap(in_net))
-v6 = st.one_of(st.integers(0, 2**128-1).map(IPv6Address), st.sampled_from([n for n in SPECIAL if n.version == 6]).flatmap(in_net))
+def addresses(version, bits, cls):
+    "Any address of `version`, half of them drawn inside the special ranges so every class is visited."
+    special = st.sampled_from([n for n in SPECIAL if n.version == version]).flatmap(in_net)
+    return st.one_of(st.integers(0, 2**bits-1).map(cls), special)
+v4, v6 = addresses(4, 32, IPv4Address), addresses(6, 128, IPv6Address)
 
 def agrees_with_ipaddress(a, v):
     "The verdict `v` of a plain address `a` against what `ipaddress` says of it."
@@ -81,9 +98,10 @@ def test_ipv6_verdicts_agree_with_ipaddress(a):
 @pytest.fixture
 def answers(monkeypatch):
     "Make `guard.resolve` answer from a dict name -> addresses (or a callable), recording each question."
-    table, asked = {}, []
+    table, asked, real = {}, [], guard.resolve
     def fake(host, port):
         asked.append(host)
+        if host not in table: ip_address(host); return real(host, port)  # address literals only: no DNS query
         a = table[host]
         if isinstance(a, Exception): raise a
         return list(a() if callable(a) else a)
@@ -100,7 +118,8 @@ def test_check_url_refuses_a_public_name_resolving_to_private_addresses(answers)
     assert 'hooks.example.com resolves to 10.0.0.5, a private address' in msg and 'WEBHOOKS_ALLOW_PRIVATE=1' in msg
     assert check_url('https://hooks.example.com/in', allow_private=True) == ['93.184.215.14', '10.0.0.5']
 
-@pytest.mark.parametrize('addr,reason', [('127.0.0.1', 'loopback'), ('::1', 'loopback'), ('::ffff:127.0.0.1', 'loopback'),
+@pytest.mark.parametrize('addr,reason', [
+    ('127.0.0.1', 'loopback'), ('::1', 'loopback'), ('::ffff:127.0.0.1', 'loopback'),
     ('169.254.169.254', 'cloud-metadata'), ('fd00:ec2::254', 'cloud-metadata'), ('100.100.100.200', 'cloud-metadata'),
     ('100.64.3.4', 'carrier-grade-nat'), ('fe80::1%2', 'link-local'), ('64:ff9b::a00:1', 'private')])
 def test_check_url_refuses_each_class_behind_a_name(answers, addr, reason):
@@ -122,7 +141,8 @@ def test_allow_private_lifts_all_but_cloud_metadata(answers, monkeypatch):
     with pytest.raises(UnsafeURL): check_url('http://internal.corp/')
 
 @pytest.mark.parametrize('url,reason', [('ftp://files.example.com/x', 'scheme'), ('file:///etc/passwd', 'scheme'),
-    ('gopher://127.0.0.1:6379/_', 'scheme'), ('http:///path', 'no-host'), ('https://user:pw@hooks.example.com/', 'credentials'),
+    ('gopher://127.0.0.1:6379/_', 'scheme'), ('http:///path', 'no-host'),
+    ('https://user:pw@hooks.example.com/', 'credentials'),
     ('http://[::1', 'invalid-url'), ('http://gone.example.com/', 'unresolvable')])
 def test_check_url_refuses_bad_urls(answers, url, reason):
     answers['hooks.example.com'] = ['93.184.215.14']
@@ -146,9 +166,10 @@ def test_real_resolver_refuses_loopback_spellings(monkeypatch):
 class Recorder(ThreadingHTTPServer):
     "A local HTTP server counting accepted connections and recording (path, Host) of each request."
     daemon_threads = True
-    def __init__(self, answer=204, location=None):
+    def __init__(self, answer=204, location=None, host='127.0.0.1'):
         self.connections, self.requests, self.answer, self.location = 0, [], answer, location
-        super().__init__(('127.0.0.1', 0), Handler)
+        self.address_family = socket.AF_INET6 if ':' in host else socket.AF_INET
+        super().__init__((host, 0), Handler)
     def get_request(self):
         r = super().get_request(); self.connections += 1; return r
 
@@ -162,9 +183,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header('Content-Length', '0'); self.end_headers()
     def log_message(self, *a): pass
 
-@pytest.fixture
-def server():
-    s = Recorder(); t = threading.Thread(target=s.serve_forever, daemon=True); t.start()
+@pytest.fixture(params=['127.0.0.1'])
+def server(request):
+    s = Recorder(host=request.param); t = threading.Thread(target=s.serve_forever, daemon=True); t.start()
     yield s
     s.shutdown(); s.server_close()
 
@@ -179,6 +200,14 @@ def test_loopback_refused_with_allow_off_and_no_connection_made(server, monkeypa
     with pytest.raises(UnsafeURL) as e: post(f'http://{host}:{server.server_port}/hooks')
     assert e.value.reason == 'loopback' and e.value.address.endswith(('127.0.0.1', '127.0.0.2'))
     assert (server.connections, server.requests) == (0, [])
+
+@pytest.mark.parametrize('server', ['::1'], indirect=True)
+@pytest.mark.parametrize('host', ['localhost', '[::1]', '[0:0:0:0:0:0:0:1]'])
+def test_ipv6_loopback_refused_with_allow_off(server, monkeypatch, answers, host):
+    answers['localhost'] = ['::1']
+    with pytest.raises(UnsafeURL) as e: post(f'http://{host}:{server.server_port}/hooks')
+    assert (e.value.reason, e.value.address, server.connections) == ('loopback', '::1', 0)
+    assert post(f'http://{host}:{server.server_port}/hooks', allow_private=True).status_code == 204
 
 def test_allowed_per_call_and_by_environment(server, monkeypatch):
     monkeypatch.delenv('WEBHOOKS_ALLOW_PRIVATE', raising=False)
@@ -218,6 +247,25 @@ def test_falls_back_to_the_next_checked_address(server, answers):
     assert server.requests == [('/hooks', f'two.test:{port}')]
     dead.server_close()
 
+def test_sync_client_has_the_same_guard(server, answers):
+    replies = iter([['93.184.215.14'], ['127.0.0.1']])
+    answers['rebind.test'] = lambda: next(replies)
+    answers['billing.test'] = ['127.0.0.1']
+    url = f'http://rebind.test:{server.server_port}/hooks'
+    assert check_url(url) == ['93.184.215.14']
+    with guarded_client(sync=True, timeout=5) as c:
+        assert isinstance(c, httpx.Client)
+        with pytest.raises(UnsafeURL) as e: c.post(url, json={})
+        assert (e.value.reason, server.connections) == ('loopback', 0)
+    with guarded_client(allow_private=True, sync=True, timeout=5) as c:
+        r = c.post(f'http://billing.test:{server.server_port}/hooks', json={})
+    assert r.status_code == 204 and server.requests == [('/hooks', f'billing.test:{server.server_port}')]
+    server.answer, server.location = 302, 'http://169.254.169.254/'
+    with guarded_client(allow_private=True, sync=True, timeout=5) as c:
+        assert c.post(f'http://127.0.0.1:{server.server_port}/old', json={}).status_code == 302
+        with pytest.raises(UnsafeURL, match='cloud-metadata'):
+            c.post(f'http://127.0.0.1:{server.server_port}/old', json={}, follow_redirects=True)
+
 def test_redirect_answered_not_followed(server, monkeypatch):
     server.answer, server.location = 302, 'http://169.254.169.254/latest/meta-data/iam/'
     r = post(f'http://127.0.0.1:{server.server_port}/hooks', allow_private=True)
@@ -244,9 +292,18 @@ def test_unresolvable_and_slow_names_are_transient_errors(answers):
     finally: release.set()
 
 def test_guarded_client_refuses_what_would_bypass_it():
-    for kw in ({'proxy': 'http://127.0.0.1:3128'}, {'transport': httpx.AsyncHTTPTransport()}, {'follow_redirects': True},
-               {'mounts': {}}):
+    for kw in ({'proxy': 'http://127.0.0.1:3128'}, {'transport': httpx.AsyncHTTPTransport()},
+               {'follow_redirects': True}, {'mounts': {}}):
         with pytest.raises(TypeError, match='bypass'): guarded_client(**kw)
+
+def test_proxies_from_the_environment_are_not_used(server, monkeypatch):
+    "A proxy would choose the address itself: `HTTP_PROXY` must not route around the guard."
+    for var in ('HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY', 'http_proxy', 'all_proxy'):
+        monkeypatch.setenv(var, f'http://127.0.0.1:{server.server_port}')
+    monkeypatch.delenv('NO_PROXY', raising=False); monkeypatch.delenv('no_proxy', raising=False)
+    with pytest.raises(UnsafeURL): post(f'http://127.0.0.2:{server.server_port}/hooks')
+    with pytest.raises(UnsafeURL): post('http://169.254.169.254/latest/meta-data/', allow_private=True)
+    assert (server.connections, server.requests) == (0, [])
 
 def test_client_options_still_apply(server):
     async def go():
@@ -255,3 +312,45 @@ def test_client_options_still_apply(server):
             return [await c.post(f'http://127.0.0.1:{server.server_port}/hooks', content=b'{}') for _ in range(3)]
     assert [r.status_code for r in asyncio.run(go())] == [204] * 3
     assert server.connections == 1  # keep-alive: one checked connection, three requests
+
+# ---- TLS: the socket goes to the checked address, the certificate is verified against the name
+def certificate(name:str):
+    "A CA and a certificate it signed for `name`, as PEM bytes (ca, cert, key)."
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    now, pem = datetime.datetime.now(datetime.timezone.utc), serialization.Encoding.PEM
+    def make(subject, issuer, key, sign_key, ca):
+        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)])).public_key(key.public_key())
+             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+             .not_valid_after(now + datetime.timedelta(hours=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca: b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False)
+        return b.sign(sign_key, hashes.SHA256())
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = make('guard test CA', 'guard test CA', ca_key, ca_key, True)
+    leaf = make(name, 'guard test CA', key, ca_key, False)
+    return (ca.public_bytes(pem), leaf.public_bytes(pem),
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+def test_tls_verifies_the_name_while_connecting_to_the_checked_address(answers, tmp_path):
+    ca, cert, key = certificate('billing.test')
+    (tmp_path/'cert.pem').write_bytes(cert); (tmp_path/'key.pem').write_bytes(key)
+    srv, snis = Recorder(), []
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(tmp_path/'cert.pem', tmp_path/'key.pem')
+    server_ctx.sni_callback = lambda sock, name, ctx: snis.append(name)
+    srv.socket = server_ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        answers['billing.test'] = ['127.0.0.1']
+        trust = ssl.create_default_context(cadata=ca.decode())
+        r = post(f'https://billing.test:{srv.server_port}/hooks', allow_private=True, verify=trust)
+        assert r.status_code == 204
+        assert snis == ['billing.test'] and srv.requests == [('/hooks', f'billing.test:{srv.server_port}')]
+        with pytest.raises(httpx.ConnectError, match='CERTIFICATE_VERIFY_FAILED|match'):  # same server, by address
+            post(f'https://127.0.0.1:{srv.server_port}/hooks', allow_private=True, verify=trust)
+        assert len(srv.requests) == 1
+    finally: srv.shutdown(); srv.server_close()
