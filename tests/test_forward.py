@@ -157,11 +157,11 @@ def test_circuit_breaker_pauses_alerts_and_resumes_after_the_cool_down(store, de
     t = store.open('acme', create=True)
     add(t, dest, 'fail', '/fail', concurrency=1, max_attempts=100)
     events(t, 1)
-    alerts = run_until(store, lambda: t.destination('fail').state == 'paused', backoff=0.01, breaker=3, cool_down=1)
+    alerts = run_until(store, lambda: t.destination('fail').state == 'paused', backoff=0.01, breaker=3, cool_down=3)
     d = t.destination('fail')
     assert d.failures == 3 and 'consecutive' in d.reason and len(dest.got) == 3
     assert [a['kind'] for a in alerts] == ['destination_paused'] and alerts[0]['destination'] == 'fail'
-    run_until(store, lambda: len(dest.got) >= 6, backoff=0.01, breaker=3, cool_down=1)  # cool-down over: again
+    run_until(store, lambda: len(dest.got) >= 6, backoff=0.01, breaker=3, cool_down=3)  # cool-down over: again
     t.close()
 
 def test_fan_out_to_three_destinations_with_different_filters(store, dest):
