@@ -1,7 +1,7 @@
 """Forwarding rate: events/s delivered to a local no-op destination (HTTP/1.1 keep-alive), beside a handwritten
 httpx forwarder loop measured in the same run.
 
-Run: `python bench/forward.py [--events 10000] [--rounds 4] [--concurrency 64]`.
+Run: `python bench/forward.py [--events 10000] [--rounds 4] [--concurrency 64] [--processes 1]`.
 Goal: >= 1.5x the handwritten loop and >= 2,000 events/s.
 The destination is a raw asyncio server in a process of its own (it answers 200 with an empty body). The events are
 stored first; `Deliverer.drain` then fans them out, claims, signs, sends and records every attempt, committed with
@@ -71,7 +71,7 @@ async def handwritten(t, url, secret, n):
             before = evs[-1].seq
     return sent
 
-def run(n, concurrency, port, peer_first=False):
+def run(n, concurrency, port, peer_first=False, procs=1):
     "One round on a fresh store: (ours, the peer's) events/s, the peer measured first or second."
     root = Path(tempfile.mkdtemp(prefix='wh-forward-'))
     try:
@@ -85,14 +85,23 @@ def run(n, concurrency, port, peer_first=False):
             assert sent == n, sent
             return n / (time.perf_counter() - t1)
         theirs = peer() if peer_first else None
-        d = Deliverer(store, batch=concurrency)
-        t0 = time.perf_counter(); started = asyncio.run(_drain(d)); dt = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if procs == 1: started = asyncio.run(_drain(Deliverer(store, batch=concurrency)))
+        else:  # as `webhooks-serve --workers N` runs them: one deliverer a process, sharing the tenant's caps
+            with mp.get_context('fork').Pool(procs) as pool:
+                started = sum(pool.map(_drain_in, [(root, concurrency)] * procs))
+        dt = time.perf_counter() - t0
         counts = t.delivery_counts()['noop']
         assert counts == {'completed': n} and started == n, (counts, started)
         if theirs is None: theirs = peer()
         t.close(); store.close()
         return n / dt, theirs
     finally: shutil.rmtree(root, ignore_errors=True)
+
+def _drain_in(args):
+    "In a process of its own: drain the store at `root` with one `Deliverer`; deliveries started."
+    root, concurrency = args
+    return asyncio.run(_drain(Deliverer(SqliteStore(root), batch=concurrency)))
 
 async def _drain(d):
     try: return await d.drain(['bench'], timeout=600)
@@ -103,6 +112,7 @@ if __name__ == '__main__':
     ap.add_argument('--events', type=int, default=10_000)
     ap.add_argument('--concurrency', type=int, default=64)
     ap.add_argument('--rounds', type=int, default=4)
+    ap.add_argument('--processes', type=int, default=1)
     a = ap.parse_args()
     sock = socket.socket(); sock.bind(('127.0.0.1', 0)); sock.listen(1024)
     p = mp.get_context('fork').Process(target=serve, args=(sock,), daemon=True); p.start()
@@ -112,10 +122,11 @@ if __name__ == '__main__':
         print(f'{"round":>5s} {"webhooks Deliverer":>20s} {"handwritten loop":>18s} {"ratio":>7s}')
         res = []
         for i in range(a.rounds):
-            ours, peer = run(a.events, a.concurrency, sock.getsockname()[1], peer_first=bool(i % 2))
+            ours, peer = run(a.events, a.concurrency, sock.getsockname()[1], bool(i % 2), a.processes)
             res.append((ours, peer)); print(f'{i+1:5d} {ours:20.0f} {peer:18.0f} {ours/peer:6.2f}x', flush=True)
         med = statistics.median
-        print(f'median: webhooks Deliverer (concurrency {a.concurrency}, every attempt recorded) '
+        print(f'median: webhooks Deliverer ({a.processes} process(es), concurrency {a.concurrency}, '
+              'every attempt recorded) '
               f'{med([o for o, _ in res]):.0f} events/s; handwritten sequential httpx loop (nothing recorded) '
               f'{med([q for _, q in res]):.0f} events/s; ratio {med([o/q for o, q in res]):.2f}x')
         print('goal: >= 1.5x the handwritten loop and >= 2,000 events/s')
