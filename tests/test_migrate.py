@@ -1,6 +1,7 @@
 "Databases in use keep working: a tenant file written by an older webhooks (schema v2, v4, v5) opens, migrates in place to today's and loses nothing."
 import apsw, re
-from webhooks.sqlite import ORDER_INDEXES, TOKENS_DDL
+from webhooks.sqlite import FORWARD_DDL, FORWARD_TRIGGER, ORDER_INDEXES, TOKENS_DDL
+import webhooks.forward  # its `Tenant` methods
 from webhooks.store import REJECTION_SCHEMA, SCHEMA, SCHEMA_VERSION, SqliteStore, SqliteTenant, tenant_db, NewEvent, Outcome
 from webhooks.signatures import fingerprint
 
@@ -16,9 +17,15 @@ def v6_schema()->str:
 def v7_schema()->str:
     "Today's schema as version 7 had it: API tokens, but no ordering keys, no `superseded`, the due index over every pending event."
     s = re.sub(r"\n  (order_key TEXT|created REAL|turn REAL|order_by TEXT|on_failure TEXT|skip_stale INTEGER)[^\n]*", '',
-               SCHEMA.replace(ORDER_INDEXES, '')).replace('  headers TEXT, ' + ' '*22 + "-- the request's headers as a JSON", '  headers TEXT  ' + ' '*22 + "-- the request's headers as a JSON").replace(", 'superseded'", '')
+               v8_schema().replace(ORDER_INDEXES, '')).replace('  headers TEXT, ' + ' '*22 + "-- the request's headers as a JSON", '  headers TEXT  ' + ' '*22 + "-- the request's headers as a JSON").replace(", 'superseded'", '')
     s, n = re.subn(r"CREATE INDEX IF NOT EXISTS webhook_events_due ON [^\n]*\n[^\n]*", V6_DUE, s)
     assert n == 1 and 'order_key' not in s and 'superseded' not in s and 'skip_stale' not in s
+    return s
+
+def v8_schema()->str:
+    "Today's schema as version 8 had it: no forwarding tables, no fan-out trigger."
+    s = SCHEMA.replace(FORWARD_DDL, '').replace(FORWARD_TRIGGER, '')
+    assert 'webhook_destinations' not in s and 'webhook_fanout' not in s
     return s
 
 def v5_schema()->str:
@@ -53,7 +60,7 @@ def test_v2_database_migrates_in_place(tmp_path):
     c.execute("INSERT INTO webhook_sources VALUES ('stripe', 'stripe', 'whsec_old_0123', 'fp_1', 300, 0)")
     c.execute('PRAGMA user_version=2'); c.close()
     db = tenant_db('old', tmp_path, create=False)
-    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 8
+    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 9
     assert {'webhook_rejections', 'webhook_retired'} <= set(db.table_names())
     assert db.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
     t = SqliteTenant(db)
@@ -132,7 +139,7 @@ def test_v6_database_gains_api_tokens_and_payload_search(tmp_path):
                  VALUES ('evt_a', 'stripe', 'invoice.paid', '{"data":{"object":{"customer":"cus_9"}}}', 'stripe:evt_a', 1767225600)""")
     c.execute('PRAGMA user_version=6'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 8
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 9
     assert t.tokens() == []
     tok = t.add_token('laptop', read_only=True)
     assert t.check_token(tok).read_only is True
@@ -151,7 +158,7 @@ def test_v7_database_gains_ordering_keys_in_place(tmp_path):
                   [('evt_done', 'stripe:evt_done', 'completed'), ('evt_queued', 'stripe:evt_queued', 'pending')])
     c.execute('PRAGMA user_version=7'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 8
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 9
     cols = lambda tt, table: [r[1:] for r in tt.c.execute(f'PRAGMA table_info({table})')]
     for table in ('webhook_events', 'webhook_sources', 'webhook_keys'): assert cols(t, table) == cols(fresh, table), table
     idx = lambda tt: sorted(tt.c.execute("SELECT name, sql FROM sqlite_schema WHERE type='index' AND sql IS NOT NULL"))
@@ -168,4 +175,24 @@ def test_v7_database_gains_ordering_keys_in_place(tmp_path):
     t.set_status('superseded', id='evt_done')  # the widened CHECK admits it
     try: t.c.execute("UPDATE webhook_events SET status='bogus'"); raise AssertionError('CHECK no longer holds')
     except apsw.ConstraintError: pass
+    assert t.c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
+
+def test_v8_database_gains_forwarding(tmp_path):
+    "v8 → v9: forwarding's tables and the fan-out trigger; events and sources untouched, events stored later fanned out."
+    fresh = SqliteStore(tmp_path/'fresh').open('x', create=True)
+    c = apsw.Connection(str(tmp_path/'acme.db'))
+    c.execute(v8_schema())
+    c.execute("""INSERT INTO webhook_events (id, source, event_type, payload, idempotency_key, received_at)
+                 VALUES ('evt_v6', 'stripe', 'invoice.paid', '{"id":"evt_v6"}', 'stripe:evt_v6', 1767225600)""")
+    c.execute('PRAGMA user_version=8'); c.close()
+    t = SqliteStore(tmp_path).open('acme')
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 9
+    objects = lambda tt: tt.c.execute("""SELECT type, name, sql FROM sqlite_schema WHERE name LIKE '%destination%'
+        OR name LIKE '%deliver%' OR name LIKE '%fanout%' ORDER BY name""").fetchall()
+    assert objects(t) == objects(fresh) and len(objects(t)) == 10
+    t.add_destination('billing', 'http://127.0.0.1:9/hooks', allow_private=True)
+    t.log([NewEvent('evt_v7', 'stripe', 'invoice.paid', '{"id":"evt_v7"}', None, 'stripe:evt_v7')])
+    assert t.fan_out() == 1  # the event stored before the migration had no destination to go to
+    assert [t.events(seqs=[d.event_seq])[0].id for d in t.deliveries()] == ['evt_v7']
+    assert t.events(id='evt_v6')[0].payload == '{"id":"evt_v6"}'
     assert t.c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'

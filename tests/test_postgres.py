@@ -312,10 +312,10 @@ def v1_layout(tenant:str)->str:
     "Tenant `tenant`'s schema as layout 1 made it (no rejections, no retired secrets, no `last_matched`), marked version 1."
     import json, re
     from psycopg import sql
-    from webhooks.postgres import PG_API_SCHEMA, PG_REJECTION_SCHEMA, PG_SCHEMA, pg_ddl
+    from webhooks.postgres import PG_API_SCHEMA, PG_FORWARD_SCHEMA, PG_REJECTION_SCHEMA, PG_SCHEMA, pg_ddl
     from webhooks.sqlite import ORDER_INDEXES
     from webhooks.store import STATUSES
-    ddl = PG_SCHEMA.replace(PG_API_SCHEMA, '')
+    ddl = PG_SCHEMA.replace(PG_FORWARD_SCHEMA, '').replace(PG_API_SCHEMA, '')
     ddl = re.sub(r'\n  last_matched double precision,[^\n]*', '', ddl.replace(PG_REJECTION_SCHEMA, ''))
     ddl = re.sub(r'\n  (verify_token|url) text,[^\n]*', '', ddl)
     ddl = re.sub(r'\n  (paused boolean|rate_limit double|handler_rate double)[^\n]*', '', ddl)
@@ -365,7 +365,7 @@ def test_an_old_layout_schema_migrates_in_place_and_keeps_its_rows(pg_url):
         t = opened[0]
         fresh = stores[0].open('fresh', create=True)
         assert layout(pg_url, 'wh_acme') == layout(pg_url, 'wh_fresh'), 'a migrated schema is the one a new tenant gets'
-        assert f'"schema_version": {PG_SCHEMA_VERSION}' in layout(pg_url, 'wh_acme')[2] and PG_SCHEMA_VERSION == 6
+        assert f'"schema_version": {PG_SCHEMA_VERSION}' in layout(pg_url, 'wh_acme')[2] and PG_SCHEMA_VERSION == 7
         (e,) = t.events()
         assert (e.id, e.payload, e.status, e.received_at) == ('evt_old', '{"id":"evt_old"}', 'failed', 1767225600)
         assert t.source('stripe') == ('stripe', ('whsec_old_0123456789abcdef',), 300, None, (), None, None, False, None, None, None)
@@ -381,6 +381,9 @@ def test_an_old_layout_schema_migrates_in_place_and_keeps_its_rows(pg_url):
         assert t.replay('evt_old') == [e.seq]
         assert [x.id for x in t.events(search='id=evt_old')] == ['evt_old']  # layout 5's payload_json
         assert t.check_token(t.add_token('laptop')).name == 'laptop'  # and its tokens table
+        t.add_destination('billing', 'http://127.0.0.1:9/hooks', allow_private=True)  # the tables layout 7 added
+        t.log([NewEvent('evt_new', 'stripe', 'invoice.paid', '{}', None, 'stripe:evt_new')])
+        assert t.fan_out() == 1 and t.deliveries()[0].destination == 'billing'
         del fresh
         async def receive():  # globex is first opened by a receiver: migrated there
             s = PgStore(pg_url)

@@ -21,6 +21,7 @@ from .routes import MAX_BODY, READ_TIMEOUT
 from .ops import AccessLog
 from .worker import Alerts, Worker, handlers as default_handlers, Handlers
 from .send import parse_since, sample_event, send
+from .forward import Deliverer, UnsafeURL, copy_forwarding
 from .server import HEADER_TIMEOUT, SharedStderr, listen, run_async, run_server, serve_app, setup_logging
 from .server import (STARTUP_FAILED, H11Clock, HeaderClock, HttpToolsClock, JsonLog, WakePipe,  # their old home
                              exit_reason, freeze_heap, supervise, timed_protocol)
@@ -29,7 +30,8 @@ from .server import (STARTUP_FAILED, H11Clock, HeaderClock, HttpToolsClock, Json
 __all__ = ['FLAGS', 'CANT_OPEN', 'CONFIRM_OVER', 'flag_words', 'fail', 'cli_errors', 'open_store', 'open_tenant', 'load_handlers',
            'describe', 'ensure_demo', 'demo_notice', 'key_notice', 'check_master_key', 'banner', 'webhooks_serve',
            'webhooks_source', 'webhooks_token', 'webhooks_send', 'show_body', 'event_json', 'webhooks_events',
-           'webhooks_worker', 'confirm', 'webhooks_replay', 'webhooks_prune', 'webhooks_copy']
+           'webhooks_worker', 'confirm', 'webhooks_replay', 'webhooks_prune', 'show_destination',
+           'webhooks_destination', 'webhooks_copy']
 
 # %% ../nbs/13_cli.ipynb #2abe953a
 FLAGS = {'max_body': '--max-body', 'older_than_days': '--days', 'failed=True': '--failed', 'source=': '--source',
@@ -543,16 +545,19 @@ def webhooks_worker(root:str='data',       # folder of tenant databases (SQLite)
     if concurrency < 1 or max_attempts < 1: fail(cmd, '--concurrency and --max-attempts must be at least 1')
     store = open_store(cmd, root, db)
     w = Worker(store, h, concurrency=concurrency, max_attempts=max_attempts)
+    dlv = Deliverer(store)
     where = f'tenants in {Path(root).resolve()}' if isinstance(store, SqliteStore) else 'tenants in PostgreSQL'
     async def main():
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT): loop.add_signal_handler(sig, done.set)
         w.start()
+        dlv.start()  # deliveries to destinations, beside the handlers
         print(f'webhooks-worker: processing {where} (concurrency {concurrency}; handlers for {describe(h)})',
               flush=True)
         await done.wait()
         await w.stop()
+        await dlv.stop()
     asyncio.run(main())
 
 # %% ../nbs/13_cli.ipynb #be051250
@@ -642,6 +647,73 @@ def webhooks_prune(tenant:str=None,           # tenant name (default: every tena
         print(f"{name}: {r['emptied']} bodies dropped, {r['deleted']} rows deleted, "
               f"{r.get('rejections', 0)} refused deliveries dropped")
 
+# %% ../nbs/13_cli.ipynb #af1cd659
+def show_destination(tenant:str, d, counts:dict|None=None)->str:
+    "One line about destination `d`: where, what, how fast, its state, its secret's fingerprint (and delivery counts)."
+    parts = [f'{tenant}/{d.name}', d.url, d.state + (f' ({d.reason})' if d.reason else '')]
+    parts += [f'{k}={v}' for k, v in (('source', d.source), ('type', d.type), ('where', d.where)) if v]
+    parts += [f'rate={d.rate:g}/s' if d.rate else 'rate=unlimited', f'concurrency={d.concurrency}',
+              f'timeout={d.timeout:g}s', f'max-attempts={d.max_attempts}']
+    parts += [f for f, on in (('pass-headers', d.pass_headers), ('allow-private', d.allow_private)) if on]
+    parts += [f'secret={d.fingerprint}'] + [f'{k}={v}' for k, v in sorted((counts or {}).items())]
+    return '  '.join(parts)
+
+# %% ../nbs/13_cli.ipynb #94158007
+def _destination_action(t, name:str, action:str|None, settings:dict):
+    "Apply one `webhooks-destination` action to destination `name`: (destination, new secret or None)."
+    if action == 'rotate': return t.rotate_destination(name)
+    if action == 'remove': return t.remove_destination(name), None
+    if name not in {d.name for d in t.destinations()}:
+        if settings.get('url') is None: raise ValueError(f'there is no destination {name!r} yet: give its --url')
+        d, secret = t.add_destination(name, **settings)
+        return (t.set_destination(name, 'pause') if action == 'pause' else d), secret
+    flags = {k: v for k, v in settings.items() if v is not None and not (k in ('pass_headers', 'allow_private')
+                                                                        and not v)}
+    return t.set_destination(name, action, **flags), None
+
+# %% ../nbs/13_cli.ipynb #0adc0d29
+@call_parse(pos=['name'])
+def webhooks_destination(tenant:str,            # tenant name
+                         name:str=None,         # destination name
+                         url:str=None,          # where its deliveries are POSTed (http or https)
+                         source:str=None,       # only this source's events
+                         type:str=None,         # only these types: exact, a prefix, or a wildcard ('invoice.*')
+                         where:str=None,        # payload filter: dotted.path=value (several joined with &)
+                         rate:float=None,       # most deliveries a second (0: no cap)
+                         concurrency:int=None,  # most deliveries in flight at once (default 4)
+                         timeout:float=None,    # seconds an attempt may take (default 10)
+                         max_attempts:int=None, # attempts before a delivery is dead-lettered (default 8)
+                         pass_headers:bool=False, # send the provider's headers along too
+                         allow_private:bool=False, # allow loopback and private addresses (an internal service)
+                         root:str='data',       # folder of tenant databases (SQLite)
+                         db:str=None,           # PostgreSQL URL instead of --root (default: WEBHOOKS_DB)
+                         list:bool=False,       # list the tenant's destinations, with their deliveries by status
+                         pause:bool=False,      # hold its deliveries (they wait) until --resume
+                         resume:bool=False,     # send its deliveries again (after a pause, a 410 or the breaker)
+                         remove:bool=False,     # remove it, with its deliveries
+                         rotate:bool=False,     # give it a new signing secret (printed once)
+                        ):
+    "Add a destination that a tenant's events are forwarded to, change it, pause, resume, rotate, remove, or `--list`."
+    cmd = 'webhooks-destination'
+    acts = [a for a, on in (('pause', pause), ('resume', resume), ('remove', remove), ('rotate', rotate)) if on]
+    if len(acts) > 1: fail(cmd, f'give one of --{", --".join(acts)}, not several')
+    if not list and not name: fail(cmd, 'give a destination NAME, or --list')
+    store = open_store(cmd, root, db, create=url is not None)
+    t = open_tenant(store, tenant, cmd, create=url is not None)
+    settings = dict(url=url, source=source, type=type, where=where, rate=rate, concurrency=concurrency, timeout=timeout,
+                    max_attempts=max_attempts, pass_headers=pass_headers, allow_private=allow_private)
+    with cli_errors(cmd):
+        try:
+            if list:
+                counts = t.delivery_counts()
+                return [print(show_destination(tenant, d, counts.get(d.name))) for d in t.destinations()] and None
+            d, secret = _destination_action(t, name, acts[0] if acts else None,
+                                            {k: v for k, v in settings.items() if v is not None})
+        except UnsafeURL as e: fail(cmd, f'--url: {e}')
+    if remove: return print(f'{tenant}/{name} removed, with its deliveries')
+    print(show_destination(tenant, d))
+    if secret: print(f'signing secret (shown once; the receiving service verifies with it): {secret}')
+
 # %% ../nbs/13_cli.ipynb #aebf756d
 def _copy_args(cmd:str, argv:list[str]|None)->argparse.Namespace:
     "`webhooks-copy`'s flags (`--from` is not a Python parameter name, so not `call_parse`)."
@@ -672,7 +744,9 @@ def webhooks_copy(argv:list[str]|None=None, # command-line arguments (default: s
         s, d = open_tenant(src, name, cmd), open_tenant(dst, name, cmd, create=True)
         with cli_errors(cmd, f'tenant {name!r}'), tqdm(desc=name, unit='event', file=sys.stderr, leave=False) as bar:
             n = copy_tenant(s, d, a.page, lambda t: bar.update(t['events'] + t['skipped'] - bar.n))
+            f = copy_forwarding(s, d, a.page)  # destinations and deliveries, once the events are there
         s.close(); d.close()
         print(f"{name}: {n['sources']} source secret(s), {n['events']} event(s), {n['attempts']} attempt(s) copied"
               f"; {n['skipped']} already there", flush=True)
+        if any(f.values()): print(f"{name}: {f['destinations']} destination(s), {f['deliveries']} deliveries copied")
     for st in (src, dst): st.close()

@@ -25,6 +25,7 @@ from .process import BODY_SECRETS, redact, redact_body
 from .store import REPLAYABLE, STATUSES, Store, TenantError, signing_key
 from .worker import Alerts
 from .send import parse_since, sample_event, send
+from .forward import UnsafeURL
 
 # %% auto #0
 __all__ = ['SESSION_AGE', 'NAV', 'rt', 'URL_SECRETS', 'SECURITY_HEADERS', 'MAX_FORM', 'CSS', 'SERIES', 'PAGE_SIZE', 'MASKED',
@@ -33,11 +34,13 @@ __all__ = ['SESSION_AGE', 'NAV', 'rt', 'URL_SECRETS', 'SECURITY_HEADERS', 'MAX_F
            'stylesheet', 'NotFound', 'not_found', 'install_dashboard', 'LoginPage', 'login_form', 'login', 'logout',
            'logout_all', 'Number', 'HourlyChart', 'Legend', 'AlertList', 'HeldKeys', 'TenantCard', 'overview', 'Query',
            'EventRow', 'EventsTable', 'Field', 'Choice', 'EventFilters', 'EventsView', 'events_page', 'hexdump',
-           'BodyView', 'HeadersTable', 'AttemptsTimeline', 'EventView', 'one_event', 'event_page', 'event_detail',
-           'replay_event', 'Job', 'describe', 'final_count', 'replay_confirm', 'replay_all', 'replay_progress',
-           'ReasonCounts', 'RejectionRow', 'RejectionsTable', 'rejected_page', 'SecretsTable', 'SourceSettings',
-           'FlowControls', 'OrderControls', 'SourceCard', 'NewSource', 'sources_page', 'sources_view', 'add_secret',
-           'retire_secret', 'send_test', 'form_rate', 'set_flow', 'set_order']
+           'BodyView', 'HeadersTable', 'AttemptsTimeline', 'EventView', 'one_event', 'DeliveriesView',
+           'event_deliveries', 'event_page', 'event_detail', 'replay_event', 'Job', 'describe', 'final_count',
+           'replay_confirm', 'replay_all', 'replay_progress', 'ReasonCounts', 'RejectionRow', 'RejectionsTable',
+           'rejected_page', 'SecretsTable', 'SourceSettings', 'FlowControls', 'OrderControls', 'SourceCard',
+           'NewSource', 'sources_page', 'sources_view', 'add_secret', 'retire_secret', 'send_test', 'form_rate',
+           'set_flow', 'set_order', 'DestinationCard', 'NewDestination', 'TenantPicker', 'destinations_page',
+           'destinations_view', 'destination_form', 'SecretOnce', 'destination_action', 'deliver_again']
 
 # %% ../nbs/14_dashboard.ipynb #49e5d89c
 def same(given, expected:str)->bool:
@@ -743,6 +746,36 @@ def one_event(t,        # a `TenantStore`
     if got is None: raise NotFound(f'tenant {t.name!r} has no event {seq}')
     return got
 
+# %% ../nbs/14_dashboard.ipynb #c5225752
+def DeliveriesView(prefix:str,     # the dashboard's URL prefix
+                   tenant:str,     # tenant name
+                   seq:int,        # the event
+                   dests:list,     # the tenant's `Destination`s
+                   dels:list,      # the event's `Delivery`s
+                   atts:list,      # their `DeliveryAttempt`s, oldest first
+                   csrf:str,       # the session's CSRF token
+                  ):
+    "An event's deliveries, one row per destination, each with a Deliver again button."
+    if not dests: return ()
+    by, last = {x.destination: x for x in dels}, {a.delivery_seq: a for a in atts}
+    def row(dst):
+        x = by.get(dst.name)
+        a = last.get(x.seq) if x else None
+        again = PostButton('Deliver again', f'{prefix}/events/{tenant}/{seq}/deliver', csrf, cls='quiet',
+                           destination=dst.name)
+        if x is None: return Tr(Td(dst.name), Td(Small('not forwarded (filters)', cls='muted')), Td(), Td(), Td(),
+                                Td(again))
+        answer = f'{a.status_code}' if a and a.status_code else '-'
+        return Tr(Td(dst.name), Td(StatusBadge(x.status)), Td(str(x.attempts)), Td(answer),
+                  Td(x.error or '', cls='err'), Td(again if x.status in ('completed', 'failed') else ''))
+    head = Thead(Tr(Th('destination'), Th('delivery'), Th('attempts'), Th('last answer'), Th('error'), Th('')))
+    return H2('Deliveries'), Table(head, Tbody(*map(row, dests)), cls='timeline')
+
+def event_deliveries(t, prefix:str, tenant:str, seq:int, csrf:str):
+    "`DeliveriesView` of event `seq`, read from tenant `t`."
+    dels = t.deliveries(event_seq=seq, limit=1000)
+    return DeliveriesView(prefix, tenant, seq, t.destinations(), dels, t.delivery_attempts([x.seq for x in dels]), csrf)
+
 # %% ../nbs/14_dashboard.ipynb #cefe67a5
 def event_page(d:Dashboard,      # the dashboard
                auth:dict,        # the session
@@ -753,9 +786,9 @@ def event_page(d:Dashboard,      # the dashboard
               ):
     "The event page as a response, with `note` on top."
     with d.tenant(tenant) as t:
-        e, atts = one_event(t, seq)
+        e, atts = one_event(t, seq); fwd = event_deliveries(t, d.prefix, tenant, seq, auth['csrf'])
         wait = t.waiting(seq) if e.status == 'pending' else None
-    return FtResponse(Page(f'Event {e.id}', *EventView(d.prefix, tenant, e, atts, auth['csrf'], note, wait),
+    return FtResponse(Page(f'Event {e.id}', *EventView(d.prefix, tenant, e, atts, auth['csrf'], note, wait), *fwd,
                            prefix=d.prefix, csrf=auth['csrf'], tenant=tenant), status)
 
 @rt.get('/events/{tenant}/{seq}')
@@ -1152,3 +1185,126 @@ def set_order(req:Request, auth, tenant:str,
         return sources_page(d, req, auth, tenant, P(f'Not changed: {e.args[0]}', cls='msg error'), 404)
     except ValueError as e: return sources_page(d, req, auth, tenant, P(f'Not changed: {e}', cls='msg error'), 400)
     return RedirectResponse(link(d.prefix, 'sources', tenant=tenant, done='ordered'), 303)
+
+# %% ../nbs/14_dashboard.ipynb #2d95bb1a
+NAV += (('destinations', 'Destinations'),)
+
+def DestinationCard(prefix:str,   # the dashboard's URL prefix
+                    tenant:str,   # tenant name
+                    d,            # the `forward.Destination`
+                    counts:dict,  # its deliveries by status
+                    csrf:str,     # the session's CSRF token
+                   ):
+    "A destination: where, what, how fast, its state (and why), its deliveries by status, and its buttons."
+    act = lambda label, what, cls=None: PostButton(label, f'{prefix}/destinations/{tenant}/{what}', csrf, cls=cls,
+                                                   name=d.name)
+    picks = [f'{k} {v}' for k, v in (('source', d.source), ('type', d.type), ('where', d.where)) if v]
+    caps = [f'{d.rate:g}/s' if d.rate else 'no rate cap', f'{d.concurrency} at once', f'timeout {d.timeout:g} s',
+            f'{d.max_attempts} attempts'] + [f for f, on in (('pass headers', d.pass_headers),
+                                                              ('private addresses allowed', d.allow_private)) if on]
+    state = [StatusBadge(d.state)] + ([' ', Small(d.reason, cls='muted')] if d.reason else [])
+    toggle = act('Resume', 'resume') if d.state != 'active' else act('Pause', 'pause', 'quiet')
+    return Section(H2(d.name), P(Code(d.url), ' · ', ', '.join(picks) or 'every event', cls='about'),
+                   P(*state, ' · ', ', '.join(caps), ' · secret ', Code(d.fingerprint), cls='about'),
+                   P(*[Span(f'{s} {n}', cls=f'st st-{s}') for s, n in sorted(counts.items())] or ['no delivery yet']),
+                   Div(toggle, act('Rotate secret', 'rotate', 'quiet'), act('Remove', 'remove', 'danger'), cls='flow'),
+                   cls='card', id=f'destination-{d.name}')
+
+# %% ../nbs/14_dashboard.ipynb #83d0b351
+def NewDestination(prefix:str,  # the dashboard's URL prefix
+                   tenant:str,  # tenant name
+                   csrf:str,    # the session's CSRF token
+                  ):
+    "The form that adds a destination to `tenant`."
+    num = lambda label, name, ph: Field(label, name, type='number', min='0', step='any', placeholder=ph)
+    form = Form(CsrfField(csrf), Field('name', 'name', required=True, pattern='[A-Za-z0-9_-]{1,64}'),
+                Field('URL', 'url', type='url', required=True, maxlength='2048', placeholder='https://…'),
+                Field('only source', 'source'), Field('only type', 'type', placeholder='invoice.*'),
+                Field('payload filter', 'where', placeholder='data.livemode=true'),
+                num('rate (deliveries/s)', 'rate', 'none'), num('concurrency', 'concurrency', '4'),
+                num('timeout (s)', 'timeout', '10'), num('max attempts', 'max_attempts', '8'),
+                Label(Input(type='checkbox', name='pass_headers', value='1'), "pass the provider's headers"),
+                Label(Input(type='checkbox', name='allow_private', value='1'), 'allow private addresses'),
+                Button('Add destination'),
+                method='post', action=f'{prefix}/destinations/{tenant}/add', cls='filters')
+    return Section(H2('New destination'), form, cls='card')
+
+# %% ../nbs/14_dashboard.ipynb #445e5693
+def TenantPicker(prefix:str,   # the dashboard's URL prefix
+                 path:str,     # the page, e.g. 'destinations'
+                 tenants:list, # every tenant's name
+                 name:str,     # the one on screen
+                ):
+    "A select that shows page `path` of another tenant."
+    opts = [Option(x, value=x, selected=x == name) for x in tenants]
+    return Form(Label('tenant', Select(*opts, name='tenant')), Button('Show', cls='quiet'),
+                method='get', action=f'{prefix}/{path}', cls='filters')
+
+def destinations_page(d:Dashboard, auth:dict, # the dashboard, and the session
+                      name:str|None,           # tenant name (None: the first)
+                      *notes,                  # messages to show on top
+                      status:int=200,          # HTTP status
+                     ):
+    "The destinations page of tenant `name` as a response, with `notes` on top."
+    name = d.pick(name)
+    page = lambda *content: FtResponse(Page('Destinations', *content, prefix=d.prefix, csrf=auth['csrf'],
+                                            tenant=name), status)
+    if not name: return page(P('No tenant yet.', cls='muted'))
+    with d.tenant(name) as t: dests, counts = t.destinations(), t.delivery_counts()
+    cards = [DestinationCard(d.prefix, name, x, counts.get(x.name, {}), auth['csrf']) for x in dests]
+    return page(TenantPicker(d.prefix, 'destinations', d.store.tenants(), name), *notes, *cards,
+                NewDestination(d.prefix, name, auth['csrf']))
+
+@rt.get('/destinations')
+def destinations_view(req:Request, auth):
+    "One tenant's destinations."
+    return destinations_page(dash(req), auth, req.query_params.get('tenant'))
+
+# %% ../nbs/14_dashboard.ipynb #24468b47
+def destination_form(data:dict)->dict:
+    "A destination's settings from the add form: empty fields left out, numbers read, checkboxes as booleans."
+    num = lambda k, kind: kind(data[k]) if str(data.get(k) or '').strip() else None
+    s = dict(url=data.get('url', ''), source=data.get('source') or None, type=data.get('type') or None,
+             where=data.get('where') or None, rate=num('rate', float), concurrency=num('concurrency', int),
+             timeout=num('timeout', float), max_attempts=num('max_attempts', int),
+             pass_headers=bool(data.get('pass_headers')), allow_private=bool(data.get('allow_private')))
+    return {k: v for k, v in s.items() if v is not None}
+
+def SecretOnce(what:str, name:str, secret:str):
+    "The note that shows a destination's new signing secret, this once."
+    return Div(P(f'Destination {name} {what}. Its signing secret, shown this once (the receiving service verifies ',
+                 'with it, as Standard Webhooks):'), Pre(secret), cls='msg')
+
+# %% ../nbs/14_dashboard.ipynb #a41841da
+@rt.post('/destinations/{tenant}/{action}')
+def destination_action(req:Request, auth, tenant:str, action:str,
+                       data:dict,  # the form: name, and for `add` its settings
+                      ):
+    "Add, pause, resume, rotate or remove a destination; the page, with what happened on top."
+    d, name = dash(req), data.get('name', '')
+    try:
+        with d.tenant(tenant) as t:
+            if action == 'add': note = SecretOnce('added', name, t.add_destination(name, **destination_form(data))[1])
+            elif action == 'rotate': note = SecretOnce('has a new secret', name, t.rotate_destination(name)[1])
+            elif action == 'remove': t.remove_destination(name); note = P(f'Destination {name} removed.', cls='msg')
+            elif action in ('pause', 'resume'):
+                t.set_destination(name, action); note = P(f'Destination {name}: {action}d.', cls='msg')
+            else: raise NotFound(f'no destination action {action!r}')
+    except KeyError as e:
+        return destinations_page(d, auth, tenant, P(f'Not done: {e.args[0]}', cls='msg error'), status=404)
+    except (ValueError, TypeError, UnsafeURL) as e:
+        return destinations_page(d, auth, tenant, P(f'Not done: {e}', cls='msg error'), status=400)
+    return destinations_page(d, auth, tenant, note)
+
+# %% ../nbs/14_dashboard.ipynb #d823a6bb
+@rt.post('/events/{tenant}/{seq}/deliver')
+def deliver_again(req:Request, auth, tenant:str, seq:int,
+                  data:dict,  # the form: destination
+                 ):
+    "Queue event `seq` for one destination afresh and go back to the event."
+    d, dest = dash(req), data.get('destination', '')
+    try:
+        with d.tenant(tenant) as t: queued = t.deliver_again(seq, dest)
+    except KeyError as e: return event_page(d, auth, tenant, seq, P(f'Not queued: {e.args[0]}', cls='msg error'), 404)
+    note = f'Queued for {dest}: the worker sends it shortly.' if queued else f'Already queued for {dest}.'
+    return event_page(d, auth, tenant, seq, P(note, cls='msg'))

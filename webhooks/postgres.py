@@ -19,16 +19,16 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from .records import (IDEMPOTENCY_WINDOW, REJECTION_CAP, RETIRED_KEPT, STATUSES, Claim, NewEvent, Rejection,
                               SourceKeys, StoredEvent, StoreFull, StoreUnavailable, TenantError, check_name, error_text)
 from .keys import KeyHolder
-from .sqlite import ATTEMPTS_DDL, EVENTS_DDL, EVENTS_INDEXES, ORDER_INDEXES, REJECTION_SCHEMA, SOURCES_DDL
+from .sqlite import ATTEMPTS_DDL, EVENTS_DDL, EVENTS_INDEXES, FORWARD_DDL, ORDER_INDEXES, REJECTION_SCHEMA, SOURCES_DDL
 from .engine import (INVALID, SOURCE_COLS, AdminSessions, GroupCommit, Receiving, Settled, Tenant, body_value,
                              log_steps, matched, source_keys, statements)
 
 # %% auto #0
-__all__ = ['PREFIX', 'PG_SCHEMA_VERSION', 'PG_API_SCHEMA', 'PG_REJECTION_SCHEMA', 'PG_SCHEMA', 'PG_MIGRATIONS', 'PG', 'CHANNEL',
-           'SOURCES_CHANNEL', 'SETTINGS_SCHEMA', 'SESSIONS_TABLE', 'PG_INVALID', 'schema_name', 'schema_mark',
-           'read_mark', 'pg_ddl', 'schema_sql', 'migration_sql', 'stored_body', 'pg_statements', 'pg_where', 'pg_rows',
-           'glob_regex', 'safe_url', 'PgStore', 'schema_steps', 'encrypt_steps', 'PgTenant', 'rejection_arrays',
-           'PgInbox']
+__all__ = ['PREFIX', 'PG_SCHEMA_VERSION', 'PG_API_SCHEMA', 'PG_REJECTION_SCHEMA', 'PG_SCHEMA', 'PG_FORWARD_SCHEMA',
+           'PG_MIGRATIONS', 'PG', 'CHANNEL', 'SOURCES_CHANNEL', 'SETTINGS_SCHEMA', 'SESSIONS_TABLE', 'PG_INVALID',
+           'schema_name', 'schema_mark', 'read_mark', 'pg_ddl', 'schema_sql', 'migration_sql', 'stored_body',
+           'pg_statements', 'pg_where', 'pg_rows', 'glob_regex', 'safe_url', 'PgStore', 'schema_steps', 'encrypt_steps',
+           'PgTenant', 'rejection_arrays', 'PgInbox']
 
 # %% ../nbs/05_postgres.ipynb #0c19362e
 PREFIX = 'wh_'  # every tenant schema's name starts with it
@@ -42,7 +42,7 @@ def schema_name(tenant:str,  # tenant name: ASCII letters, digits, '-', '_'; 1-6
     return f'{PREFIX}{tenant[:43]}~{hashlib.sha256(tenant.encode()).hexdigest()[:16]}'
 
 # %% ../nbs/05_postgres.ipynb #4d353c94
-PG_SCHEMA_VERSION = 6  # version of this PostgreSQL layout (the tables and columns of the SQLite store's schema 8)
+PG_SCHEMA_VERSION = 7  # version of this PostgreSQL layout (the tables and columns of the SQLite store's schema 9)
 
 def schema_mark(tenant:str,  # tenant name
                )->str:
@@ -93,6 +93,20 @@ PG_SCHEMA = ('CREATE SCHEMA {s};'
              + pg_ddl('\n'.join([EVENTS_DDL, EVENTS_INDEXES, ORDER_INDEXES, ATTEMPTS_DDL, SOURCES_DDL]))
              + '\n' + PG_REJECTION_SCHEMA + PG_API_SCHEMA + '\nCOMMENT ON SCHEMA {s} IS {mark};')
 
+# %% ../nbs/05_postgres.ipynb #bc3aca2c
+PG_FORWARD_SCHEMA = pg_ddl(FORWARD_DDL) + """
+CREATE FUNCTION {s}.webhook_fanout_new() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM {s}.webhook_destinations WHERE state <> 'disabled') THEN
+    INSERT INTO {s}.webhook_fanout (event_seq) VALUES (NEW.seq);
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER webhook_fanout_new AFTER INSERT ON {s}.webhook_events
+  FOR EACH ROW EXECUTE FUNCTION {s}.webhook_fanout_new();"""
+_MARK = '\nCOMMENT ON SCHEMA {s} IS {mark};'
+PG_SCHEMA = PG_SCHEMA.removesuffix(_MARK) + PG_FORWARD_SCHEMA + _MARK
+
 # %% ../nbs/05_postgres.ipynb #aa92aefb
 def schema_sql(tenant:str,  # tenant name
               )->sql.Composed:
@@ -126,6 +140,9 @@ DROP INDEX IF EXISTS {s}.webhook_events_due;
 CREATE INDEX webhook_events_due ON {s}.webhook_events(next_attempt_at, seq)
   WHERE status = 'pending' AND order_key IS NULL;
 ''' + pg_ddl(ORDER_INDEXES)
+
+# %% ../nbs/05_postgres.ipynb #0b7c53f5
+PG_MIGRATIONS[6] = PG_FORWARD_SCHEMA  # forwarding's tables (`webhooks.forward`)
 
 # %% ../nbs/05_postgres.ipynb #8c3ec49d
 def stored_body(b:bytes|None,  # a `payload` as PostgreSQL returns it

@@ -20,6 +20,7 @@ from .ops import install_ops
 from .dashboard import install_dashboard
 from .api import install_api
 from .worker import Alerts, Handlers, install_worker
+from .forward import install_forwarding
 
 # %% auto #0
 __all__ = ['HEADER_TIMEOUT', 'STARTUP_FAILED', 'serve_app', 'freeze_heap', 'run_async', 'listen', 'JsonLog', 'setup_logging',
@@ -47,6 +48,7 @@ def serve_app(root:str|Path|Store='data',  # folder of tenant databases, Postgre
     install_api(app, rcv.store, admin_token)  # /api/v1: the admin token, and tokens scoped to a tenant
     install_webhooks(app, rcv)  # installed last, its routes come first: every delivery is matched against them
     if worker: install_worker(app, receiver=rcv, handlers=handlers, alerts=alerts)
+    if worker: install_forwarding(app, receiver=rcv, alerts=alerts)  # deliveries to destinations, beside it
     on_lifespan(app, start=freeze_heap)
     return app
 

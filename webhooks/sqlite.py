@@ -20,12 +20,13 @@ from .engine import (INVALID, SOURCE_COLS, AdminSessions, GroupCommit, Receiving
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'EVENTS_DDL', 'EVENTS_INDEXES', 'ORDER_INDEXES', 'ATTEMPTS_DDL', 'SOURCES_DDL', 'REJECTION_SCHEMA',
-           'SCHEMA', 'MIGRATIONS', 'TOKENS_DDL', 'NO_CAP', 'SQLITE', 'SQLITE_SQL', 'MATCH_EVERY', 'SQLITE_INVALID',
-           'SESSIONS_DDL', 'tenant_path', 'WriteLock', 'write_lock', 'write_txn', 'secret_txn', 'encrypt_plaintext',
-           'migrate', 'tenant_db', 'limit_size', 'tenants', 'SqliteTenant', 'json_path', 'SqliteInbox', 'SqliteStore']
+           'SCHEMA', 'FORWARD_DDL', 'FORWARD_TRIGGER', 'MIGRATIONS', 'TOKENS_DDL', 'NO_CAP', 'SQLITE', 'SQLITE_SQL',
+           'MATCH_EVERY', 'SQLITE_INVALID', 'SESSIONS_DDL', 'tenant_path', 'WriteLock', 'write_lock', 'write_txn',
+           'secret_txn', 'encrypt_plaintext', 'migrate', 'tenant_db', 'limit_size', 'tenants', 'SqliteTenant',
+           'json_path', 'SqliteInbox', 'SqliteStore']
 
 # %% ../nbs/04_sqlite.ipynb #110988ed
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 EVENTS_DDL = f"""
 CREATE TABLE IF NOT EXISTS webhook_events (
   seq INTEGER PRIMARY KEY,            -- arrival order; the queue's order
@@ -125,6 +126,67 @@ REJECTION_SCHEMA = ("""CREATE TABLE IF NOT EXISTS webhook_rejections (
 );""")
 SCHEMA = '\n'.join([EVENTS_DDL, EVENTS_INDEXES, ORDER_INDEXES, ATTEMPTS_DDL, SOURCES_DDL, *REJECTION_SCHEMA])
 
+# %% ../nbs/04_sqlite.ipynb #c27f04a1
+FORWARD_DDL = """
+CREATE TABLE IF NOT EXISTS webhook_destinations (
+  name TEXT PRIMARY KEY,
+  url TEXT NOT NULL,
+  source TEXT,                        -- only this source's events (NULL: every source)
+  type TEXT,                          -- only these types: exact, prefix or wildcard (NULL: every type)
+  filter TEXT,                        -- payload filter, e.g. 'data.livemode=true' (NULL: none)
+  rate REAL,                          -- deliveries a second (NULL: no cap)
+  concurrency INTEGER NOT NULL,       -- deliveries in flight at once, across every process
+  timeout REAL NOT NULL,              -- seconds an attempt may take
+  max_attempts INTEGER NOT NULL,      -- attempts before a delivery is dead-lettered
+  pass_headers INTEGER NOT NULL DEFAULT 0, -- 1: the provider's headers go along
+  allow_private INTEGER NOT NULL DEFAULT 0, -- 1: private and loopback addresses allowed
+  state TEXT NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'paused', 'disabled')),
+  reason TEXT,                        -- why it is paused or disabled
+  resume_at REAL,                     -- a paused destination resumes by itself then (NULL: by hand)
+  failures INTEGER NOT NULL DEFAULT 0,-- consecutive failed attempts (the circuit breaker's count)
+  secret TEXT NOT NULL,               -- its Standard Webhooks signing secret, 'fernet:…' encrypted
+  fingerprint TEXT NOT NULL,
+  added_at REAL NOT NULL,
+  tokens REAL,                        -- its rate's token bucket: tokens left, and when counted
+  tokens_at REAL
+);
+CREATE TABLE IF NOT EXISTS webhook_fanout (    -- events stored but not yet fanned out to deliveries
+  event_seq INTEGER PRIMARY KEY REFERENCES webhook_events(seq) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+  seq INTEGER PRIMARY KEY,
+  event_seq INTEGER NOT NULL REFERENCES webhook_events(seq) ON DELETE CASCADE,
+  destination TEXT NOT NULL REFERENCES webhook_destinations(name) ON DELETE CASCADE,
+  status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'processing', 'completed', 'failed')),
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at REAL NOT NULL DEFAULT 0,
+  lease_until REAL,
+  lease_owner TEXT,
+  created_at REAL NOT NULL,
+  finished_at REAL,
+  error TEXT,
+  UNIQUE (event_seq, destination)
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries(destination, next_attempt_at, seq)
+  WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS webhook_deliveries_leased ON webhook_deliveries(lease_until) WHERE status = 'processing';
+CREATE TABLE IF NOT EXISTS webhook_delivery_attempts (
+  seq INTEGER PRIMARY KEY,
+  delivery_seq INTEGER NOT NULL REFERENCES webhook_deliveries(seq) ON DELETE CASCADE,
+  attempt INTEGER NOT NULL,
+  started_at REAL NOT NULL,
+  finished_at REAL,
+  status_code INTEGER,                -- the destination's answer (NULL: none, e.g. a timeout)
+  outcome TEXT NOT NULL,              -- delivered | retry | failed | gone | lapsed
+  error TEXT,
+  answer BLOB                         -- the first 1 KiB of the answer's body
+);
+CREATE INDEX IF NOT EXISTS webhook_delivery_attempts_delivery ON webhook_delivery_attempts(delivery_seq);"""
+FORWARD_TRIGGER = """CREATE TRIGGER IF NOT EXISTS webhook_fanout_new AFTER INSERT ON webhook_events
+  WHEN EXISTS (SELECT 1 FROM webhook_destinations WHERE state <> 'disabled')
+  BEGIN INSERT INTO webhook_fanout (event_seq) VALUES (new.seq); END;"""
+SCHEMA += '\n' + FORWARD_DDL + '\n' + FORWARD_TRIGGER
+
 # %% ../nbs/04_sqlite.ipynb #0b5c51c8
 MIGRATIONS = {1: '''ALTER TABLE webhook_events ADD COLUMN lapses INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX webhook_events_suspect ON webhook_events(next_attempt_at) WHERE status = 'pending' AND lapses >= 2;'''}
@@ -182,6 +244,9 @@ CREATE INDEX webhook_events_due ON webhook_events(next_attempt_at, seq, source, 
   WHERE status = 'pending' AND order_key IS NULL;''' + ORDER_INDEXES)
     _admit(c, 'unhandled', 'superseded')
 MIGRATIONS[7] = _order_events
+
+# %% ../nbs/04_sqlite.ipynb #f9bad065
+MIGRATIONS[8] = FORWARD_DDL + '\n' + FORWARD_TRIGGER  # forwarding's tables (`webhooks.forward`)
 
 # %% ../nbs/04_sqlite.ipynb #a0814787
 def tenant_path(tenant:str,           # tenant name: ASCII letters, digits, '-', '_'; 1-64 characters
