@@ -1,13 +1,19 @@
-"Databases in use keep working: a tenant file written by an older webhooks (schema v2, v4, v5) opens, migrates in place to today's and loses nothing."
+"Databases in use keep working: a tenant file written by an older webhooks (schema v2, v4, v5, v6; PostgreSQL layout 4) opens, migrates in place to today's and loses nothing."
 import apsw, re
 from webhooks.store import REJECTION_SCHEMA, SCHEMA, SCHEMA_VERSION, SqliteStore, SqliteTenant, tenant_db, NewEvent, Outcome
 from webhooks.signatures import fingerprint
 
 V5_DUE = "CREATE INDEX IF NOT EXISTS webhook_events_due ON webhook_events(next_attempt_at) WHERE status = 'pending';"
 
+def v6_schema()->str:
+    "Today's schema as version 6 had it: no `xid` on events."
+    s = re.sub(r"\n  xid INTEGER[^\n]*", '', SCHEMA).replace('  headers TEXT,  ', '  headers TEXT   ', 1)
+    assert 'xid' not in s and "headers TEXT                        -- the request's headers" in s
+    return s
+
 def v5_schema()->str:
     "Today's schema as version 5 had it: no flood controls on sources, the due index on `next_attempt_at` alone."
-    s = re.sub(r"\n  (paused INTEGER|rate_limit REAL|handler_rate REAL)[^\n]*", '', SCHEMA)
+    s = re.sub(r"\n  (paused INTEGER|rate_limit REAL|handler_rate REAL)[^\n]*", '', v6_schema())
     s, n = re.subn(r"CREATE INDEX IF NOT EXISTS webhook_events_due ON [^\n]*", V5_DUE, s)
     assert n == 1 and 'paused' not in s and 'handler_rate' not in s
     return s
@@ -37,7 +43,7 @@ def test_v2_database_migrates_in_place(tmp_path):
     c.execute("INSERT INTO webhook_sources VALUES ('stripe', 'stripe', 'whsec_old_0123', 'fp_1', 300, 0)")
     c.execute('PRAGMA user_version=2'); c.close()
     db = tenant_db('old', tmp_path, create=False)
-    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 6
+    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 7
     assert {'webhook_rejections', 'webhook_retired'} <= set(db.table_names())
     assert db.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
     t = SqliteTenant(db)
@@ -54,7 +60,7 @@ def test_v2_database_migrates_in_place(tmp_path):
     except apsw.ConstraintError: pass
     db.close()
     db2 = tenant_db('old', tmp_path, create=False)  # a second open does not migrate again
-    assert db2.execute('PRAGMA user_version').fetchone()[0] == 6
+    assert db2.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION
     assert SqliteTenant(db2).secrets('stripe')[0].last_matched is None
 
 def test_v4_database_gains_verify_token_and_url_and_encrypts_its_secrets(tmp_path):
@@ -69,7 +75,7 @@ def test_v4_database_gains_verify_token_and_url_and_encrypts_its_secrets(tmp_pat
                  VALUES ('evt_v4', 'stripe', 'invoice.paid', '{"id":"evt_v4"}', 'stripe:evt_v4', 1767225600)""")
     c.execute('PRAGMA user_version=4'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == 6
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION
     cols = [r[1] for r in t.c.execute('PRAGMA table_info(webhook_sources)')]
     assert cols[-5:] == ['verify_token', 'url', 'paused', 'rate_limit', 'handler_rate']
     assert cols == [r[1] for r in SqliteStore(tmp_path/'fresh').open('x', create=True).c.execute('PRAGMA table_info(webhook_sources)')]
@@ -95,7 +101,7 @@ def test_v5_database_gains_flood_controls_and_a_due_index_that_holds_the_source(
                      VALUES (?, ?, 'invoice.paid', '{}', ?, 1767225600)""", [('evt_a', 'stripe', 'stripe:evt_a'), ('gh_1', 'github', 'github:gh_1')])
     c.execute('PRAGMA user_version=5'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == 6
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION
     cols = lambda tt, table: [r[1:] for r in tt.c.execute(f'PRAGMA table_info({table})')]
     assert cols(t, 'webhook_sources') == cols(fresh, 'webhook_sources')
     index = lambda tt: tt.c.execute("SELECT sql FROM sqlite_schema WHERE name='webhook_events_due'").fetchone()[0]
@@ -107,3 +113,52 @@ def test_v5_database_gains_flood_controls_and_a_due_index_that_holds_the_source(
     t.set_source('stripe', paused=False)
     assert [x.id for x in t.claim()] == ['evt_a']
     assert t.c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
+
+def test_v6_database_gains_xid_and_streams_in_seq_order(tmp_path):
+    "v6 → v7: `xid` on events (0: SQLite's commits are serial), the columns a fresh tenant has; a stream reads every old row."
+    from webhooks.engine import Cursor
+    fresh = SqliteStore(tmp_path/'fresh').open('x', create=True)
+    c = apsw.Connection(str(tmp_path/'acme.db'))
+    c.execute(v6_schema())
+    c.executemany("""INSERT INTO webhook_events (id, source, event_type, payload, idempotency_key, received_at)
+                     VALUES (?, 'stripe', 'invoice.paid', '{}', ?, ?)""", [(f'evt_{i}', f'stripe:evt_{i}', 1767225600 + i) for i in range(3)])
+    c.execute('PRAGMA user_version=6'); c.close()
+    t = SqliteStore(tmp_path).open('acme')
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 7
+    cols = lambda tt: [r[1:] for r in tt.c.execute('PRAGMA table_info(webhook_events)')]
+    assert cols(t) == cols(fresh) and cols(t)[-1][0] == 'xid'
+    assert [(e.id, e.cursor) for e in t.committed(Cursor(0, 0))] == [('evt_0', (0, 1)), ('evt_1', (0, 2)), ('evt_2', (0, 3))]
+    assert t.start(1767225601) == Cursor(0, 1) and t.head() == Cursor(0, 3)
+    t.log([NewEvent('evt_new', 'stripe', 'invoice.paid', '{}', None, 'stripe:evt_new')])
+    assert [e.id for e in t.committed(Cursor(0, 3))] == ['evt_new']
+    assert t.c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
+
+def test_postgres_layout_4_gains_the_commit_order(pg_url):
+    "Layout 4 → 5: `xid` (the migrating transaction's id for old rows) and its index, as a fresh schema has them; old rows stream first."
+    import json, psycopg
+    from psycopg import sql
+    from webhooks.engine import Cursor
+    from webhooks.postgres import PG_COMMIT_ORDER, PG_SCHEMA, PgStore, schema_name
+    ddl = re.sub(r"\n  xid xid8[^\n]*", '', PG_SCHEMA.replace(PG_COMMIT_ORDER, '')).replace('  headers text,  ', '  headers text   ', 1)
+    assert 'xid' not in ddl
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        c.execute(sql.SQL(ddl).format(s=sql.Identifier(schema_name('acme')),
+                                      mark=sql.Literal(json.dumps({'webhooks_tenant': 'acme', 'schema_version': 4}))))
+        for i in range(3):
+            c.execute("""INSERT INTO wh_acme.webhook_events (id, source, event_type, payload, idempotency_key, received_at)
+                         VALUES (%s, 'stripe', 'invoice.paid', '{}', %s, %s)""", (f'evt_{i}', f'stripe:evt_{i}', 1767225600 + i))
+    s = PgStore(pg_url)
+    try:
+        t, fresh = s.open('acme'), s.open('fresh', create=True)
+        layout = lambda tt: (tt.q("SELECT column_name, data_type, column_default FROM information_schema.columns "
+                                  "WHERE table_schema=%s AND table_name='webhook_events' ORDER BY ordinal_position", (tt.schema,)),
+                             [r['indexdef'].replace(tt.schema, 'S') for r in tt.q('SELECT indexdef FROM pg_indexes WHERE schemaname=%s '
+                                                                                  'ORDER BY indexname', (tt.schema,))])
+        assert layout(t) == layout(fresh) and layout(t)[0][-1]['data_type'] == 'xid8'
+        assert 'webhook_events_commit_order' in str(layout(t)[1])
+        old = t.committed(Cursor(0, 0))
+        assert [e.id for e in old] == ['evt_0', 'evt_1', 'evt_2'] and len({e.cursor.xid for e in old}) == 1
+        t.log([NewEvent('evt_new', 'stripe', 'invoice.paid', '{}', None, 'stripe:evt_new')])
+        (new,) = t.committed(old[-1].cursor)
+        assert new.id == 'evt_new' and new.cursor.xid > old[-1].cursor.xid and t.head() == new.cursor
+    finally: s.close()

@@ -20,14 +20,15 @@ from .records import (IDEMPOTENCY_WINDOW, REJECTION_CAP, RETIRED_KEPT, STATUSES,
                               SourceKeys, StoredEvent, StoreFull, StoreUnavailable, TenantError, check_name, error_text)
 from .keys import KeyHolder
 from .sqlite import ATTEMPTS_DDL, EVENTS_DDL, EVENTS_INDEXES, REJECTION_SCHEMA, SOURCES_DDL
-from .engine import (INVALID, SOURCE_COLS, AdminSessions, GroupCommit, Receiving, Settled, Tenant, body_value,
-                             log_steps, matched, source_keys, statements)
+from .engine import (INVALID, SOURCE_COLS, STREAM_COLS, AdminSessions, Cursor, GroupCommit, Receiving, Settled,
+                             Tenant, body_value, log_steps, matched, source_keys, statements)
 
 # %% auto #0
-__all__ = ['PREFIX', 'PG_SCHEMA_VERSION', 'PG_REJECTION_SCHEMA', 'PG_SCHEMA', 'PG_MIGRATIONS', 'PG', 'CHANNEL', 'SOURCES_CHANNEL',
-           'SETTINGS_SCHEMA', 'SESSIONS_TABLE', 'PG_INVALID', 'schema_name', 'schema_mark', 'read_mark', 'pg_ddl',
-           'schema_sql', 'migration_sql', 'stored_body', 'pg_statements', 'pg_where', 'pg_rows', 'glob_regex',
-           'safe_url', 'PgStore', 'schema_steps', 'encrypt_steps', 'PgTenant', 'rejection_arrays', 'PgInbox']
+__all__ = ['PREFIX', 'PG_SCHEMA_VERSION', 'PG_COMMIT_ORDER', 'PG_REJECTION_SCHEMA', 'PG_SCHEMA', 'PG_MIGRATIONS', 'PG', 'CHANNEL',
+           'SOURCES_CHANNEL', 'SETTINGS_SCHEMA', 'SESSIONS_TABLE', 'PG_INVALID', 'schema_name', 'schema_mark',
+           'read_mark', 'pg_ddl', 'schema_sql', 'migration_sql', 'stored_body', 'pg_statements', 'pg_where', 'pg_rows',
+           'glob_regex', 'safe_url', 'PgStore', 'schema_steps', 'encrypt_steps', 'PgTenant', 'rejection_arrays',
+           'PgInbox']
 
 # %% ../nbs/05_postgres.ipynb #0c19362e
 PREFIX = 'wh_'  # every tenant schema's name starts with it
@@ -41,7 +42,7 @@ def schema_name(tenant:str,  # tenant name: ASCII letters, digits, '-', '_'; 1-6
     return f'{PREFIX}{tenant[:43]}~{hashlib.sha256(tenant.encode()).hexdigest()[:16]}'
 
 # %% ../nbs/05_postgres.ipynb #4d353c94
-PG_SCHEMA_VERSION = 4  # version of this PostgreSQL layout (the tables and columns of the SQLite store's schema 6)
+PG_SCHEMA_VERSION = 5  # version of this PostgreSQL layout (the tables and columns of the SQLite store's schema 6)
 
 def schema_mark(tenant:str,  # tenant name
                )->str:
@@ -61,6 +62,7 @@ def read_mark(comment:str|None,  # a schema's comment
 _PG_TYPES = [(r'\bseq INTEGER PRIMARY KEY', 'seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY'),
              (r'\b(event_seq|size) INTEGER', r'\1 bigint'), (r'\bpayload TEXT', 'payload bytea'),
              (r'\bpaused INTEGER NOT NULL DEFAULT 0', 'paused boolean NOT NULL DEFAULT false'),
+             (r'\bxid INTEGER NOT NULL DEFAULT 0', 'xid xid8 NOT NULL DEFAULT pg_current_xact_id()'),
              (r'\bINTEGER\b', 'integer'), (r'\bREAL\b', 'double precision'), (r'\bTEXT\b', 'text'),
              (r'\bBLOB\b', 'bytea'),
              (r'\(next_attempt_at, seq, source\)', '(next_attempt_at, seq)'),  # its planner reads paused sources apart
@@ -72,10 +74,13 @@ def pg_ddl(ddl:str, # SQLite DDL of the tenant's tables (`sqlite.SCHEMA` or a pa
     for pat, repl in _PG_TYPES: ddl = re.sub(pat, repl, ddl)
     return ddl
 
+# %% ../nbs/05_postgres.ipynb #2196735b
+PG_COMMIT_ORDER = '\nCREATE INDEX webhook_events_commit_order ON {s}.webhook_events (xid, seq);'
+
 # %% ../nbs/05_postgres.ipynb #9027c4b5
 PG_REJECTION_SCHEMA = pg_ddl('\n'.join(REJECTION_SCHEMA))
 PG_SCHEMA = ('CREATE SCHEMA {s};' + pg_ddl('\n'.join([EVENTS_DDL, EVENTS_INDEXES, ATTEMPTS_DDL, SOURCES_DDL]))
-             + '\n' + PG_REJECTION_SCHEMA + '\nCOMMENT ON SCHEMA {s} IS {mark};')
+             + '\n' + PG_REJECTION_SCHEMA + PG_COMMIT_ORDER + '\nCOMMENT ON SCHEMA {s} IS {mark};')
 
 # %% ../nbs/05_postgres.ipynb #aa92aefb
 def schema_sql(tenant:str,  # tenant name
@@ -96,6 +101,10 @@ def migration_sql(tenant:str,    # tenant name
     steps = ''.join(PG_MIGRATIONS[v] for v in range(version, PG_SCHEMA_VERSION))
     return sql.SQL(steps + '\nCOMMENT ON SCHEMA {s} IS {mark};').format(s=sql.Identifier(schema_name(tenant)),
                                                                         mark=sql.Literal(schema_mark(tenant)))
+
+# %% ../nbs/05_postgres.ipynb #df346e61
+PG_MIGRATIONS[4] = ('ALTER TABLE {s}.webhook_events ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id();'
+                    + PG_COMMIT_ORDER)
 
 # %% ../nbs/05_postgres.ipynb #8c3ec49d
 def stored_body(b:bytes|None,  # a `payload` as PostgreSQL returns it
@@ -191,6 +200,17 @@ UNION ALL SELECT status, floor(processed_at/3600)*3600 h, count(*) FROM {t}webho
   WHERE status IN ('completed', 'failed') AND processed_at >= %(start)s GROUP BY 1, h
 UNION ALL SELECT 'rejected', floor(received_at/3600)*3600 h, count(*) FROM {t}webhook_rejections
   WHERE received_at >= %(start)s GROUP BY h''',
+)
+
+# %% ../nbs/05_postgres.ipynb #634a8801
+_horizon = 'pg_snapshot_xmin(pg_current_snapshot())'  # every transaction older than it has ended
+PG.update(
+  committed=f'''SELECT xid::text::bigint, {STREAM_COLS} FROM {{t}}webhook_events
+WHERE (xid, seq) > (%s::xid8, %s) AND xid < {_horizon} AND {{w}} ORDER BY xid, seq LIMIT %s''',
+  head=f'''SELECT xid::text::bigint, seq FROM {{t}}webhook_events WHERE xid < {_horizon}
+ORDER BY xid DESC, seq DESC LIMIT 1''',
+  start=f'''SELECT xid::text::bigint, seq - 1 FROM {{t}}webhook_events WHERE received_at >= %s AND xid < {_horizon}
+ORDER BY xid, seq LIMIT 1''',
 )
 
 # %% ../nbs/05_postgres.ipynb #35b224ad
@@ -522,6 +542,10 @@ def arriving_row(self:PgTenant, r:dict)->dict:
     body = None if r['payload'] is None else body_value(r['payload'])
     return {**{k: _text(v) if isinstance(v, str) else v for k, v in r.items()},
             'payload': body.encode() if isinstance(body, str) else body}
+
+# %% ../nbs/05_postgres.ipynb #19273ed6
+@patch
+def position(self:PgTenant, c:Cursor)->tuple: return (str(c.xid), c.seq)
 
 # %% ../nbs/05_postgres.ipynb #b514ad28
 @patch

@@ -25,7 +25,7 @@ __all__ = ['SCHEMA_VERSION', 'EVENTS_DDL', 'EVENTS_INDEXES', 'ATTEMPTS_DDL', 'SO
            'tenants', 'SqliteTenant', 'SqliteInbox', 'SqliteStore']
 
 # %% ../nbs/04_sqlite.ipynb #110988ed
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 EVENTS_DDL = f"""
 CREATE TABLE IF NOT EXISTS webhook_events (
   seq INTEGER PRIMARY KEY,            -- arrival order; the queue's order
@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS webhook_events (
   lease_owner TEXT,                   -- while processing: 'host:pid' of the process running it
   lapses INTEGER NOT NULL DEFAULT 0,  -- times a worker stopped mid-run (crash, kill, timeout) holding this event
   note TEXT,
-  headers TEXT                        -- the request's headers as a JSON object, secrets redacted
+  headers TEXT,                       -- the request's headers as a JSON object, secrets redacted
+  xid INTEGER NOT NULL DEFAULT 0      -- PostgreSQL: the transaction that wrote it; here 0 (commits are serial)
 );"""
 
 # %% ../nbs/04_sqlite.ipynb #e3758a8d
@@ -135,6 +136,9 @@ ALTER TABLE webhook_sources ADD COLUMN rate_limit REAL;
 ALTER TABLE webhook_sources ADD COLUMN handler_rate REAL;
 DROP INDEX IF EXISTS webhook_events_due;
 CREATE INDEX webhook_events_due ON webhook_events(next_attempt_at, seq, source) WHERE status = 'pending';'''
+
+# %% ../nbs/04_sqlite.ipynb #9e6dfac3
+MIGRATIONS[6] = 'ALTER TABLE webhook_events ADD COLUMN xid INTEGER NOT NULL DEFAULT 0;'
 
 # %% ../nbs/04_sqlite.ipynb #a0814787
 def tenant_path(tenant:str,           # tenant name: ASCII letters, digits, '-', '_'; 1-64 characters
