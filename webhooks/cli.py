@@ -28,7 +28,7 @@ from .server import (STARTUP_FAILED, H11Clock, HeaderClock, HttpToolsClock, Json
 __all__ = ['FLAGS', 'CANT_OPEN', 'CONFIRM_OVER', 'flag_words', 'fail', 'cli_errors', 'open_store', 'open_tenant', 'load_handlers',
            'describe', 'ensure_demo', 'demo_notice', 'key_notice', 'check_master_key', 'banner', 'webhooks_serve',
            'webhooks_source', 'webhooks_send', 'show_body', 'event_json', 'webhooks_events', 'webhooks_worker',
-           'confirm', 'webhooks_replay', 'webhooks_prune', 'webhooks_copy']
+           'confirm', 'webhooks_replay', 'webhooks_prune', 'webhooks_copy', 'listen_relay', 'webhooks_listen']
 
 # %% ../nbs/13_cli.ipynb #2abe953a
 FLAGS = {'max_body': '--max-body', 'older_than_days': '--days', 'failed=True': '--failed', 'source=': '--source',
@@ -624,3 +624,55 @@ def webhooks_copy(argv:list[str]|None=None, # command-line arguments (default: s
         print(f"{name}: {n['sources']} source secret(s), {n['events']} event(s), {n['attempts']} attempt(s) copied"
               f"; {n['skipped']} already there", flush=True)
     for st in (src, dst): st.close()
+
+# %% ../nbs/13_cli.ipynb #b48bd88f
+from .stream import Relay, RelayError
+
+def _http_url(cmd:str, flag:str, url:str|None)->str:
+    "`url` if it is an http(s) URL, else `fail` naming `flag`."
+    if not url or not re.match(r'https?://[^/\s]+', url): fail(cmd, f'{flag} must be an http(s) URL, not {url!r}')
+    return url
+
+# %% ../nbs/13_cli.ipynb #920d14cb
+def listen_relay(cmd:str, server:str|None, tenant:str|None, token:str|None, forward_to:str|None, source:str|None,
+                 type:str|None, sign_with:str|None, scheme:str, cursor:str|None, since:str|None,
+                 max_attempts:int)->Relay:
+    "The `Relay` `webhooks-listen`'s flags describe, or `fail` naming the flag that is wrong."
+    _http_url(cmd, 'SERVER', server); _http_url(cmd, '--forward-to', forward_to)
+    if not tenant: fail(cmd, '--tenant is required: the tenant whose events to relay')
+    token = token or os.environ.get('WEBHOOKS_TOKEN')
+    if not token: fail(cmd, '--token is required (or set WEBHOOKS_TOKEN): a token that may read the tenant')
+    if max_attempts < 0: fail(cmd, '--max-attempts must be 0 (retry until delivered) or more')
+    if sign_with: _scheme_flag(cmd, scheme)
+    with cli_errors(cmd): at = parse_since(since) if since else None
+    return Relay(server, tenant, token, forward_to, source, type, sign_with, scheme, cursor, at, max_attempts or None,
+                 say=lambda s: print(s, flush=True))
+
+def _scheme_flag(cmd:str, scheme:str):
+    "`fail` unless `scheme` is a preset `--sign-with` can sign with."
+    if scheme not in presets: fail(cmd, f'--scheme {scheme!r} is not a preset; use one of {", ".join(presets)}')
+
+# %% ../nbs/13_cli.ipynb #233110d6
+@call_parse(pos=['server'])
+def webhooks_listen(server:str=None,      # the webhooks server, e.g. https://hooks.example.com
+                    tenant:str=None,      # the tenant whose events to relay
+                    token:str=None,       # a token that may read the tenant (default: WEBHOOKS_TOKEN)
+                    forward_to:str=None,  # the local URL each event is POSTed to
+                    source:str=None,      # only this source's events
+                    type:str=None,        # only these types: exact, a prefix, or a wildcard ('invoice.*')
+                    sign_with:str=None,   # sign each event afresh with this secret (default: the provider's signature)
+                    scheme:str='standard',# the scheme --sign-with signs under
+                    cursor:str=None,      # the file keeping the cursor (default: one per server and tenant)
+                    since:str=None,       # start from events received since: 30m, 2h, 3d or an ISO time
+                    max_attempts:int=0,   # tries before an event is skipped (0: until the local app takes it)
+                   ):
+    "Relay a tenant's events from a webhooks server to a local app, resuming from a cursor: none is missed."
+    cmd = 'webhooks-listen'
+    r = listen_relay(cmd, server, tenant, token, forward_to, source, type, sign_with, scheme, cursor, since,
+                     max_attempts)
+    print(f'Relaying tenant {tenant} from {server} to {forward_to} (cursor: {r.cursor_file}); Ctrl-C stops',
+          flush=True)
+    try: asyncio.run(r.run())
+    except KeyboardInterrupt: pass
+    except RelayError as e: fail(cmd, str(e))
+    print(f'{cmd}: stopped after {r.delivered} delivered; the next start resumes after the last one', file=sys.stderr)

@@ -18,6 +18,7 @@ from .store import Store
 from .routes import Receiver, install_webhooks, on_lifespan
 from .ops import install_ops
 from .dashboard import install_dashboard
+from .stream import install_stream
 from .worker import Alerts, Handlers, install_worker
 
 # %% auto #0
@@ -43,6 +44,7 @@ def serve_app(root:str|Path|Store='data',  # folder of tenant databases, Postgre
     rcv = Receiver(root, **kwargs)
     install_ops(app, rcv, admin_token)
     if dashboard and admin_token: install_dashboard(app, rcv.store, token=admin_token, alerts=alerts)
+    if admin_token: install_stream(app, rcv.store, admin_token=admin_token, receiver=rcv)  # /api/v1/…/events/stream
     install_webhooks(app, rcv)  # installed last, its routes come first: every delivery is matched against them
     if worker: install_worker(app, receiver=rcv, handlers=handlers, alerts=alerts)
     on_lifespan(app, start=freeze_heap)
