@@ -23,10 +23,10 @@ from .routes import answer, on_lifespan
 from .send import parse_since
 
 # %% auto #0
-__all__ = ['HEARTBEAT', 'POLL', 'PAGE', 'URL_SECRETS', 'HOP_BY_HOP', 'STALE', 'sse', 'stream_data', 'signature_headers', 'Bell',
-           'stream_events', 'admin_auth', 'secret_in_url', 'StreamQuery', 'stream_query', 'stream_route',
-           'close_on_exit', 'install_stream', 'cursor_path', 'read_cursor', 'write_cursor', 'Message', 'messages',
-           'local_request', 'retry_delay', 'RelayError', 'Relay']
+__all__ = ['HEARTBEAT', 'POLL', 'PAGE', 'URL_SECRETS', 'SSE_HEADERS', 'HOP_BY_HOP', 'STALE', 'sse', 'stream_data',
+           'signature_headers', 'Bell', 'stream_events', 'admin_auth', 'secret_in_url', 'StreamQuery', 'stream_query',
+           'stream_start', 'stream_route', 'close_on_exit', 'install_stream', 'cursor_path', 'read_cursor',
+           'write_cursor', 'Message', 'messages', 'local_request', 'retry_delay', 'RelayError', 'Relay']
 
 # %% ../nbs/15_stream.ipynb #cfcc4991
 HEARTBEAT = 10.0  # seconds between heartbeats: a client (and a proxy) notices a dead connection within 30 s
@@ -53,6 +53,7 @@ def stream_data(e:Committed,                 # an event as `Tenant.committed` re
     return dict(id=e.id, source=e.source, type=e.type, received=e.received_at, headers=hd, seq=e.seq,
                 body=None if body is None else base64.b64encode(body).decode('ascii'))
 
+# %% ../nbs/15_stream.ipynb #e41a61df
 def signature_headers(t)->dict:
     "{source: its scheme's signature header} for tenant `t`'s sources (schemes this process knows)."
     res = {}
@@ -125,6 +126,7 @@ def admin_auth(token:str, # the admin token
         return r
     return auth
 
+# %% ../nbs/15_stream.ipynb #33a8f02e
 def secret_in_url(request:Request)->Response|None:
     "A 400 for a request carrying a token in its URL."
     if not any(k in request.query_params for k in URL_SECRETS): return None
@@ -151,6 +153,24 @@ def stream_query(params:dict, # the request's query parameters
     return StreamQuery(after, since, params.get('source') or None, params.get('type') or None)
 
 # %% ../nbs/15_stream.ipynb #b3be4476
+async def stream_start(store,           # the `Store`
+                       tenant:str,      # the tenant asked for
+                       q:StreamQuery,   # what the request asks for
+                      )->tuple:
+    "(the tenant, the cursor its stream starts after), or (None, a refusal) for an unknown tenant or a foreign cursor."
+    try: t = await asyncio.to_thread(store.open, tenant)
+    except TenantError: return None, answer(404, 'unknown_tenant', f'unknown tenant {tenant[:80]!r}')
+    except StoreUnavailable as e: return None, answer(503, 'store_unavailable', error_text(e))
+    try:
+        if q.after is not None: t.position(q.after)  # a cursor this store cannot read: refused now, not mid-stream
+        return t, q.after or await asyncio.to_thread(t.head if q.since is None else lambda: t.start(q.since))
+    except ValueError as e:
+        t.close()
+        return None, answer(400, 'invalid_query', str(e))
+
+# %% ../nbs/15_stream.ipynb #b6a8b3e5
+SSE_HEADERS = {'Cache-Control': 'no-store', 'X-Accel-Buffering': 'no'}  # never cached; never buffered by nginx
+
 def stream_route(store,               # the `Store` whose tenants are streamed
                  auth:Callable,       # `auth(request, tenant)`: a refusal `Response`, or None to let it in
                  bell:Bell,           # what wakes the streams
@@ -163,22 +183,13 @@ def stream_route(store,               # the `Store` whose tenants are streamed
         if (r := secret_in_url(request) or auth(request, tenant)) is not None: return r
         try: q = stream_query(request.query_params)
         except ValueError as e: return answer(400, 'invalid_query', str(e))
-        try:
-            t = await asyncio.to_thread(store.open, tenant)
-        except TenantError: return answer(404, 'unknown_tenant', f'unknown tenant {tenant[:80]!r}')
-        except StoreUnavailable as e: return answer(503, 'store_unavailable', error_text(e))
-        try:
-            if q.after is not None: t.position(q.after)  # a cursor this store cannot read: refused now, not mid-stream
-            start = q.after or await asyncio.to_thread(t.head if q.since is None else lambda: t.start(q.since))
-        except ValueError as e:
-            t.close()
-            return answer(400, 'invalid_query', str(e))
+        t, start = await stream_start(store, tenant, q)
+        if t is None: return start
         async def body():
             try:
                 async for m in stream_events(t, bell, start, q.source, q.type, **kwargs): yield m
             finally: t.close()
-        return StreamingResponse(body(), media_type='text/event-stream',
-                                 headers={'Cache-Control': 'no-store', 'X-Accel-Buffering': 'no'})  # nginx: no buffering
+        return StreamingResponse(body(), media_type='text/event-stream', headers=SSE_HEADERS)
     return Route(f'{prefix}/tenants/{{tenant}}/events/stream', endpoint, methods=['GET'])
 
 # %% ../nbs/15_stream.ipynb #6964aca8
@@ -225,6 +236,7 @@ def cursor_path(server:str, # the server's URL
     name = re.sub(r'[^A-Za-z0-9.-]+', '_', re.sub(r'^\w+://', '', server.rstrip('/')))
     return Path(user_config_dir('webhooks')) / 'listen' / f'{name}--{tenant}.cursor'
 
+# %% ../nbs/15_stream.ipynb #5131f456
 def read_cursor(p:Path)->str|None:
     "The cursor kept in `p`, or None if there is none yet."
     try: return p.read_text().strip() or None
@@ -243,6 +255,7 @@ class Message(NamedTuple):
     "One Server-Sent Events message."
     event:str; id:str|None; data:str
 
+# %% ../nbs/15_stream.ipynb #9c532ca3
 async def messages(lines:AsyncIterator[str], # the lines of a `text/event-stream` response
                   )->AsyncIterator[Message|None]:
     "The messages in `lines`, and None for each comment (a heartbeat)."
@@ -290,6 +303,7 @@ STALE = 25.0  # seconds without a byte (events or heartbeats) before the relay c
 class RelayError(Exception):
     "A refusal retrying cannot fix (a wrong token, an unknown tenant, a bad query)."
 
+# %% ../nbs/15_stream.ipynb #b0963e96
 class Relay:
     "`webhooks-listen`: a tenant's events forwarded to a local URL, its cursor advanced after each 2xx."
     def __init__(self, server:str,               # the webhooks server, e.g. https://hooks.example.com
