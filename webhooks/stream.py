@@ -24,9 +24,9 @@ from .send import parse_since
 
 # %% auto #0
 __all__ = ['HEARTBEAT', 'POLL', 'PAGE', 'URL_SECRETS', 'SSE_HEADERS', 'HOP_BY_HOP', 'STALE', 'sse', 'stream_data',
-           'signature_headers', 'Bell', 'stream_events', 'admin_auth', 'secret_in_url', 'StreamQuery', 'stream_query',
-           'stream_start', 'stream_route', 'close_on_exit', 'install_stream', 'cursor_path', 'read_cursor',
-           'write_cursor', 'Message', 'messages', 'local_request', 'retry_delay', 'RelayError', 'Relay']
+           'signature_headers', 'Bell', 'on_thread', 'stream_events', 'admin_auth', 'secret_in_url', 'StreamQuery',
+           'stream_query', 'stream_start', 'stream_route', 'close_on_exit', 'install_stream', 'cursor_path',
+           'read_cursor', 'write_cursor', 'Message', 'messages', 'local_request', 'retry_delay', 'RelayError', 'Relay']
 
 # %% ../nbs/15_stream.ipynb #cfcc4991
 HEARTBEAT = 10.0  # seconds between heartbeats: a client (and a proxy) notices a dead connection within 30 s
@@ -85,6 +85,15 @@ class Bell:
             self.waiting[tenant].discard(e)
             if not self.waiting[tenant]: del self.waiting[tenant]
 
+# %% ../nbs/15_stream.ipynb #b9a94495
+async def on_thread(f:Callable, *args):
+    "`f(*args)` on a thread; a caller cancelled meanwhile (a client gone) still waits for the thread to finish."
+    fut = asyncio.ensure_future(asyncio.to_thread(f, *args))
+    try: return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        await asyncio.wait({fut})  # it holds the tenant's connection, which is closed next
+        raise
+
 # %% ../nbs/15_stream.ipynb #431d29b9
 async def stream_events(t,                          # the tenant (a `Tenant`, used from one thread at a time)
                         bell:Bell,                  # what wakes it
@@ -100,9 +109,9 @@ async def stream_events(t,                          # the tenant (a `Tenant`, us
     with bell.waiter(t.name) as rung:
         while not bell.closed:
             rung.clear()
-            page = await asyncio.to_thread(t.committed, cur, PAGE, source, type)
+            page = await on_thread(t.committed, cur, PAGE, source, type)
             if page and (sigs is None or any(e.source not in sigs for e in page)):
-                sigs = await asyncio.to_thread(signature_headers, t)
+                sigs = await on_thread(signature_headers, t)
             for e in page:
                 yield sse(json.dumps(stream_data(e, sigs.get(e.source))), cursor_text(e.cursor))
                 cur, said = e.cursor, time.monotonic()
