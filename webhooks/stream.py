@@ -43,9 +43,9 @@ def sse(data:str|None=None,   # the message's data (one line of JSON here)
     return '\n'.join([*head, *(f'data: {line}' for line in (data or '').split('\n'))]).encode() + b'\n\n'
 
 # %% ../nbs/15_stream.ipynb #e3673f38
-def stream_data(e:Committed,                 # an event as `Tenant.committed` reads it
-               sig_header:str|None=None,    # its source's signature header (None: unknown)
-              )->dict:
+def stream_data(e:Committed,              # an event as `Tenant.committed` reads it
+                sig_header:str|None=None, # its source's signature header (None: unknown)
+               )->dict:
     "A stream message's data: the event as received, its body in base64, its signature header whole."
     hd = json.loads(e.headers) if e.headers else {}
     if sig_header and e.signature is not None: hd[sig_header.lower()] = e.signature
@@ -54,7 +54,8 @@ def stream_data(e:Committed,                 # an event as `Tenant.committed` re
                 body=None if body is None else base64.b64encode(body).decode('ascii'))
 
 # %% ../nbs/15_stream.ipynb #e41a61df
-def signature_headers(t)->dict:
+def signature_headers(t, # a tenant (a `Tenant`)
+                     )->dict:
     "{source: its scheme's signature header} for tenant `t`'s sources (schemes this process knows)."
     res = {}
     for s in t.sources():
@@ -76,7 +77,8 @@ class Bell:
     def close(self): self.closed = True; self.ring()
 
     @contextmanager
-    def waiter(self, tenant:str):
+    def waiter(self, tenant:str, # the tenant whose rings it waits for
+              ):
         "An `asyncio.Event` set whenever `tenant` rings, for as long as the block runs."
         e = asyncio.Event()
         self.waiting.setdefault(tenant, set()).add(e)
@@ -86,7 +88,9 @@ class Bell:
             if not self.waiting[tenant]: del self.waiting[tenant]
 
 # %% ../nbs/15_stream.ipynb #b9a94495
-async def on_thread(f:Callable, *args):
+async def on_thread(f:Callable, # a function that reads (blocking)
+                    *args,      # its arguments
+                   ):
     "`f(*args)` on a thread; a caller cancelled meanwhile (a client gone) still waits for the thread to finish."
     fut = asyncio.ensure_future(asyncio.to_thread(f, *args))
     try: return await asyncio.shield(fut)
@@ -136,7 +140,8 @@ def admin_auth(token:str, # the admin token
     return auth
 
 # %% ../nbs/15_stream.ipynb #33a8f02e
-def secret_in_url(request:Request)->Response|None:
+def secret_in_url(request:Request, # any request to the stream
+                 )->Response|None:
     "A 400 for a request carrying a token in its URL."
     if not any(k in request.query_params for k in URL_SECRETS): return None
     return answer(400, 'token_in_url', 'tokens are accepted only in the Authorization header, never in the URL')
@@ -202,7 +207,8 @@ def stream_route(store,               # the `Store` whose tenants are streamed
     return Route(f'{prefix}/tenants/{{tenant}}/events/stream', endpoint, methods=['GET'])
 
 # %% ../nbs/15_stream.ipynb #6964aca8
-def close_on_exit(bell:Bell):
+def close_on_exit(bell:Bell, # the streams' bell
+                 ):
     "Have SIGINT and SIGTERM close `bell` (ending every stream) before the server's own handler runs."
     if threading.current_thread() is not threading.main_thread(): return  # signals are the main thread's
     loop = asyncio.get_running_loop()
@@ -246,12 +252,15 @@ def cursor_path(server:str, # the server's URL
     return Path(user_config_dir('webhooks')) / 'listen' / f'{name}--{tenant}.cursor'
 
 # %% ../nbs/15_stream.ipynb #5131f456
-def read_cursor(p:Path)->str|None:
+def read_cursor(p:Path, # the cursor's file
+               )->str|None:
     "The cursor kept in `p`, or None if there is none yet."
     try: return p.read_text().strip() or None
     except FileNotFoundError: return None
 
-def write_cursor(p:Path, cursor:str):
+def write_cursor(p:Path,    # the cursor's file
+                 cursor:str, # the id of the last message handled
+                ):
     "Keep `cursor` in `p`, replacing the old one whole and durably."
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + '.tmp')
@@ -338,7 +347,10 @@ class Relay:
         self.stale, self._say, self.delivered = stale, say, 0
         if sign_with: get_scheme(scheme)  # an unknown scheme fails now
 
-    def say(self, text:str): self._say(f"{time.strftime('%H:%M:%S')}  {text}")
+    def say(self, text:str, # one line, without the time
+           ):
+        "Print `text` after the local time."
+        self._say(f"{time.strftime('%H:%M:%S')}  {text}")
 
 # %% ../nbs/15_stream.ipynb #2dfdfe6d
 @patch
