@@ -1,5 +1,5 @@
-"Databases in use keep working: a tenant file written by an older webhooks (schema v2, v4, v5) opens, migrates in place to today's and loses nothing."
-import apsw, re
+"Databases in use keep working: a tenant file written by an older webhooks (schema v2 to v9; PostgreSQL layout 7) opens, migrates in place to today's and loses nothing."
+import apsw, re, time
 from webhooks.sqlite import FORWARD_DDL, FORWARD_TRIGGER, ORDER_INDEXES, TOKENS_DDL
 import webhooks.forward  # its `Tenant` methods
 from webhooks.store import REJECTION_SCHEMA, SCHEMA, SCHEMA_VERSION, SqliteStore, SqliteTenant, tenant_db, NewEvent, Outcome
@@ -24,8 +24,14 @@ def v7_schema()->str:
 
 def v8_schema()->str:
     "Today's schema as version 8 had it: no forwarding tables, no fan-out trigger."
-    s = SCHEMA.replace(FORWARD_DDL, '').replace(FORWARD_TRIGGER, '')
+    s = v9_schema().replace(FORWARD_DDL, '').replace(FORWARD_TRIGGER, '')
     assert 'webhook_destinations' not in s and 'webhook_fanout' not in s
+    return s
+
+def v9_schema()->str:
+    "Today's schema as version 9 had it: no `xid` on events."
+    s = re.sub(r"\n  xid INTEGER[^\n]*", '', SCHEMA).replace('  turn REAL,  ', '  turn REAL   ', 1)
+    assert 'xid' not in s and '  turn REAL   ' in s
     return s
 
 def v5_schema()->str:
@@ -60,7 +66,7 @@ def test_v2_database_migrates_in_place(tmp_path):
     c.execute("INSERT INTO webhook_sources VALUES ('stripe', 'stripe', 'whsec_old_0123', 'fp_1', 300, 0)")
     c.execute('PRAGMA user_version=2'); c.close()
     db = tenant_db('old', tmp_path, create=False)
-    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 9
+    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 10
     assert {'webhook_rejections', 'webhook_retired'} <= set(db.table_names())
     assert db.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
     t = SqliteTenant(db)
@@ -139,7 +145,7 @@ def test_v6_database_gains_api_tokens_and_payload_search(tmp_path):
                  VALUES ('evt_a', 'stripe', 'invoice.paid', '{"data":{"object":{"customer":"cus_9"}}}', 'stripe:evt_a', 1767225600)""")
     c.execute('PRAGMA user_version=6'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 9
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 10
     assert t.tokens() == []
     tok = t.add_token('laptop', read_only=True)
     assert t.check_token(tok).read_only is True
@@ -158,7 +164,7 @@ def test_v7_database_gains_ordering_keys_in_place(tmp_path):
                   [('evt_done', 'stripe:evt_done', 'completed'), ('evt_queued', 'stripe:evt_queued', 'pending')])
     c.execute('PRAGMA user_version=7'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 9
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 10
     cols = lambda tt, table: [r[1:] for r in tt.c.execute(f'PRAGMA table_info({table})')]
     for table in ('webhook_events', 'webhook_sources', 'webhook_keys'): assert cols(t, table) == cols(fresh, table), table
     idx = lambda tt: sorted(tt.c.execute("SELECT name, sql FROM sqlite_schema WHERE type='index' AND sql IS NOT NULL"))
@@ -186,7 +192,7 @@ def test_v8_database_gains_forwarding(tmp_path):
                  VALUES ('evt_v6', 'stripe', 'invoice.paid', '{"id":"evt_v6"}', 'stripe:evt_v6', 1767225600)""")
     c.execute('PRAGMA user_version=8'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 9
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 10
     objects = lambda tt: tt.c.execute("""SELECT type, name, sql FROM sqlite_schema WHERE name LIKE '%destination%'
         OR name LIKE '%deliver%' OR name LIKE '%fanout%' ORDER BY name""").fetchall()
     assert objects(t) == objects(fresh) and len(objects(t)) == 10
@@ -196,3 +202,56 @@ def test_v8_database_gains_forwarding(tmp_path):
     assert [t.events(seqs=[d.event_seq])[0].id for d in t.deliveries()] == ['evt_v7']
     assert t.events(id='evt_v6')[0].payload == '{"id":"evt_v6"}'
     assert t.c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
+
+def test_v9_database_gains_xid_and_streams_in_seq_order(tmp_path):
+    "v9 → v10: `xid` on events (0: SQLite's commits are serial), the columns a fresh tenant has; a stream reads every old row."
+    from webhooks.engine import Cursor
+    fresh = SqliteStore(tmp_path/'fresh').open('x', create=True)
+    c = apsw.Connection(str(tmp_path/'acme.db'))
+    c.execute(v9_schema())
+    c.executemany("""INSERT INTO webhook_events (id, source, event_type, payload, idempotency_key, received_at)
+                     VALUES (?, 'stripe', 'invoice.paid', '{}', ?, ?)""", [(f'evt_{i}', f'stripe:evt_{i}', 1767225600 + i) for i in range(3)])
+    c.execute('PRAGMA user_version=9'); c.close()
+    t = SqliteStore(tmp_path).open('acme')
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 10
+    cols = lambda tt: [r[1:] for r in tt.c.execute('PRAGMA table_info(webhook_events)')]
+    assert cols(t) == cols(fresh) and cols(t)[-1][0] == 'xid'
+    assert [(e.id, e.cursor) for e in t.committed(Cursor(0, 0))] == [('evt_0', (0, 1)), ('evt_1', (0, 2)), ('evt_2', (0, 3))]
+    assert t.start(1767225601) == Cursor(0, 1) and t.head() == Cursor(0, 3)
+    t.log([NewEvent('evt_new', 'stripe', 'invoice.paid', '{}', None, 'stripe:evt_new')])
+    assert [e.id for e in t.committed(Cursor(0, 3))] == ['evt_new']
+    assert t.c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
+
+def test_postgres_layout_7_gains_the_commit_order(pg_url):
+    "Layout 7 → 8: `xid` (the migrating transaction's id for old rows) and its index, as a fresh schema has them; old rows stream first."
+    import json, psycopg
+    from psycopg import sql
+    from webhooks.engine import Cursor
+    from webhooks.postgres import PG_COMMIT_ORDER, PG_SCHEMA, PgStore, schema_name
+    ddl = re.sub(r"\n  xid xid8[^\n]*", '', PG_SCHEMA.replace(PG_COMMIT_ORDER, '')).replace('  turn double precision,  ', '  turn double precision   ', 1)
+    assert 'xid' not in ddl
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        c.execute(sql.SQL(ddl).format(s=sql.Identifier(schema_name('acme')),
+                                      mark=sql.Literal(json.dumps({'webhooks_tenant': 'acme', 'schema_version': 7}))))
+        for i in range(3):
+            c.execute("""INSERT INTO wh_acme.webhook_events (id, source, event_type, payload, idempotency_key, received_at)
+                         VALUES (%s, 'stripe', 'invoice.paid', '{}', %s, %s)""", (f'evt_{i}', f'stripe:evt_{i}', 1767225600 + i))
+    s = PgStore(pg_url)
+    try:
+        t, fresh = s.open('acme'), s.open('fresh', create=True)
+        layout = lambda tt: (tt.q("SELECT column_name, data_type, column_default FROM information_schema.columns "
+                                  "WHERE table_schema=%s AND table_name='webhook_events' ORDER BY ordinal_position", (tt.schema,)),
+                             [r['indexdef'].replace(tt.schema, 'S') for r in tt.q('SELECT indexdef FROM pg_indexes WHERE schemaname=%s '
+                                                                                  'ORDER BY indexname', (tt.schema,))])
+        assert layout(t) == layout(fresh) and layout(t)[0][-1]['data_type'] == 'xid8'
+        assert 'webhook_events_commit_order' in str(layout(t)[1])
+        def after(c, n):  # readable once no older transaction runs on the server (autovacuum's ANALYZE has one too)
+            deadline = time.monotonic() + 20
+            while len(got := t.committed(c)) < n and time.monotonic() < deadline: time.sleep(0.02)
+            return got
+        old = after(Cursor(0, 0), 3)
+        assert [e.id for e in old] == ['evt_0', 'evt_1', 'evt_2'] and len({e.cursor.xid for e in old}) == 1
+        t.log([NewEvent('evt_new', 'stripe', 'invoice.paid', '{}', None, 'stripe:evt_new')])
+        (new,) = after(old[-1].cursor, 1)
+        assert new.id == 'evt_new' and new.cursor.xid > old[-1].cursor.xid and t.head() == new.cursor
+    finally: s.close()

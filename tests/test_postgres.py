@@ -312,10 +312,11 @@ def v1_layout(tenant:str)->str:
     "Tenant `tenant`'s schema as layout 1 made it (no rejections, no retired secrets, no `last_matched`), marked version 1."
     import json, re
     from psycopg import sql
-    from webhooks.postgres import PG_API_SCHEMA, PG_FORWARD_SCHEMA, PG_REJECTION_SCHEMA, PG_SCHEMA, pg_ddl
+    from webhooks.postgres import PG_API_SCHEMA, PG_COMMIT_ORDER, PG_FORWARD_SCHEMA, PG_REJECTION_SCHEMA, PG_SCHEMA, pg_ddl
     from webhooks.sqlite import ORDER_INDEXES
     from webhooks.store import STATUSES
-    ddl = PG_SCHEMA.replace(PG_FORWARD_SCHEMA, '').replace(PG_API_SCHEMA, '')
+    ddl = PG_SCHEMA.replace(PG_FORWARD_SCHEMA, '').replace(PG_API_SCHEMA, '').replace(PG_COMMIT_ORDER, '')
+    ddl = re.sub(r'\n  xid xid8[^\n]*', '', ddl)  # the order columns before it go too, comma and all
     ddl = re.sub(r'\n  last_matched double precision,[^\n]*', '', ddl.replace(PG_REJECTION_SCHEMA, ''))
     ddl = re.sub(r'\n  (verify_token|url) text,[^\n]*', '', ddl)
     ddl = re.sub(r'\n  (paused boolean|rate_limit double|handler_rate double)[^\n]*', '', ddl)
@@ -325,7 +326,7 @@ def v1_layout(tenant:str)->str:
     assert 'order_key' not in ddl and 'superseded' not in ddl and 'skip_stale' not in ddl
     assert 'paused' not in ddl and 'handler_rate' not in ddl
     assert 'rejections' not in ddl and 'retired' not in ddl and 'last_matched' not in ddl and 'webhook_events_status' not in ddl
-    assert 'verify_token' not in ddl and ' url ' not in ddl and 'webhook_tokens' not in ddl and 'payload_json' not in ddl
+    assert 'verify_token' not in ddl and ' url ' not in ddl and 'webhook_tokens' not in ddl and 'payload_json' not in ddl and 'xid' not in ddl
     return sql.SQL(ddl).format(s=sql.Identifier(schema_name(tenant)), statuses=sql.SQL(', ').join(map(sql.Literal, STATUSES)),
                                mark=sql.Literal(json.dumps({'webhooks_tenant': tenant, 'schema_version': 1}))).as_string(None)
 
@@ -365,7 +366,7 @@ def test_an_old_layout_schema_migrates_in_place_and_keeps_its_rows(pg_url):
         t = opened[0]
         fresh = stores[0].open('fresh', create=True)
         assert layout(pg_url, 'wh_acme') == layout(pg_url, 'wh_fresh'), 'a migrated schema is the one a new tenant gets'
-        assert f'"schema_version": {PG_SCHEMA_VERSION}' in layout(pg_url, 'wh_acme')[2] and PG_SCHEMA_VERSION == 7
+        assert f'"schema_version": {PG_SCHEMA_VERSION}' in layout(pg_url, 'wh_acme')[2] and PG_SCHEMA_VERSION == 8
         (e,) = t.events()
         assert (e.id, e.payload, e.status, e.received_at) == ('evt_old', '{"id":"evt_old"}', 'failed', 1767225600)
         assert t.source('stripe') == ('stripe', ('whsec_old_0123456789abcdef',), 300, None, (), None, None, False, None, None, None)

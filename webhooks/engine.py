@@ -5,7 +5,7 @@ statements by name and what only it can do."""
 
 # %% ../nbs/03_engine.ipynb #65f645b7
 from __future__ import annotations
-import asyncio, datetime, hashlib, hmac, json, math, re, time
+import asyncio, base64, datetime, hashlib, hmac, json, math, re, time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from secrets import token_urlsafe  # (a `Tenant` method below is called `secrets`)
@@ -21,12 +21,13 @@ from .records import (IDEMPOTENCY_WINDOW, LEASE, MAX_ATTEMPTS, REJECTION_CAP, RE
 
 # %% auto #0
 __all__ = ['SQL', 'DIALECT', 'MAX_URL', 'MAX_VERIFY_TOKEN', 'FINAL', 'NO_HANDLER', 'ON_FAILURE', 'EVENT_COLS', 'ATTEMPT_COLS',
-           'SOURCE_COLS', 'INVALID', 'TOKEN_PREFIX', 'TOKEN_USED_EVERY', 'TOKEN_COLS', 'render', 'Tenant', 'statements',
-           'check_url', 'check_source', 'default_tolerance', 'signing_key', 'check_rate', 'flood_settings', 'refill',
-           'source_keys', 'body_value', 'log_steps', 'matched', 'check_statuses', 'search_terms', 'plain',
-           'dead_letter', 'lapsed', 'Settled', 'due_times', 'order_settings', 'order_value', 'unix_time',
-           'provider_time', 'event_order', 'Held', 'arriving', 'copy_tenant', 'GroupCommit', 'Receiving', 'session_key',
-           'token_mark', 'AdminSessions', 'TokenInfo', 'token_tenant']
+           'SOURCE_COLS', 'STREAM_COLS', 'INVALID', 'TOKEN_PREFIX', 'TOKEN_USED_EVERY', 'TOKEN_COLS', 'render',
+           'Tenant', 'statements', 'check_url', 'check_source', 'default_tolerance', 'signing_key', 'check_rate',
+           'flood_settings', 'refill', 'source_keys', 'body_value', 'log_steps', 'matched', 'check_statuses',
+           'search_terms', 'plain', 'dead_letter', 'lapsed', 'Settled', 'due_times', 'order_settings', 'order_value',
+           'unix_time', 'provider_time', 'event_order', 'Held', 'arriving', 'copy_tenant', 'Cursor', 'cursor_text',
+           'parse_cursor', 'Committed', 'GroupCommit', 'Receiving', 'session_key', 'token_mark', 'AdminSessions',
+           'TokenInfo', 'token_tenant']
 
 # %% ../nbs/03_engine.ipynb #315df610
 SQL = dict(
@@ -1028,8 +1029,9 @@ def prune(self:Tenant,
         return dict(
             emptied=self.run(h, f'UPDATE {t}webhook_events SET payload=NULL WHERE received_at < {P} AND {sts} '
                                 'AND payload IS NOT NULL', (cut, *args)),
-            deleted=self.run(h, f'DELETE FROM {t}webhook_events WHERE received_at < {P} AND payload IS NULL AND {sts}',
-                             (now - window, *args)),
+            # the newest row stays: SQLite would hand its `seq` out again, behind a stream's cursor
+            deleted=self.run(h, f'DELETE FROM {t}webhook_events WHERE received_at < {P} AND payload IS NULL AND {sts} '
+                                f'AND seq < (SELECT max(seq) FROM {t}webhook_events)', (now - window, *args)),
             rejections=self.run(h, f'DELETE FROM {t}webhook_rejections WHERE received_at < {P}', (cut,)))
 
 # %% ../nbs/03_engine.ipynb #3cb20cc3
@@ -1188,6 +1190,78 @@ def copy_tenant(src:TenantStore,        # where the tenant is now
         if progress: progress(total)
         if not rows.events: return total
         after = rows.events[-1]['seq']
+
+# %% ../nbs/03_engine.ipynb #47436f9f
+class Cursor(NamedTuple):
+    "A place in a tenant's commit order: a stream resumes after it."
+    xid:int  # the transaction that wrote the event (PostgreSQL's; 0 where commits are serial, as in SQLite)
+    seq:int  # the event's `seq`
+
+_MAX_POS = 2**63  # both parts are signed 64-bit integers in the databases
+
+def cursor_text(c:Cursor, # a place in the commit order
+               )->str:
+    "`c` as the opaque string a client keeps and sends back (`after=`)."
+    return 'c1.' + base64.urlsafe_b64encode(f'{c.xid}.{c.seq}'.encode()).decode().rstrip('=')
+
+def parse_cursor(text:str, # a string `cursor_text` made
+                )->Cursor:
+    "The `Cursor` that `text` stands for; `ValueError` if it is not one."
+    try:
+        kind, _, b = text.partition('.')
+        xid, seq = base64.urlsafe_b64decode(b + '=' * (-len(b) % 4)).decode().split('.')
+        c = Cursor(int(xid), int(seq))
+        if kind == 'c1' and len(text) <= 64 and 0 <= c.xid < _MAX_POS and 0 <= c.seq < _MAX_POS: return c
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError): pass
+    raise ValueError(f'not a stream cursor: {str(text)[:80]!r} (use the id of a message the stream sent)')
+
+# %% ../nbs/03_engine.ipynb #8cec60ba
+STREAM_COLS = 'seq, id, source, event_type, payload, received_at, headers, signature'
+SQL.update(
+  committed='SELECT 0, ' + STREAM_COLS + ' FROM {t}webhook_events WHERE seq > ? AND {{w}} ORDER BY seq LIMIT ?',
+  head='SELECT 0, seq FROM {t}webhook_events ORDER BY seq DESC LIMIT 1',
+  start='SELECT 0, seq - 1 FROM {t}webhook_events WHERE received_at >= ? ORDER BY seq LIMIT 1',
+)
+
+class Committed(NamedTuple):
+    "An event as a stream sends it: its place in the commit order, and what was received."
+    cursor:Cursor; seq:int; id:str; source:str; type:str|None; body:str|bytes|None; received_at:float
+    headers:str|None; signature:str|None
+
+# %% ../nbs/03_engine.ipynb #981b3e48
+@patch
+def position(self:Tenant, c:Cursor)->tuple:
+    "The parameters `committed` takes for cursor `c` (SQLite: the `seq` alone)."
+    if c.xid: raise ValueError('this cursor belongs to a PostgreSQL store, not to this SQLite tenant')
+    return (c.seq,)
+
+@patch
+def committed(self:Tenant,
+              after:Cursor,           # the last place the reader has seen
+              limit:int=100,          # most events in the page
+              source:str|None=None,   # only this source's events
+              type:str|None=None,     # only this type: exact, a prefix ('invoice'), or a wildcard ('invoice.*')
+             )->list[Committed]:
+    "Up to `limit` events committed after `after`, in commit order; none can ever appear before the last one."
+    w, args = self.where(source=source, type=type)
+    q = self.sql['committed'].replace('{w}', w)
+    with self.reading() as h: rows = self.all(h, q, (*self.position(after), *args, limit))
+    return [Committed(Cursor(x, s), s, *r[:3], self.stored(r[3]), *r[4:]) for x, s, *r in rows]
+
+# %% ../nbs/03_engine.ipynb #3e78d4bd
+@patch
+def head(self:Tenant)->Cursor:
+    "The place after every event committed so far: a stream from here sends only what commits next."
+    with self.reading() as h: row = self.one(h, self.sql['head'])
+    return Cursor(*row) if row else Cursor(0, 0)
+
+@patch
+def start(self:Tenant,
+          since:float,  # unix time
+         )->Cursor:
+    "The place just before the first event received at or after `since` (`head` if there is none yet)."
+    with self.reading() as h: row = self.one(h, self.sql['start'], (since,))
+    return Cursor(*row) if row else self.head()
 
 # %% ../nbs/03_engine.ipynb #5729f64f
 INVALID = (ValueError, TypeError, OverflowError)  # errors about an event's data, on any backend

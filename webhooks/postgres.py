@@ -20,15 +20,15 @@ from .records import (IDEMPOTENCY_WINDOW, REJECTION_CAP, RETIRED_KEPT, STATUSES,
                               SourceKeys, StoredEvent, StoreFull, StoreUnavailable, TenantError, check_name, error_text)
 from .keys import KeyHolder
 from .sqlite import ATTEMPTS_DDL, EVENTS_DDL, EVENTS_INDEXES, FORWARD_DDL, ORDER_INDEXES, REJECTION_SCHEMA, SOURCES_DDL
-from .engine import (INVALID, SOURCE_COLS, AdminSessions, GroupCommit, Receiving, Settled, Tenant, body_value,
-                             log_steps, matched, source_keys, statements)
+from .engine import (INVALID, SOURCE_COLS, STREAM_COLS, AdminSessions, Cursor, GroupCommit, Receiving, Settled,
+                             Tenant, body_value, log_steps, matched, source_keys, statements)
 
 # %% auto #0
-__all__ = ['PREFIX', 'PG_SCHEMA_VERSION', 'PG_API_SCHEMA', 'PG_REJECTION_SCHEMA', 'PG_SCHEMA', 'PG_FORWARD_SCHEMA',
-           'PG_MIGRATIONS', 'PG', 'CHANNEL', 'SOURCES_CHANNEL', 'SETTINGS_SCHEMA', 'SESSIONS_TABLE', 'PG_INVALID',
-           'schema_name', 'schema_mark', 'read_mark', 'pg_ddl', 'schema_sql', 'migration_sql', 'stored_body',
-           'pg_statements', 'pg_where', 'pg_rows', 'glob_regex', 'safe_url', 'PgStore', 'schema_steps', 'encrypt_steps',
-           'PgTenant', 'rejection_arrays', 'PgInbox']
+__all__ = ['PREFIX', 'PG_SCHEMA_VERSION', 'PG_COMMIT_ORDER', 'PG_API_SCHEMA', 'PG_REJECTION_SCHEMA', 'PG_SCHEMA',
+           'PG_FORWARD_SCHEMA', 'PG_MIGRATIONS', 'PG', 'CHANNEL', 'SOURCES_CHANNEL', 'SETTINGS_SCHEMA',
+           'SESSIONS_TABLE', 'PG_INVALID', 'schema_name', 'schema_mark', 'read_mark', 'pg_ddl', 'schema_sql',
+           'migration_sql', 'stored_body', 'pg_statements', 'pg_where', 'pg_rows', 'glob_regex', 'safe_url', 'PgStore',
+           'schema_steps', 'encrypt_steps', 'PgTenant', 'rejection_arrays', 'PgInbox']
 
 # %% ../nbs/05_postgres.ipynb #0c19362e
 PREFIX = 'wh_'  # every tenant schema's name starts with it
@@ -42,7 +42,7 @@ def schema_name(tenant:str,  # tenant name: ASCII letters, digits, '-', '_'; 1-6
     return f'{PREFIX}{tenant[:43]}~{hashlib.sha256(tenant.encode()).hexdigest()[:16]}'
 
 # %% ../nbs/05_postgres.ipynb #4d353c94
-PG_SCHEMA_VERSION = 7  # version of this PostgreSQL layout (the tables and columns of the SQLite store's schema 9)
+PG_SCHEMA_VERSION = 8  # version of this PostgreSQL layout (the tables and columns of the SQLite store's schema 10)
 
 def schema_mark(tenant:str,  # tenant name
                )->str:
@@ -62,6 +62,7 @@ def read_mark(comment:str|None,  # a schema's comment
 _PG_TYPES = [(r'\bseq INTEGER PRIMARY KEY', 'seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY'),
              (r'\b(event_seq|size) INTEGER', r'\1 bigint'), (r'\bpayload TEXT', 'payload bytea'),
              (r'\bpaused INTEGER NOT NULL DEFAULT 0', 'paused boolean NOT NULL DEFAULT false'),
+             (r'\bxid INTEGER NOT NULL DEFAULT 0', 'xid xid8 NOT NULL DEFAULT pg_current_xact_id()'),
              (r'\bINTEGER\b', 'integer'), (r'\bREAL\b', 'double precision'), (r'\bTEXT\b', 'text'),
              (r'\bBLOB\b', 'bytea'),
              # its planner reads paused sources apart
@@ -73,6 +74,9 @@ def pg_ddl(ddl:str, # SQLite DDL of the tenant's tables (`sqlite.SCHEMA` or a pa
     "The same tables and indexes in PostgreSQL's types, in schema `{s}`: one schema, written once, in two dialects."
     for pat, repl in _PG_TYPES: ddl = re.sub(pat, repl, ddl)
     return ddl
+
+# %% ../nbs/05_postgres.ipynb #2196735b
+PG_COMMIT_ORDER = '\nCREATE INDEX webhook_events_commit_order ON {s}.webhook_events (xid, seq);'
 
 # %% ../nbs/05_postgres.ipynb #41c61714
 from .sqlite import TOKENS_DDL
@@ -91,7 +95,7 @@ END $$;"""
 PG_REJECTION_SCHEMA = pg_ddl('\n'.join(REJECTION_SCHEMA))
 PG_SCHEMA = ('CREATE SCHEMA {s};'
              + pg_ddl('\n'.join([EVENTS_DDL, EVENTS_INDEXES, ORDER_INDEXES, ATTEMPTS_DDL, SOURCES_DDL]))
-             + '\n' + PG_REJECTION_SCHEMA + PG_API_SCHEMA + '\nCOMMENT ON SCHEMA {s} IS {mark};')
+             + '\n' + PG_REJECTION_SCHEMA + PG_API_SCHEMA + PG_COMMIT_ORDER + '\nCOMMENT ON SCHEMA {s} IS {mark};')
 
 # %% ../nbs/05_postgres.ipynb #bc3aca2c
 PG_FORWARD_SCHEMA = pg_ddl(FORWARD_DDL) + """
@@ -143,6 +147,10 @@ CREATE INDEX webhook_events_due ON {s}.webhook_events(next_attempt_at, seq)
 
 # %% ../nbs/05_postgres.ipynb #0b7c53f5
 PG_MIGRATIONS[6] = PG_FORWARD_SCHEMA  # forwarding's tables (`webhooks.forward`)
+
+# %% ../nbs/05_postgres.ipynb #df346e61
+PG_MIGRATIONS[7] = ('ALTER TABLE {s}.webhook_events ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id();'
+                    + PG_COMMIT_ORDER)
 
 # %% ../nbs/05_postgres.ipynb #8c3ec49d
 def stored_body(b:bytes|None,  # a `payload` as PostgreSQL returns it
@@ -258,6 +266,17 @@ UNION ALL SELECT status, floor(processed_at/3600)*3600 h, count(*) FROM {t}webho
   WHERE status IN ('completed', 'failed') AND processed_at >= %(start)s GROUP BY 1, h
 UNION ALL SELECT 'rejected', floor(received_at/3600)*3600 h, count(*) FROM {t}webhook_rejections
   WHERE received_at >= %(start)s GROUP BY h''',
+)
+
+# %% ../nbs/05_postgres.ipynb #634a8801
+_horizon = 'pg_snapshot_xmin(pg_current_snapshot())'  # every transaction older than it has ended
+PG.update(
+  committed=f'''SELECT xid::text::bigint, {STREAM_COLS} FROM {{t}}webhook_events
+WHERE (xid, seq) > (%s::xid8, %s) AND xid < {_horizon} AND {{w}} ORDER BY xid, seq LIMIT %s''',
+  head=f'''SELECT xid::text::bigint, seq FROM {{t}}webhook_events WHERE xid < {_horizon}
+ORDER BY xid DESC, seq DESC LIMIT 1''',
+  start=f'''SELECT xid::text::bigint, seq - 1 FROM {{t}}webhook_events WHERE received_at >= %s AND xid < {_horizon}
+ORDER BY xid, seq LIMIT 1''',
 )
 
 # %% ../nbs/05_postgres.ipynb #35b224ad
@@ -600,6 +619,10 @@ def arriving_row(self:PgTenant, r:dict)->dict:
     body = None if r['payload'] is None else body_value(r['payload'])
     return {**{k: _text(v) if isinstance(v, str) else v for k, v in r.items()},
             'payload': body.encode() if isinstance(body, str) else body}
+
+# %% ../nbs/05_postgres.ipynb #19273ed6
+@patch
+def position(self:PgTenant, c:Cursor)->tuple: return (str(c.xid), c.seq)
 
 # %% ../nbs/05_postgres.ipynb #b514ad28
 @patch

@@ -18,7 +18,8 @@ from .store import Store
 from .routes import Receiver, install_webhooks, on_lifespan
 from .ops import install_ops
 from .dashboard import install_dashboard
-from .api import install_api
+from .api import api_auth, install_api
+from .stream import install_stream
 from .worker import Alerts, Handlers, install_worker
 from .forward import install_forwarding
 
@@ -46,6 +47,7 @@ def serve_app(root:str|Path|Store='data',  # folder of tenant databases, Postgre
     install_ops(app, rcv, admin_token)
     if dashboard and admin_token: install_dashboard(app, rcv.store, token=admin_token, alerts=alerts)
     install_api(app, rcv.store, admin_token)  # /api/v1: the admin token, and tokens scoped to a tenant
+    install_stream(app, rcv.store, auth=api_auth(rcv.store, admin_token), receiver=rcv)  # /api/v1/…/events/stream
     install_webhooks(app, rcv)  # installed last, its routes come first: every delivery is matched against them
     if worker: install_worker(app, receiver=rcv, handlers=handlers, alerts=alerts)
     if worker: install_forwarding(app, receiver=rcv, alerts=alerts)  # deliveries to destinations, beside it

@@ -26,7 +26,7 @@ __all__ = ['SCHEMA_VERSION', 'EVENTS_DDL', 'EVENTS_INDEXES', 'ORDER_INDEXES', 'A
            'json_path', 'SqliteInbox', 'SqliteStore']
 
 # %% ../nbs/04_sqlite.ipynb #110988ed
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 EVENTS_DDL = f"""
 CREATE TABLE IF NOT EXISTS webhook_events (
   seq INTEGER PRIMARY KEY,            -- arrival order; the queue's order
@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS webhook_events (
   headers TEXT,                       -- the request's headers as a JSON object, secrets redacted
   order_key TEXT,                     -- its ordering key, if its source orders its events (NULL: unordered)
   created REAL,                       -- ordered: the provider's creation time (else when it was received)
-  turn REAL                           -- ordered: its place in its key's line (`created`; a stepped-aside retry's due)
+  turn REAL,                          -- ordered: its place in its key's line (`created`; a stepped-aside retry's due)
+  xid INTEGER NOT NULL DEFAULT 0      -- PostgreSQL: the transaction that wrote it; here 0 (commits are serial)
 );"""
 
 # %% ../nbs/04_sqlite.ipynb #e3758a8d
@@ -247,6 +248,9 @@ MIGRATIONS[7] = _order_events
 
 # %% ../nbs/04_sqlite.ipynb #f9bad065
 MIGRATIONS[8] = FORWARD_DDL + '\n' + FORWARD_TRIGGER  # forwarding's tables (`webhooks.forward`)
+
+# %% ../nbs/04_sqlite.ipynb #9e6dfac3
+MIGRATIONS[9] = 'ALTER TABLE webhook_events ADD COLUMN xid INTEGER NOT NULL DEFAULT 0;'
 
 # %% ../nbs/04_sqlite.ipynb #a0814787
 def tenant_path(tenant:str,           # tenant name: ASCII letters, digits, '-', '_'; 1-64 characters
