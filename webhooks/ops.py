@@ -128,22 +128,6 @@ def add(self:Metrics,
     k = (name, *labels)
     self.counts[k] = self.counts.get(k, 0) + n
 
-# %% ../nbs/09_ops.ipynb #5c1bf02e
-@patch
-def collect(self:Metrics):
-    "The series, from the counts as they are now (the registry calls this when scraped)."
-    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
-    from prometheus_client.utils import floatToGoString
-    series = {name: CounterMetricFamily(f'webhooks_{name}', doc, labels=labels)
-              for name, (doc, labels) in _SERIES.items()}
-    for (name, *labels), n in self._all_counts().items(): series[name].add_metric(labels, n)
-    yield from series.values()
-    acc, cumulative = 0, []
-    for le, n in zip(self.buckets + (float('inf'),), list(self.latency)):
-        acc += n; cumulative.append((floatToGoString(le), acc))
-    yield HistogramMetricFamily('webhooks_ingest_seconds', 'From request to answer', buckets=cumulative,
-                                sum_value=self.seconds)
-
 # %% ../nbs/09_ops.ipynb #f5f24136
 @patch
 def save(self:Metrics, path:str|Path):
@@ -167,6 +151,22 @@ def _all_counts(self:Metrics)->dict:
         for *k, n in rows:
             if k and k[0] in _SERIES: counts[tuple(k)] = counts.get(tuple(k), 0) + n
     return counts
+
+# %% ../nbs/09_ops.ipynb #5c1bf02e
+@patch
+def collect(self:Metrics):
+    "The series, from the counts as they are now (the registry calls this when scraped)."
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+    from prometheus_client.utils import floatToGoString
+    series = {name: CounterMetricFamily(f'webhooks_{name}', doc, labels=labels)
+              for name, (doc, labels) in _SERIES.items()}
+    for (name, *labels), n in self._all_counts().items(): series[name].add_metric(labels, n)
+    yield from series.values()
+    acc, cumulative = 0, []
+    for le, n in zip(self.buckets + (float('inf'),), list(self.latency)):
+        acc += n; cumulative.append((floatToGoString(le), acc))
+    yield HistogramMetricFamily('webhooks_ingest_seconds', 'From request to answer', buckets=cumulative,
+                                sum_value=self.seconds)
 
 # %% ../nbs/09_ops.ipynb #18381f57
 @patch
