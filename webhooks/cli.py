@@ -252,7 +252,7 @@ def webhooks_serve(root:str='data',         # folder of tenant databases (SQLite
                    no_dashboard:bool=False, # do not serve the operator dashboard at /admin
                    forwarded_allow_ips:str=None, # proxies (IPs, CIDRs, comma-separated) whose X-Forwarded-For is believed
                    timeout:float=TIMEOUT,   # seconds a handler may run before it counts as a failed attempt
-                   worker_in_process:bool=False, # run the worker in receiver process 0 (a handler can then take it down)
+                   worker_in_process:bool=False, # run the worker in receiver process 0 (a handler may take it down)
                   ):
     "Run the webhook receiver and its background worker."
     cmd = 'webhooks-serve'

@@ -5,7 +5,7 @@ group commits as one multi-row insert, claims with `FOR UPDATE SKIP LOCKED`, wor
 
 # %% ../nbs/05_postgres.ipynb #910e9d2c
 from __future__ import annotations
-import asyncio, functools, hashlib, json, re, secrets, sys, threading, time
+import asyncio, functools, hashlib, json, logging, re, secrets, sys, threading, time
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import asynccontextmanager, contextmanager
@@ -271,6 +271,7 @@ class PgStore(KeyHolder, Receiving, AdminSessions):
     def __repr__(self): return f'PgStore({safe_url(self.url)!r})'
 
 # %% ../nbs/05_postgres.ipynb #312f954e
+_log = logging.getLogger('webhooks.postgres')
 RECONNECT = 1.0  # seconds a pool keeps trying to replace a lost connection before it starts a fresh round of tries
 CONNECT_TIMEOUT = 5  # seconds one connection attempt may take
 
@@ -751,13 +752,13 @@ async def _notifications(self:PgStore, channel:str):
             async with await psycopg.AsyncConnection.connect(self.url, autocommit=True,
                                                              connect_timeout=CONNECT_TIMEOUT) as c:
                 await c.execute(sql.SQL('LISTEN {}').format(sql.Identifier(channel)))
-                if lost: print(f'webhooks: listening on {channel!r} again', file=sys.stderr); lost = False
+                if lost: _log.warning('listening on %r again', channel); lost = False
                 yield None
                 async for n in c.notifies(): yield n.payload
         except psycopg.OperationalError as e:
-            if not lost:
-                print(f'webhooks: listening on {channel!r} at {safe_url(self.url)}: {error_text(e)}; retrying '
-                      'every second', file=sys.stderr)
+            if not lost:  # a logger, not print: a stderr nobody reads must not block the event loop
+                _log.warning('listening on %r at %s: %s; retrying every second',
+                             channel, safe_url(self.url), error_text(e))
             lost = True
         await asyncio.sleep(1)
 

@@ -98,13 +98,14 @@ def setup_logging(fmt:str='text',       # 'text' or 'json'
      "returns the writer thread.")
     h = logging.StreamHandler(sys.stderr)
     h.setFormatter(JsonLog() if fmt == 'json' else logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
-    lg = logging.getLogger('webhooks')
-    lg.setLevel(logging.INFO); lg.propagate = False
-    if not background: lg.handlers[:] = [h]; return None
+    lg, pool = logging.getLogger('webhooks'), logging.getLogger('psycopg.pool')
+    lg.setLevel(logging.INFO); lg.propagate = pool.propagate = False
+    pool.setLevel(logging.ERROR)  # it warns at every reconnection attempt: the worker and listener say it once
+    if not background: lg.handlers[:] = pool.handlers[:] = [h]; return None
     q = queue.SimpleQueue()
     writer = logging.handlers.QueueListener(q, h)
     writer.start(); atexit.register(writer.stop)  # what is queued is written before the process ends
-    lg.handlers[:] = [_Handoff(q)]
+    lg.handlers[:] = pool.handlers[:] = [_Handoff(q)]
     return writer
 
 # %% ../nbs/12_server.ipynb #3b547b25

@@ -214,7 +214,8 @@ async def _settle(self:Worker, tenant:str)->int:
     except Exception as e:
         self._held[tenant] = outs + self._held.get(tenant, [])
         if left: self._unreleased[tenant] = left + self._unreleased.get(tenant, [])
-        if self.metrics is not None: self.metrics.add('outcomes_held', tenant, n=len(outs) - self._counted.get(tenant, 0))
+        if self.metrics is not None:  # each held outcome counted once, however many tries it takes
+            self.metrics.add('outcomes_held', tenant, n=len(outs) - self._counted.get(tenant, 0))
         self._counted[tenant] = len(outs)
         self._fail(tenant, e)
         if time.time() - self._renewed.get(tenant, 0) > self.lease / 3:
@@ -264,7 +265,7 @@ async def _aattempt(self:Worker, fn, ev:Event, awaiting:dict):
 # %% ../nbs/10_worker.ipynb #185a9556
 @patch
 def _watchdog(self:Worker, awaiting:dict):
-    "Cancel coroutine handlers in `awaiting` (puller task -> [start, event, timed out?]) past `timeout`; abandon threads."
+    "Cancel coroutine handlers in `awaiting` (task -> [start, event, timed out?]) past `timeout`; abandon threads."
     for task, w in list(awaiting.items()):
         if not w[2] and time.time() - w[0] > self.timeout: w[2] = True; task.cancel()
     for run in list(self._runs): self._abandon(run)
@@ -277,7 +278,8 @@ def _abandon(self:Worker, run:PlainRun):
         if run.ev is None or run.abandoned or time.time() - run.t0 <= self.timeout: return
         run.abandoned, ev = True, run.ev
         self.abandoned += 1; self.stuck += 1
-    self._outs.append((ev.tenant, self._failed(ev, run.t0, TimeoutError(f'handler ran longer than {self.timeout:g} s'))))
+    late = TimeoutError(f'handler ran longer than {self.timeout:g} s')
+    self._outs.append((ev.tenant, self._failed(ev, run.t0, late)))
     if self.metrics is not None: self.metrics.add('handler_threads_abandoned', ev.tenant)
     run.finish()
     if self.stuck > self.max_stuck and not self.exhausted:
