@@ -229,6 +229,33 @@ async def _settle(self:Worker, tenant:str)->int:
     else: self._ok(tenant)
     return len(outs)
 
+# %% ../nbs/10_worker.ipynb #4dcd90a5
+@patch
+def _fail(self:Worker,
+          key:str|None, # the tenant whose database failed (None: the store's list of tenants)
+          e:Exception,  # what it raised
+         ):
+    "Pause `key` after a database error: `PAUSE` doubling with each failure in a row, jittered, capped; log the first."
+    d = self._down.setdefault(key, [0, 0.0])
+    d[0] += 1
+    d[1] = time.time() + min(MAX_PAUSE, PAUSE * 2**min(d[0]-1, 20)) * (0.5 + random.random()/2)
+    if d[0] == 1:
+        log.warning('%s: %s; retrying with backoff (up to %g s) until it answers',
+                    'the store' if key is None else f'tenant {key}', error_text(e), MAX_PAUSE)
+
+# %% ../nbs/10_worker.ipynb #640e284a
+@patch
+def _ok(self:Worker, key:str|None):
+    "`key`'s database answered: end its pause, and say so if it had failed."
+    if (d := self._down.pop(key, None)) is not None:
+        log.warning('%s answers again (after %d failed tries)', 'the store' if key is None else f'tenant {key}', d[0])
+
+@patch
+def _paused(self:Worker, key:str|None)->bool:
+    "Is `key` pausing after a database error?"
+    d = self._down.get(key)
+    return d is not None and d[1] > time.time()
+
 # %% ../nbs/10_worker.ipynb #1b6a3cce
 @patch
 def _report(self:Worker, tenant:str, outs:list[Outcome]):
@@ -401,33 +428,6 @@ async def step(self:Worker, names:list[str]|None=None)->int:
     n += await self._flush()
     self.done += n
     return n
-
-# %% ../nbs/10_worker.ipynb #4dcd90a5
-@patch
-def _fail(self:Worker,
-          key:str|None, # the tenant whose database failed (None: the store's list of tenants)
-          e:Exception,  # what it raised
-         ):
-    "Pause `key` after a database error: `PAUSE` doubling with each failure in a row, jittered, capped; log the first."
-    d = self._down.setdefault(key, [0, 0.0])
-    d[0] += 1
-    d[1] = time.time() + min(MAX_PAUSE, PAUSE * 2**min(d[0]-1, 20)) * (0.5 + random.random()/2)
-    if d[0] == 1:
-        log.warning('%s: %s; retrying with backoff (up to %g s) until it answers',
-                    'the store' if key is None else f'tenant {key}', error_text(e), MAX_PAUSE)
-
-# %% ../nbs/10_worker.ipynb #640e284a
-@patch
-def _ok(self:Worker, key:str|None):
-    "`key`'s database answered: end its pause, and say so if it had failed."
-    if (d := self._down.pop(key, None)) is not None:
-        log.warning('%s answers again (after %d failed tries)', 'the store' if key is None else f'tenant {key}', d[0])
-
-@patch
-def _paused(self:Worker, key:str|None)->bool:
-    "Is `key` pausing after a database error?"
-    d = self._down.get(key)
-    return d is not None and d[1] > time.time()
 
 # %% ../nbs/10_worker.ipynb #eff24d5c
 @patch
