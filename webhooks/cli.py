@@ -20,7 +20,8 @@ from .routes import MAX_BODY, READ_TIMEOUT
 from .ops import AccessLog
 from .worker import TIMEOUT, Alerts, Worker, handlers as default_handlers, Handlers
 from .send import parse_since, sample_event, send
-from .server import EXHAUSTED, HEADER_TIMEOUT, SharedStderr, listen, run_async, run_server, serve_app, setup_logging
+from .server import EXHAUSTED, HEADER_TIMEOUT, SharedStderr, listen, run_async, run_server, serve_app
+from .server import setup_logging
 from .server import (STARTUP_FAILED, H11Clock, HeaderClock, HttpToolsClock, JsonLog, WakePipe,  # their old home
                              exit_reason, freeze_heap, supervise, timed_protocol)
 

@@ -276,13 +276,15 @@ RECONNECT = 1.0  # seconds a pool keeps trying to replace a lost connection befo
 CONNECT_TIMEOUT = 5  # seconds one connection attempt may take
 
 def _keep_trying(pool:ConnectionPool):
-    "A pool's `reconnect_failed`: start a fresh round of attempts now, not when the next client comes."
-    try: pool.check()  # grows an empty pool: one attempt at once, then RECONNECT s of backoff again
+    "A pool's `reconnect_failed`: if requests wait for a connection, start a fresh round of attempts now."
+    try:  # `check` grows an empty pool: one attempt at once, then RECONNECT s of backoff again
+        if pool.get_stats().get('requests_waiting'): pool.check()
     except Exception: pass  # the pool is closing
 
 async def _akeep_trying(pool:AsyncConnectionPool):
     "`_keep_trying` for the `asyncio` pool."
-    try: await pool.check()
+    try:
+        if pool.get_stats().get('requests_waiting'): await pool.check()
     except Exception: pass
 
 # %% ../nbs/05_postgres.ipynb #d2291283

@@ -423,7 +423,7 @@ async def step(self:Worker, names:list[str]|None=None)->int:
             try: claims = await self._pace(t, claims) if claims else claims
             except Exception: self._unreleased.setdefault(t, []).extend(claims); raise  # given back when it answers
             if claims: n += await self.run_batch(t, claims)
-        except TenantError: continue
+        except TenantError: self._down.pop(t, None)  # gone (deleted, or not a tenant): nothing to retry
         except Exception as e: self._fail(t, e)  # one broken or locked tenant database must not hold up the others
     n += await self._flush()
     self.done += n
@@ -451,7 +451,8 @@ async def run(self:Worker):
             except Exception as e:  # a bug of ours must not stop the worker: report it and go on
                 log.error('worker round failed: %s', error_text(e), exc_info=e); n = 0
             if n or self.stopping: continue
-            soon = min([d[1] for d in self._down.values()], default=math.inf) - time.time()
+            now = time.time()  # a paused tenant's turn may come before the next poll
+            soon = min([d[1] for d in self._down.values() if d[1] > now], default=math.inf) - now
             try: await asyncio.wait_for(self._wake.wait(), max(0.01, min(self.poll, soon)))
             except asyncio.TimeoutError: pass
             self._wake.clear()
