@@ -46,6 +46,7 @@ def serve_app(root:str|Path|Store='data',  # folder of tenant databases, Postgre
     if dashboard and admin_token: install_dashboard(app, rcv.store, token=admin_token, alerts=alerts)
     install_webhooks(app, rcv)  # installed last, its routes come first: every delivery is matched against them
     if worker: install_worker(app, receiver=rcv, handlers=handlers, alerts=alerts, timeout=timeout)
+    app.state.alerts = alerts  # a worker in another process shares its alerts with the dashboard through them
     on_lifespan(app, start=freeze_heap)
     return app
 
@@ -284,6 +285,7 @@ EXHAUSTED = 75  # a worker process's exit status when it stopped itself to be st
 def run_worker(make:Callable,                # `make()`: the `Worker`, built in this process
                pipe:WakePipe|None=None,      # the receivers' pokes, which wake it
                metrics:str|Path|None=None,   # file its counters are saved to every second (for `/metrics`)
+               alerts:str|Path|None=None,    # file its recent alerts are saved to every second (for the dashboards)
               )->int:
     "Run a `Worker` here until SIGTERM or SIGINT, or until it stops itself; the exit status."
     async def main():
@@ -295,7 +297,10 @@ def run_worker(make:Callable,                # `make()`: the `Worker`, built in 
         if w.metrics is None: w.metrics = Metrics()
         async def chores():
             if w.alerts is not None: loop.create_task(w.alerts.watch(w.store))
-            while metrics is not None: w.metrics.save(metrics); await asyncio.sleep(1)
+            while True:
+                if metrics is not None: w.metrics.save(metrics)
+                if alerts is not None and w.alerts is not None: w.alerts.save(alerts)
+                await asyncio.sleep(1)
         side, ended = loop.create_task(chores()), loop.create_task(stop.wait())
         await asyncio.wait([w.start(), ended], return_when=asyncio.FIRST_COMPLETED)
         side.cancel(); ended.cancel()
@@ -324,12 +329,15 @@ def run_server(make:Callable,           # `make(i)`: the app receiver process `i
         return 0
     sock.listen(2048)  # connections wait in the backlog while a child starts or restarts
     pipe, counts = WakePipe(), Path(tempfile.mkdtemp(prefix='webhooks-'))/'worker-metrics.json'
+    said = counts.with_name('worker-alerts.json')  # the worker's recent alerts, for the dashboards
     def child(i:int)->int:
         writer = setup_logging(log_format)
         try:
-            if i == workers: return run_worker(make_worker, pipe, counts)
+            if i == workers: return run_worker(make_worker, pipe, counts, said)
             a = make(i)
-            if make_worker is not None: a.state.webhooks.metrics.include(counts)
+            if make_worker is not None:
+                a.state.webhooks.metrics.include(counts)
+                if getattr(a.state, 'alerts', None) is not None: a.state.alerts.include(said)
             if worker and i == 0 and make_worker is None: on_lifespan(a, start=lambda: pipe.watch(a.state.worker.wake))
             elif worker or make_worker is not None: a.state.webhooks.listeners.append(pipe.poke)
             server = uvicorn.Server(config(a))

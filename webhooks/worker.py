@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_worker.ipynb #709615cb
 from __future__ import annotations
-import asyncio, fnmatch, inspect, json, logging, math, random, sys, threading, time
+import asyncio, fnmatch, inspect, json, logging, math, os, random, sys, threading, time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -508,7 +508,8 @@ class Alerts:
                  per_tenant:dict|None=None,       # {tenant: {'lag': …, 'rejections': …}}: overrides
                 ):
         store_attr('hook,url,lag,rejections,every')
-        self.per_tenant, self.recent, self._last, self._tasks = per_tenant or {}, deque(maxlen=100), {}, set()
+        self.per_tenant, self.kept, self._last, self._tasks = per_tenant or {}, deque(maxlen=100), {}, set()
+        self.shared = None  # a file where another process's `Alerts` saves its own (see `include`)
 
     def limits(self, tenant:str)->dict:
         "The thresholds that apply to `tenant`."
@@ -535,12 +536,34 @@ def send(self:Alerts, kind:str, tenant:str, message:str, key:str|None=None, **de
     if key is None and now - self._last.get(k, 0) < self.every: return None
     self._last[k] = now
     a = dict(kind=kind, tenant=tenant, message=message, time=now, **details)
-    self.recent.appendleft(a)
+    self.kept.appendleft(a)
     log.warning('alert %s on %s: %s', kind, tenant, message, extra=dict(tenant=tenant, code=kind))
     for f in ([self._call] if self.hook else []) + ([self._post] if self.url else []):
         t = asyncio.get_running_loop().create_task(f(a))
         self._tasks.add(t); t.add_done_callback(self._tasks.discard)
     return a
+
+# %% ../nbs/10_worker.ipynb #dbe6a686
+@patch(as_prop=True)
+def recent(self:Alerts)->list:
+    "The last 100 alerts, newest first: those sent here, and those the `include`d file holds."
+    theirs = []
+    if self.shared is not None:
+        try: theirs = json.loads(self.shared.read_text())
+        except (OSError, ValueError): pass  # not saved yet
+    return sorted([*self.kept, *theirs], key=lambda a: -a['time'])[:100]
+
+@patch
+def save(self:Alerts, path:str|Path):
+    "Write the alerts kept here to `path` in one piece, for another process's `include`."
+    tmp = Path(f'{path}.{os.getpid()}')
+    tmp.write_text(json.dumps(list(self.kept), default=str))
+    os.replace(tmp, path)
+
+@patch
+def include(self:Alerts, path:str|Path):
+    "Also show the alerts another process `save`s to `path` (the worker's, when it runs in a process of its own)."
+    self.shared = Path(path)
 
 # %% ../nbs/10_worker.ipynb #a88e8088
 @patch
