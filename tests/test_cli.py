@@ -167,7 +167,7 @@ def test_serve_banner_lists_tenants_sources_and_urls(root):
     with Serve('--root', root) as s:
         assert f'Receiving on {s.url}/webhooks/<tenant>/<source> (2 source(s) in {root.resolve()})' in s.out
         assert f'{s.url}/webhooks/acme/gen   (generic)' in s.out and f'{s.url}/webhooks/beta/stripe   (stripe)' in s.out
-        assert f'Health: {s.url}/healthz  ready: {s.url}/readyz' in s.out and 'Worker: running here' in s.out
+        assert f'Health: {s.url}/healthz  ready: {s.url}/readyz' in s.out and 'Worker: running in a process of its own' in s.out
         assert f'Metrics: {s.url}/metrics (Authorization: Bearer <admin token>)' in s.out
         assert f'Admin: {s.url}/admin (log in with the admin token)' in s.out
         r = httpx.get(f'{s.url}/admin/', follow_redirects=False)

@@ -19,10 +19,11 @@ from .engine import order_settings
 from .process import redact, redact_body
 from .routes import MAX_BODY, READ_TIMEOUT
 from .ops import AccessLog
-from .worker import Alerts, Worker, handlers as default_handlers, Handlers
+from .worker import TIMEOUT, Alerts, Worker, handlers as default_handlers, Handlers
 from .send import parse_since, sample_event, send
 from .forward import Deliverer, UnsafeURL, copy_forwarding
-from .server import HEADER_TIMEOUT, SharedStderr, listen, run_async, run_server, serve_app, setup_logging
+from .server import EXHAUSTED, HEADER_TIMEOUT, SharedStderr, listen, run_async, run_server, serve_app
+from .server import setup_logging
 from .server import (STARTUP_FAILED, H11Clock, HeaderClock, HttpToolsClock, JsonLog, WakePipe,  # their old home
                              exit_reason, freeze_heap, supervise, timed_protocol)
 
@@ -179,6 +180,7 @@ def banner(store:Store,       # the store being served
            most:int=20,       # sources listed at most
            admin:bool=False,  # whether the dashboard is served
            workers:int=1,     # processes serving the port
+           own:bool=False,    # the worker runs in a supervised process of its own
           )->str:
     ("What `webhooks-serve` says it serves: every source's URL (the first `most`), admin, metrics and health URLs, "
      "the processes, the worker.")
@@ -194,7 +196,7 @@ def banner(store:Store,       # the store being served
     where = getattr(store, 'root', None)
     head = f'Receiving on {base}/webhooks/<tenant>/<source> ({n} source(s) in ' + \
            (f'{Path(where).resolve()})' if where is not None else 'PostgreSQL)')
-    here = 'running here' if workers == 1 else 'running in process 0'
+    here = 'running in a process of its own' if own else 'running here' if workers == 1 else 'running in process 0'
     wk = ('Worker: not in this process (--no-worker); run webhooks-worker' if not worker else
           f'Worker: {here}, handlers for {describe(h)}' if h.routes else
           f'Worker: {here}, no handler registered (events end "unhandled"; pass --handlers MODULE)')
@@ -246,7 +248,7 @@ def webhooks_serve(root:str='data',         # folder of tenant databases (SQLite
                    handlers:str=None,       # module whose `@on(...)` handlers the worker runs
                    max_body:int=MAX_BODY,   # largest body accepted from a source without a limit of its own
                    no_worker:bool=False,    # run the receiver alone (workers run elsewhere: webhooks-worker)
-                   workers:int=1, # processes serving the port, sharing the tenant files (the worker runs in one)
+                   workers:int=1, # processes serving the port, sharing the tenant files (the worker runs beside them)
                    header_timeout:float=HEADER_TIMEOUT, # seconds a connection may take to send a request's headers (slow clients are cut off)
                    read_timeout:float=READ_TIMEOUT,     # seconds a request's body may take to arrive (then 408)
                    log_format:str='text',   # log lines as 'text' or 'json'
@@ -254,36 +256,45 @@ def webhooks_serve(root:str='data',         # folder of tenant databases (SQLite
                    alert_lag:float=600,     # seconds the oldest pending event may wait before an alert
                    no_dashboard:bool=False, # do not serve the operator dashboard at /admin
                    forwarded_allow_ips:str=None, # proxies (IPs, CIDRs, comma-separated) whose X-Forwarded-For is believed
+                   timeout:float=TIMEOUT,   # seconds a handler may run before it counts as a failed attempt
+                   worker_in_process:bool=False, # run the worker in receiver process 0 (a handler may take it down)
                   ):
     "Run the webhook receiver and its background worker."
     cmd = 'webhooks-serve'
     if log_format not in ('text', 'json'): fail(cmd, f"--log-format must be text or json, not {log_format!r}")
     if workers < 1: fail(cmd, '--workers must be at least 1')
-    for flag, v in (('--header-timeout', header_timeout), ('--read-timeout', read_timeout)):
+    for flag, v in (('--header-timeout', header_timeout), ('--read-timeout', read_timeout), ('--timeout', timeout)):
         if not 0 < v < math.inf: fail(cmd, f'{flag} must be a positive number of seconds, not {v:g}')
     _more_files()
     with cli_errors(cmd): h = load_handlers(handlers)
     if max_body < 1: fail(cmd, '--max-body must be a positive number of bytes')
     store = open_store(cmd, root, db, create=True)
     where = f'--root {root}' if not (db or os.environ.get('WEBHOOKS_DB')) else '--db'
-    says = lambda s: banner(s, f'http://{host}:{port}', not no_worker, h, admin=not no_dashboard, workers=workers)
+    own = not (no_worker or worker_in_process)  # the worker in a supervised process of its own
+    says = lambda s: banner(s, f'http://{host}:{port}', not no_worker, h, admin=not no_dashboard, workers=workers,
+                            own=own)
     token, said = _startup(cmd, store, where, says)
     if alert_url and not alert_url.startswith(('http://', 'https://')):
         fail(cmd, f'--alert-url must be an http(s) URL, not {alert_url[:40]!r}')
     if len(token) < 16: fail(cmd, 'WEBHOOKS_ADMIN_TOKEN must be at least 16 characters')
     sock = listen(host, port)
     print('\n'.join(said), flush=True)
+    forked = workers > 1 or own
     def app(i:int):
-        a = serve_app(store if workers == 1 else open_store(cmd, root, db), h, worker=i == 0 and not no_worker,
-                      admin_token=token, dashboard=not no_dashboard, max_body=max_body,
+        a = serve_app(open_store(cmd, root, db) if forked else store, h, worker=i == 0 and not (no_worker or own),
+                      admin_token=token, dashboard=not no_dashboard, max_body=max_body, timeout=timeout,
                       alerts=Alerts(url=alert_url, lag=alert_lag))  # alerts are logged even without a URL
-        shared = SharedStderr() if workers > 1 else None  # processes sharing stderr write whole lines
+        shared = SharedStderr() if forked else None  # processes sharing stderr write whole lines
         a.state.webhooks.access = AccessLog(log_format, stream=shared)  # request lines in batches
         a.state.webhooks.read_timeout = read_timeout
         return a
-    if workers > 1: store.close()  # the children open their own connections: none may cross the fork
+    def worker():
+        w = Worker(open_store(cmd, root, db), h, timeout=timeout)
+        w.alerts = Alerts(url=alert_url, lag=alert_lag)
+        return w
+    if forked: store.close()  # the children open their own connections: none may cross the fork
     if run_server(app, sock, workers, log_format, header_timeout, worker=not no_worker,
-                  forwarded_allow_ips=forwarded_allow_ips):
+                  forwarded_allow_ips=forwarded_allow_ips, make_worker=worker if own else None):
         fail(cmd, 'a process could not start (see the log above)')
 
 # %% ../nbs/13_cli.ipynb #f9d23d85
@@ -537,28 +548,34 @@ def webhooks_worker(root:str='data',       # folder of tenant databases (SQLite)
                     handlers:str=None,     # module whose `@on(...)` handlers to run
                     concurrency:int=4,     # most handlers running at once
                     max_attempts:int=5,    # attempts before an event is failed (dead letter)
+                    timeout:float=TIMEOUT, # seconds a handler may run before it counts as a failed attempt
                    ):
     "Run the background worker alone until SIGTERM/SIGINT."
     cmd = 'webhooks-worker'
     _more_files()
     with cli_errors(cmd): h = load_handlers(handlers)
     if concurrency < 1 or max_attempts < 1: fail(cmd, '--concurrency and --max-attempts must be at least 1')
+    if not 0 < timeout < math.inf: fail(cmd, f'--timeout must be a positive number of seconds, not {timeout:g}')
     store = open_store(cmd, root, db)
-    w = Worker(store, h, concurrency=concurrency, max_attempts=max_attempts)
+    w = Worker(store, h, concurrency=concurrency, max_attempts=max_attempts, timeout=timeout)
     dlv = Deliverer(store)
     where = f'tenants in {Path(root).resolve()}' if isinstance(store, SqliteStore) else 'tenants in PostgreSQL'
     async def main():
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT): loop.add_signal_handler(sig, done.set)
-        w.start()
+        task = w.start()
         dlv.start()  # deliveries to destinations, beside the handlers
         print(f'webhooks-worker: processing {where} (concurrency {concurrency}; handlers for {describe(h)})',
               flush=True)
-        await done.wait()
+        await asyncio.wait([task, loop.create_task(done.wait())], return_when=asyncio.FIRST_COMPLETED)
         await w.stop()
         await dlv.stop()
     asyncio.run(main())
+    if w.exhausted:  # too many handler threads stuck past --timeout: a fresh process starts without them
+        print(f'{cmd}: {w.stuck} handler threads are stuck past --timeout {timeout:g}; exiting to be started '
+              'afresh (run it under a supervisor, e.g. systemd with Restart=on-failure)', file=sys.stderr)
+        sys.exit(EXHAUSTED)
 
 # %% ../nbs/13_cli.ipynb #be051250
 CONFIRM_OVER = 100  # a replay of more events than this asks first

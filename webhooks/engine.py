@@ -1309,6 +1309,8 @@ async def _settle(self:GroupCommit, batch:list):
                 return
             err = WebhookError('invalid_event', f'the event cannot be stored: {error_text(e)}')
         else: err = StoreUnavailable(f'could not commit the event, retry later ({error_text(e)})')
+        if isinstance(err, StoreUnavailable):  # those queued meanwhile would wait out another timeout: answer now
+            batch, self.pending = batch + self.pending, []
         for _,f in batch:
             if not f.done(): f.set_exception(err)
         return

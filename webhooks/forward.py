@@ -595,7 +595,10 @@ class Deliverer:
         self.stopping, self._wake, self._task, self.delivered = False, None, None, 0
 
     _delay = Worker._delay  # the worker's backoff: exponential from `backoff`, capped, with jitter
-    wake, start = Worker.wake, Worker.start  # told of new work as the worker is; started as a task like it
+    start = Worker.start  # started as a task, as the worker is
+    def wake(self, tenant:str|None=None): # the tenant with new work (None: any)
+        "Tell a running deliverer there is new work (call from the event loop's thread)."
+        if self._wake is not None: self._wake.set()
     def _db(self, f): return asyncio.get_running_loop().run_in_executor(self.db_thread, f)
 
 # %% ../nbs/18_forward.ipynb #54be5c8f

@@ -4,8 +4,9 @@
 
 # %% ../nbs/09_ops.ipynb #867bc5c8
 from __future__ import annotations
-import asyncio, hmac, json, queue, sys, threading, time
+import asyncio, hmac, json, os, queue, sys, threading, time
 from bisect import bisect_left
+from pathlib import Path
 from fastcore.basics import patch
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -80,7 +81,10 @@ _SERIES = {'received': ('Deliveries stored as new events', ['tenant']),
            'duplicates': ('Deliveries answered as duplicates', ['tenant']),
            'handshakes': ('Provider handshakes answered (never stored)', ['tenant']),
            'rejected': ('Deliveries refused, by code', ['tenant', 'code']),
-           'handled': ('Handler runs by outcome: completed, failed, retried, unhandled', ['tenant', 'outcome'])}
+           'handled': ('Handler runs by outcome: completed, failed, retried, unhandled', ['tenant', 'outcome']),
+           'outcomes_held': ('Handler outcomes held because the database refused them (recorded once it answers)',
+                             ['tenant']),
+           'handler_threads_abandoned': ('Plain handlers left running on their thread past their timeout', ['tenant'])}
 _OUTCOMES = {'retry': 'retried', 'ignored': 'unhandled'}
 
 # %% ../nbs/09_ops.ipynb #76b7b3e7
@@ -93,6 +97,7 @@ class Metrics:
         self.counts:dict[tuple,int] = {}              # ('received', tenant), ('rejected', tenant, code), …: how many
         self.latency = [0] * (len(self.buckets) + 1)  # answers per latency bucket (the last: slower than them all)
         self.seconds = 0.0                            # and their total time
+        self.shared:list[Path] = []                   # files where other processes (the worker's) save their counts
         self.registry.register(self)
 
 # %% ../nbs/09_ops.ipynb #8e256d5f
@@ -112,6 +117,41 @@ def outcome(self:Metrics, tenant:str, outcome:str):
     k = ('handled', tenant, _OUTCOMES.get(outcome, outcome))
     self.counts[k] = self.counts.get(k, 0) + 1
 
+# %% ../nbs/09_ops.ipynb #c280ad1c
+@patch
+def add(self:Metrics,
+        name:str,   # a series of `_SERIES`, e.g. 'outcomes_held'
+        *labels,    # its label values, in `_SERIES` order
+        n:int=1,    # how many
+       ):
+    "Count `n` more under `name` and `labels` (the worker's counters)."
+    k = (name, *labels)
+    self.counts[k] = self.counts.get(k, 0) + n
+
+# %% ../nbs/09_ops.ipynb #f5f24136
+@patch
+def save(self:Metrics, path:str|Path):
+    "Write the counts to `path` in one piece (a reader never sees half a file)."
+    tmp = Path(f'{path}.{os.getpid()}')
+    tmp.write_text(json.dumps([[*k, n] for k, n in dict(self.counts).items()]))
+    os.replace(tmp, path)
+
+@patch
+def include(self:Metrics, path:str|Path):
+    "Add the counts another process `save`s to `path` to this one's series, when scraped."
+    self.shared.append(Path(path))
+
+@patch
+def _all_counts(self:Metrics)->dict:
+    "This process's counts with those of the files it `include`s (missing or half-written files count as empty)."
+    counts = dict(self.counts)  # a copy: the loop keeps counting
+    for p in self.shared:
+        try: rows = json.loads(p.read_text())
+        except (OSError, ValueError): continue
+        for *k, n in rows:
+            if k and k[0] in _SERIES: counts[tuple(k)] = counts.get(tuple(k), 0) + n
+    return counts
+
 # %% ../nbs/09_ops.ipynb #5c1bf02e
 @patch
 def collect(self:Metrics):
@@ -120,8 +160,7 @@ def collect(self:Metrics):
     from prometheus_client.utils import floatToGoString
     series = {name: CounterMetricFamily(f'webhooks_{name}', doc, labels=labels)
               for name, (doc, labels) in _SERIES.items()}
-    # a copy: the loop keeps counting
-    for (name, *labels), n in dict(self.counts).items(): series[name].add_metric(labels, n)
+    for (name, *labels), n in self._all_counts().items(): series[name].add_metric(labels, n)
     yield from series.values()
     acc, cumulative = 0, []
     for le, n in zip(self.buckets + (float('inf'),), list(self.latency)):

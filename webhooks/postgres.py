@@ -5,7 +5,7 @@ group commits as one multi-row insert, claims with `FOR UPDATE SKIP LOCKED`, wor
 
 # %% ../nbs/05_postgres.ipynb #910e9d2c
 from __future__ import annotations
-import asyncio, functools, hashlib, json, re, secrets, sys, threading, time
+import asyncio, functools, hashlib, json, logging, re, secrets, sys, threading, time
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import asynccontextmanager, contextmanager
@@ -25,10 +25,10 @@ from .engine import (INVALID, SOURCE_COLS, STREAM_COLS, AdminSessions, Cursor, G
 
 # %% auto #0
 __all__ = ['PREFIX', 'PG_SCHEMA_VERSION', 'PG_COMMIT_ORDER', 'PG_API_SCHEMA', 'PG_REJECTION_SCHEMA', 'PG_SCHEMA',
-           'PG_FORWARD_SCHEMA', 'PG_MIGRATIONS', 'PG', 'CHANNEL', 'SOURCES_CHANNEL', 'SETTINGS_SCHEMA',
-           'SESSIONS_TABLE', 'PG_INVALID', 'schema_name', 'schema_mark', 'read_mark', 'pg_ddl', 'schema_sql',
-           'migration_sql', 'stored_body', 'pg_statements', 'pg_where', 'pg_rows', 'glob_regex', 'safe_url', 'PgStore',
-           'schema_steps', 'encrypt_steps', 'PgTenant', 'rejection_arrays', 'PgInbox']
+           'PG_FORWARD_SCHEMA', 'PG_MIGRATIONS', 'PG', 'CHANNEL', 'SOURCES_CHANNEL', 'RECONNECT', 'CONNECT_TIMEOUT',
+           'SETTINGS_SCHEMA', 'SESSIONS_TABLE', 'PG_INVALID', 'schema_name', 'schema_mark', 'read_mark', 'pg_ddl',
+           'schema_sql', 'migration_sql', 'stored_body', 'pg_statements', 'pg_where', 'pg_rows', 'glob_regex',
+           'safe_url', 'PgStore', 'schema_steps', 'encrypt_steps', 'PgTenant', 'rejection_arrays', 'PgInbox']
 
 # %% ../nbs/05_postgres.ipynb #0c19362e
 PREFIX = 'wh_'  # every tenant schema's name starts with it
@@ -355,6 +355,23 @@ class PgStore(KeyHolder, Receiving, AdminSessions):
         self._lock = threading.Lock()
     def __repr__(self): return f'PgStore({safe_url(self.url)!r})'
 
+# %% ../nbs/05_postgres.ipynb #312f954e
+_log = logging.getLogger('webhooks.postgres')
+RECONNECT = 1.0  # seconds a pool keeps trying to replace a lost connection before it starts a fresh round of tries
+CONNECT_TIMEOUT = 5  # seconds one connection attempt may take
+
+def _keep_trying(pool:ConnectionPool):
+    "A pool's `reconnect_failed`: if requests wait for a connection, start a fresh round of attempts now."
+    try:  # `check` grows an empty pool: one attempt at once, then RECONNECT s of backoff again
+        if pool.get_stats().get('requests_waiting'): pool.check()
+    except Exception: pass  # the pool is closing
+
+async def _akeep_trying(pool:AsyncConnectionPool):
+    "`_keep_trying` for the `asyncio` pool."
+    try:
+        if pool.get_stats().get('requests_waiting'): await pool.check()
+    except Exception: pass
+
 # %% ../nbs/05_postgres.ipynb #d2291283
 def _durable(conn):
     conn.execute('SET synchronous_commit TO on')  # whatever the server's default: committed means on disk
@@ -368,9 +385,11 @@ def pool(self:PgStore)->ConnectionPool:
             try: psycopg.connect(self.url, connect_timeout=10).close()
             except psycopg.Error as e:
                 raise StoreUnavailable(f'cannot connect to {safe_url(self.url)}: {error_text(e)}') from None
-            self._pool = ConnectionPool(self.url, min_size=1, max_size=self.pool_size, kwargs=dict(autocommit=True),
+            self._pool = ConnectionPool(self.url, min_size=1, max_size=self.pool_size, name='webhooks',
+                                        kwargs=dict(autocommit=True, connect_timeout=CONNECT_TIMEOUT),
                                         configure=_durable, check=ConnectionPool.check_connection,
-                                        name='webhooks', open=True)
+                                        timeout=2*self.busy_timeout, reconnect_timeout=RECONNECT,
+                                        reconnect_failed=_keep_trying, open=True)
         return self._pool
 
 # %% ../nbs/05_postgres.ipynb #1c9108c3
@@ -763,9 +782,10 @@ async def _receiving_pool(self:PgStore)->AsyncConnectionPool:
             await conn.execute('SET synchronous_commit TO on')
             # a key held by another receiver's stuck commit: 503, not a hang
             await conn.execute(f'SET lock_timeout TO {ms}')
-        pool = AsyncConnectionPool(self.url, min_size=1, max_size=self.pool_size, kwargs=dict(autocommit=True),
-                                   configure=configure, timeout=self.busy_timeout, name='webhooks-receiving',
-                                   open=False)
+        pool = AsyncConnectionPool(self.url, min_size=1, max_size=self.pool_size, name='webhooks-receiving',
+                                   kwargs=dict(autocommit=True, connect_timeout=CONNECT_TIMEOUT),
+                                   configure=configure, timeout=self.busy_timeout, open=False,
+                                   reconnect_timeout=RECONNECT, reconnect_failed=_akeep_trying)
         async def opening():
             try: await pool.open(wait=True, timeout=self.busy_timeout)
             except Exception:
@@ -828,15 +848,20 @@ async def _reject(self:PgStore, tenant:str, rows:list[Rejection]):
 @patch
 async def _notifications(self:PgStore, channel:str):
     "Payloads of the NOTIFYs on `channel`, forever; None once listening, and again after every reconnection."
+    lost = False  # said once when the connection goes, once when it is back: not at every try
     while True:
         try:
-            async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as c:
+            async with await psycopg.AsyncConnection.connect(self.url, autocommit=True,
+                                                             connect_timeout=CONNECT_TIMEOUT) as c:
                 await c.execute(sql.SQL('LISTEN {}').format(sql.Identifier(channel)))
+                if lost: _log.warning('listening on %r again', channel); lost = False
                 yield None
                 async for n in c.notifies(): yield n.payload
         except psycopg.OperationalError as e:
-            print(f'webhooks: listening on {channel!r} at {safe_url(self.url)}: {error_text(e)}; retrying',
-                  file=sys.stderr)
+            if not lost:  # a logger, not print: a stderr nobody reads must not block the event loop
+                _log.warning('listening on %r at %s: %s; retrying every second',
+                             channel, safe_url(self.url), error_text(e))
+            lost = True
         await asyncio.sleep(1)
 
 # %% ../nbs/05_postgres.ipynb #5899f288

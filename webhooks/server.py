@@ -5,7 +5,7 @@
 # %% ../nbs/12_server.ipynb #3eaebf24
 from __future__ import annotations
 import asyncio, atexit, ctypes, gc, json, logging, logging.handlers, math, os, queue, secrets, select, signal, socket
-import sys, time, traceback
+import shutil, sys, tempfile, time, traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -16,17 +16,17 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from .store import Store
 from .routes import Receiver, install_webhooks, on_lifespan
-from .ops import install_ops
+from .ops import Metrics, install_ops
 from .dashboard import install_dashboard
 from .api import api_auth, install_api
 from .stream import install_stream
-from .worker import Alerts, Handlers, install_worker
-from .forward import install_forwarding
+from .worker import TIMEOUT, Alerts, Handlers, Worker, install_worker
+from .forward import Deliverer, install_forwarding
 
 # %% auto #0
-__all__ = ['HEADER_TIMEOUT', 'STARTUP_FAILED', 'serve_app', 'freeze_heap', 'run_async', 'listen', 'JsonLog', 'setup_logging',
-           'HeaderClock', 'HttpToolsClock', 'H11Clock', 'timed_protocol', 'WakePipe', 'SharedStderr', 'exit_reason',
-           'supervise', 'run_server']
+__all__ = ['HEADER_TIMEOUT', 'STARTUP_FAILED', 'EXHAUSTED', 'serve_app', 'freeze_heap', 'run_async', 'listen', 'JsonLog',
+           'setup_logging', 'HeaderClock', 'HttpToolsClock', 'H11Clock', 'timed_protocol', 'WakePipe', 'SharedStderr',
+           'exit_reason', 'supervise', 'run_worker', 'run_server']
 
 # %% ../nbs/12_server.ipynb #1be9f3de
 def serve_app(root:str|Path|Store='data',  # folder of tenant databases, PostgreSQL URL, or a `Store`
@@ -35,6 +35,7 @@ def serve_app(root:str|Path|Store='data',  # folder of tenant databases, Postgre
               admin_token:str|None=None,    # token for `/metrics` (None: no /metrics)
               alerts:Alerts|None=None,      # where the worker reports dead letters, queue lag and refusal bursts
               dashboard:bool=True,          # mount the operator dashboard at /admin (needs `admin_token`)
+              timeout:float=TIMEOUT,        # seconds a handler may run (the worker's)
               **kwargs,                     # passed to `install_webhooks`: max_body, max_open, busy_timeout, writers
              ):
     ("A FastHTML app receiving webhooks for every tenant of `root`, "
@@ -49,8 +50,9 @@ def serve_app(root:str|Path|Store='data',  # folder of tenant databases, Postgre
     install_api(app, rcv.store, admin_token)  # /api/v1: the admin token, and tokens scoped to a tenant
     install_stream(app, rcv.store, auth=api_auth(rcv.store, admin_token), receiver=rcv)  # /api/v1/…/events/stream
     install_webhooks(app, rcv)  # installed last, its routes come first: every delivery is matched against them
-    if worker: install_worker(app, receiver=rcv, handlers=handlers, alerts=alerts)
+    if worker: install_worker(app, receiver=rcv, handlers=handlers, alerts=alerts, timeout=timeout)
     if worker: install_forwarding(app, receiver=rcv, alerts=alerts)  # deliveries to destinations, beside it
+    app.state.alerts = alerts  # a worker in another process shares its alerts with the dashboard through them
     on_lifespan(app, start=freeze_heap)
     return app
 
@@ -103,13 +105,14 @@ def setup_logging(fmt:str='text',       # 'text' or 'json'
      "returns the writer thread.")
     h = logging.StreamHandler(sys.stderr)
     h.setFormatter(JsonLog() if fmt == 'json' else logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
-    lg = logging.getLogger('webhooks')
-    lg.setLevel(logging.INFO); lg.propagate = False
-    if not background: lg.handlers[:] = [h]; return None
+    lg, pool = logging.getLogger('webhooks'), logging.getLogger('psycopg.pool')
+    lg.setLevel(logging.INFO); lg.propagate = pool.propagate = False
+    pool.setLevel(logging.ERROR)  # it warns at every reconnection attempt: the worker and listener say it once
+    if not background: lg.handlers[:] = pool.handlers[:] = [h]; return None
     q = queue.SimpleQueue()
     writer = logging.handlers.QueueListener(q, h)
     writer.start(); atexit.register(writer.stop)  # what is queued is written before the process ends
-    lg.handlers[:] = [_Handoff(q)]
+    lg.handlers[:] = pool.handlers[:] = [_Handoff(q)]
     return writer
 
 # %% ../nbs/12_server.ipynb #3b547b25
@@ -166,15 +169,19 @@ class WakePipe:
         self.r, self.w = os.pipe()
         for fd in (self.r, self.w): os.set_blocking(fd, False)
     def poke(self, tenant:str|None=None):
-        "Say there is new work (a receiver's listener: called with the tenant, from the event loop)."
-        try: os.write(self.w, b'.')
+        "Say `tenant` has new work (a receiver's listener: called from the event loop)."
+        # tenant names are ASCII without newlines; a write this short is never split or mixed with another's
+        try: os.write(self.w, (tenant or '').encode() + b'\n')
         except BlockingIOError: pass  # the pipe is full: the worker has wake-ups waiting already
     def watch(self, wake:Callable):
-        "Call `wake()` on the running loop whenever pokes arrive."
+        "Call `wake(tenant)` on the running loop for each tenant poked (None for a poke that named none)."
+        buf = bytearray()
         def ready():
-            try: os.read(self.r, 1 << 16)
+            try: buf.extend(os.read(self.r, 1 << 16))
             except BlockingIOError: return
-            wake()
+            *lines, rest = bytes(buf).split(b'\n')
+            buf[:] = rest
+            for t in dict.fromkeys(lines): wake(t.decode() or None)
         asyncio.get_running_loop().add_reader(self.r, ready)
 
 # %% ../nbs/12_server.ipynb #e3947ae3
@@ -278,33 +285,73 @@ def supervise(n:int,           # how many children
     _stop(kids, grace, log)
     return 1 if failed else 0
 
+# %% ../nbs/12_server.ipynb #baca511b
+EXHAUSTED = 75  # a worker process's exit status when it stopped itself to be started afresh (EX_TEMPFAIL)
+
+def run_worker(make:Callable,                # `make()`: the `Worker`, built in this process
+               pipe:WakePipe|None=None,      # the receivers' pokes, which wake it
+               metrics:str|Path|None=None,   # file its counters are saved to every second (for `/metrics`)
+               alerts:str|Path|None=None,    # file its recent alerts are saved to every second (for the dashboards)
+              )->int:
+    "Run a `Worker` (a `Deliverer` beside it) here until SIGTERM or SIGINT, or until it stops itself; the exit status."
+    async def main():
+        w, loop, stop = make(), asyncio.get_running_loop(), asyncio.Event()
+        dlv = Deliverer(w.store, w.alerts)  # deliveries to destinations run where the handlers do
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try: loop.add_signal_handler(sig, stop.set)
+            except (ValueError, RuntimeError): pass  # not the main thread (a notebook): its caller stops it
+        if pipe is not None: pipe.watch(lambda *tenant: (w.wake(*tenant), dlv.wake(*tenant)))
+        if w.metrics is None: w.metrics = Metrics()
+        async def chores():
+            if w.alerts is not None: loop.create_task(w.alerts.watch(w.store))
+            while True:
+                if metrics is not None: w.metrics.save(metrics)
+                if alerts is not None and w.alerts is not None: w.alerts.save(alerts)
+                await asyncio.sleep(1)
+        side, ended = loop.create_task(chores()), loop.create_task(stop.wait())
+        dlv.start()
+        await asyncio.wait([w.start(), ended], return_when=asyncio.FIRST_COMPLETED)
+        side.cancel(); ended.cancel()
+        await w.stop(); await dlv.stop()
+        if metrics is not None: w.metrics.save(metrics)
+        return EXHAUSTED if w.exhausted else 0
+    return run_async(main())
+
 # %% ../nbs/12_server.ipynb #9179f3e2
-def run_server(make:Callable,           # `make(i)`: the app process `i` serves, built in that process
+def run_server(make:Callable,           # `make(i)`: the app receiver process `i` serves, built in that process
                sock:socket.socket,      # the bound socket (`listen`)
-               workers:int=1,           # processes: 1 serves here, more are supervised children sharing `sock`
+               workers:int=1,           # receiver processes: 1 may serve here, more are supervised children
                log_format:str='text',   # log lines as 'text' or 'json'
                header_timeout:float=HEADER_TIMEOUT, # seconds a connection may take to send a request's headers
                worker:bool=True,        # process 0's app runs the background worker: the others ring it (`WakePipe`)
                forwarded_allow_ips:str|None=None, # proxies whose X-Forwarded-For/-Proto are believed (None: nobody's)
+               make_worker:Callable|None=None, # `make_worker()`: a `Worker` for a supervised process of its own
               )->int:
     "Serve `make`'s app on `sock` until SIGINT or SIGTERM, here or in `workers` children; the exit status."
     proxies = dict(proxy_headers=bool(forwarded_allow_ips), forwarded_allow_ips=forwarded_allow_ips or None)
     config = lambda a: uvicorn.Config(a, log_level='warning', http=timed_protocol(header_timeout), **proxies)
-    if workers == 1:
+    if workers == 1 and make_worker is None:
         setup_logging(log_format)
         try: uvicorn.Server(config(make(0))).run(sockets=[sock])
         except KeyboardInterrupt: pass  # Ctrl-C: uvicorn has shut down gracefully (the worker's lifespan stop ran)
         return 0
     sock.listen(2048)  # connections wait in the backlog while a child starts or restarts
-    pipe = WakePipe()
+    pipe, counts = WakePipe(), Path(tempfile.mkdtemp(prefix='webhooks-'))/'worker-metrics.json'
+    said = counts.with_name('worker-alerts.json')  # the worker's recent alerts, for the dashboards
     def child(i:int)->int:
         writer = setup_logging(log_format)
-        a = make(i)
-        if worker and i == 0: on_lifespan(a, start=lambda: pipe.watch(a.state.worker.wake))
-        elif worker: a.state.webhooks.listeners.append(pipe.poke)
-        server = uvicorn.Server(config(a))
-        try: server.run(sockets=[sock])
+        try:
+            if i == workers: return run_worker(make_worker, pipe, counts, said)
+            a = make(i)
+            if make_worker is not None:
+                a.state.webhooks.metrics.include(counts)
+                if getattr(a.state, 'alerts', None) is not None: a.state.alerts.include(said)
+            if worker and i == 0 and make_worker is None: on_lifespan(a, start=lambda: pipe.watch(a.state.worker.wake))
+            elif worker or make_worker is not None: a.state.webhooks.listeners.append(pipe.poke)
+            server = uvicorn.Server(config(a))
+            server.run(sockets=[sock])
+            return 0 if server.started else STARTUP_FAILED
         finally: writer.stop()
-        return 0 if server.started else STARTUP_FAILED
     setup_logging(log_format, background=False)  # the parent forks: no thread of its own
-    return supervise(workers, child)
+    try: return supervise(workers + (make_worker is not None), child)
+    finally: shutil.rmtree(counts.parent, ignore_errors=True)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_worker.ipynb #709615cb
 from __future__ import annotations
-import asyncio, fnmatch, inspect, json, logging, random, sys, time
+import asyncio, fnmatch, inspect, json, logging, math, os, random, sys, threading, time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +17,8 @@ from .process import run_handler
 from .routes import on_lifespan
 
 # %% auto #0
-__all__ = ['handlers', 'log', 'on', 'BACKOFF', 'MAX_BACKOFF', 'TIMEOUT', 'Handlers', 'Event', 'Worker', 'Alerts',
-           'install_worker', 'replay', 'prune', 'reclaim', 'claim_batch']
+__all__ = ['handlers', 'log', 'on', 'BACKOFF', 'MAX_BACKOFF', 'TIMEOUT', 'PAUSE', 'MAX_PAUSE', 'MAX_STUCK', 'Handlers', 'Event',
+           'Worker', 'PlainRun', 'Alerts', 'install_worker', 'replay', 'prune', 'reclaim', 'claim_batch']
 
 # %% ../nbs/10_worker.ipynb #08e69f6d
 class Handlers:
@@ -82,6 +82,9 @@ def _load(text:str|bytes|None):
 BACKOFF = 2.0        # seconds before the first retry; doubles with each attempt
 MAX_BACKOFF = 3600.0 # cap on the delay between two attempts
 TIMEOUT = 60.0       # seconds a handler may run
+PAUSE = 0.25         # seconds a tenant is left alone after its database failed once; doubles with each failure
+MAX_PAUSE = 30.0     # cap on that pause: a database that is really gone is tried twice a minute
+MAX_STUCK = 16       # plain handler threads stuck past their timeout before the worker stops to be restarted
 
 # %% ../nbs/10_worker.ipynb #5fd2376a
 class Worker:
@@ -96,21 +99,26 @@ class Worker:
                  max_backoff:float=MAX_BACKOFF, # cap on the delay between attempts
                  poll:float=2.0,                # seconds between scans when nothing wakes the worker
                  max_open:int=256,              # tenant stores kept open
-                 timeout:float=TIMEOUT,         # seconds a handler may run: then cancelled, or its lease lapses
+                 timeout:float=TIMEOUT,         # seconds a handler may run: then it is a failed attempt
                  flush:float=0.25,              # seconds between recordings of finished outcomes while a batch runs
+                 max_stuck:int=MAX_STUCK,       # plain handler threads stuck past `timeout` before the worker stops
                 ):
-        store_attr('concurrency,batch,lease,max_attempts,backoff,max_backoff,poll,max_open,timeout,flush')
+        store_attr('concurrency,batch,lease,max_attempts,backoff,max_backoff,poll,max_open,timeout,flush,max_stuck')
         self.store = as_store(root)
         self.handlers = handlers if handlers is not None else globals()['handlers']
         self.db_thread = ThreadPoolExecutor(1, thread_name_prefix='webhooks-worker-db')  # every store call runs here
-        self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix='webhooks-handler')
         self._tenants:dict[str,TenantStore] = {}
         self._sem = self._wake = self._task = None
-        self.stopping, self._skip = False, {}
+        self.stopping = self.exhausted = False  # exhausted: too many stuck threads, the process should start afresh
         self._pacing:dict[tuple,list] = {}        # (tenant, source) -> [start tokens, when counted]: its `handler_rate`
-        self._outs:list[tuple[str,Outcome]] = []  # finished, not recorded: (tenant, outcome), from any batch or thread
-        self._started:dict[tuple,float] = {}      # (tenant, seq, attempt) -> start time of plain handlers running now
-        self.running = self.peak = self.done = 0
+        self._outs:list[tuple[str,Outcome]] = []  # finished, not yet filed: (tenant, outcome), from any batch or thread
+        self._held:dict[str,list[Outcome]] = {}   # tenant -> outcomes to record (held while its database refuses)
+        self._unreleased:dict[str,list[Claim]] = {}  # tenant -> unstarted claims to give back
+        self._down:dict[str|None,list] = {}       # tenant (None: the store) -> [failures in a row, paused until]
+        self._renewed:dict[str,float] = {}        # tenant -> when its leases were last renewed
+        self._counted:dict[str,int] = {}          # tenant -> its held outcomes counted in `metrics` already
+        self._runs:set = set()                    # the `PlainRun`s of handler threads running now
+        self.running = self.peak = self.done = self.abandoned = self.stuck = 0
         self.metrics = None  # a `routes.Metrics` to count outcomes in (`install_worker` shares the receiver's)
         self.alerts = None   # an `Alerts` told of dead letters
 
@@ -136,16 +144,26 @@ def _delay(self:Worker, attempt:int)->float:
     return min(self.max_backoff, self.backoff * 2**(attempt-1)) * (0.5 + random.random()/2)
 
 # %% ../nbs/10_worker.ipynb #3da1b2ee
+class PlainRun:
+    "A thread running plain handlers: the event it is on, since when, and whether the worker gave up on it."
+    def __init__(self, loop:asyncio.AbstractEventLoop): # the worker's loop, where `done` resolves
+        self.loop, self.done, self.lock = loop, loop.create_future(), threading.Lock()
+        self.ev, self.t0, self.abandoned = None, 0.0, False
+    def finish(self):
+        "Resolve `done` (from any thread): its puller takes its slot back."
+        def resolve():
+            if not self.done.done(): self.done.set_result(None)
+        try: self.loop.call_soon_threadsafe(resolve)
+        except RuntimeError: pass  # the loop is closed: nobody is waiting
+
+# %% ../nbs/10_worker.ipynb #e27a10f1
 @patch
-def _attempt(self:Worker, fn, ev:Event):
-    "Run a plain handler for one event (on a pool thread) and queue its outcome."
-    key = (ev.tenant, ev.seq, ev.attempt)
-    t0 = self._started[key] = time.time()
+def _attempt(self:Worker, fn, ev:Event, run:PlainRun)->Outcome:
+    "Run a plain handler for one event (on `run`'s thread); its outcome."
+    with run.lock: run.ev, run.t0 = ev, time.time()
     try: fn(ev)
-    except Exception as e: out = self._failed(ev, t0, e)
-    else: out = Outcome(ev.seq, ev.id, ev.attempt, t0, time.time(), 'completed')
-    finally: self._started.pop(key, None)
-    self._outs.append((ev.tenant, out))
+    except Exception as e: return self._failed(ev, run.t0, e)
+    return Outcome(ev.seq, ev.id, ev.attempt, run.t0, time.time(), 'completed')
 
 # %% ../nbs/10_worker.ipynb #d71d6629
 @patch
@@ -160,26 +178,86 @@ def _failed(self:Worker, ev:Event, t0:float, e:Exception)->Outcome:
 
 # %% ../nbs/10_worker.ipynb #9940b8aa
 @patch
-def _drain_sync(self:Worker, todo:deque):
-    "A puller on a pool thread: run plain handlers until `todo` is empty or the worker stops."
-    while not self.stopping:
-        try: fn, ev = todo.popleft()
-        except IndexError: return
-        self._attempt(fn, ev)
+def _drain_sync(self:Worker, todo:deque, run:PlainRun):
+    "A puller's thread: run plain handlers from `todo` until it is empty, the worker stops or `run` is abandoned."
+    try:
+        while not self.stopping and not run.abandoned:
+            try: fn, ev = todo.popleft()
+            except IndexError: return
+            out = self._attempt(fn, ev, run)
+            with run.lock:
+                if run.abandoned: return  # the watchdog filed this run as timed out
+                run.ev = None
+                self._outs.append((ev.tenant, out))
+    finally:
+        if run.abandoned: self.stuck -= 1  # a stuck thread that came back after all
+        run.finish()
 
 # %% ../nbs/10_worker.ipynb #4a312968
 @patch
-async def _flush(self:Worker)->int:
-    "Record every finished outcome, tenant by tenant; how many were recorded."
-    if not self._outs: return 0
-    outs, by = self._outs[:], {}
+async def _flush(self:Worker,
+                 force:bool=False, # also tenants whose database is pausing after a failure (on `stop`)
+                )->int:
+    "Record every finished outcome, tenant by tenant; how many were recorded (refused ones are held)."
+    outs = self._outs[:]
     del self._outs[:len(outs)]
-    for t, o in outs: by.setdefault(t, []).append(o)
+    for t, o in outs: self._held.setdefault(t, []).append(o)
+    n = 0
+    for t in list(self._held.keys() | self._unreleased.keys()):
+        if force or not self._paused(t): n += await self._settle(t)
+    return n
+
+# %% ../nbs/10_worker.ipynb #67a38849
+@patch
+async def _settle(self:Worker, tenant:str)->int:
+    "Record `tenant`'s held outcomes, then give back its unstarted claims; what the database refuses stays held."
+    outs, left = self._held.pop(tenant, []), self._unreleased.pop(tenant, [])
     retry_at = lambda o: o.finished + self._delay(o.attempt)
-    for t, os_ in by.items():
-        applied = await self._db(lambda: self._tenant(t).record(os_, retry_at))
-        self._report(t, [o for o in os_ if o.seq in applied])
+    try: applied = await self._db(lambda: self._tenant(tenant).record(outs, retry_at)) if outs else set()
+    except Exception as e:
+        self._held[tenant] = outs + self._held.get(tenant, [])
+        if left: self._unreleased[tenant] = left + self._unreleased.get(tenant, [])
+        if self.metrics is not None:  # each held outcome counted once, however many tries it takes
+            self.metrics.add('outcomes_held', tenant, n=len(outs) - self._counted.get(tenant, 0))
+        self._counted[tenant] = len(outs)
+        self._fail(tenant, e)
+        if time.time() - self._renewed.get(tenant, 0) > self.lease / 3:
+            await self._renew(tenant, quiet=True)  # the events stay ours: not run again while their outcomes wait
+        return 0
+    self._counted.pop(tenant, None)
+    self._report(tenant, [o for o in outs if o.seq in applied])
+    try:
+        if left: await self._db(lambda: self._tenant(tenant).release(left))  # never started: not an attempt
+    except Exception as e: self._unreleased[tenant] = left + self._unreleased.get(tenant, []); self._fail(tenant, e)
+    else: self._ok(tenant)
     return len(outs)
+
+# %% ../nbs/10_worker.ipynb #4dcd90a5
+@patch
+def _fail(self:Worker,
+          key:str|None, # the tenant whose database failed (None: the store's list of tenants)
+          e:Exception,  # what it raised
+         ):
+    "Pause `key` after a database error: `PAUSE` doubling with each failure in a row, jittered, capped; log the first."
+    d = self._down.setdefault(key, [0, 0.0])
+    d[0] += 1
+    d[1] = time.time() + min(MAX_PAUSE, PAUSE * 2**min(d[0]-1, 20)) * (0.5 + random.random()/2)
+    if d[0] == 1:
+        log.warning('%s: %s; retrying with backoff (up to %g s) until it answers',
+                    'the store' if key is None else f'tenant {key}', error_text(e), MAX_PAUSE)
+
+# %% ../nbs/10_worker.ipynb #640e284a
+@patch
+def _ok(self:Worker, key:str|None):
+    "`key`'s database answered: end its pause, and say so if it had failed."
+    if (d := self._down.pop(key, None)) is not None:
+        log.warning('%s answers again (after %d failed tries)', 'the store' if key is None else f'tenant {key}', d[0])
+
+@patch
+def _paused(self:Worker, key:str|None)->bool:
+    "Is `key` pausing after a database error?"
+    d = self._down.get(key)
+    return d is not None and d[1] > time.time()
 
 # %% ../nbs/10_worker.ipynb #1b6a3cce
 @patch
@@ -217,15 +295,27 @@ async def _aattempt(self:Worker, fn, ev:Event, awaiting:dict):
 # %% ../nbs/10_worker.ipynb #185a9556
 @patch
 def _watchdog(self:Worker, awaiting:dict):
-    "Cancel the coroutine handlers in `awaiting` (puller task -> [start, event, timed out?]) past their `timeout`."
+    "Cancel coroutine handlers in `awaiting` (task -> [start, event, timed out?]) past `timeout`; abandon threads."
     for task, w in list(awaiting.items()):
         if not w[2] and time.time() - w[0] > self.timeout: w[2] = True; task.cancel()
+    for run in list(self._runs): self._abandon(run)
 
 # %% ../nbs/10_worker.ipynb #78c23cbb
 @patch
-def _stuck(self:Worker, tenant:str, now:float)->set:
-    "(seq, attempt) of `tenant`'s plain handlers running past their timeout."
-    return {(s, a) for (t, s, a), t0 in list(self._started.items()) if t == tenant and now - t0 > self.timeout}
+def _abandon(self:Worker, run:PlainRun):
+    "File `run`'s handler as timed out and free its slot, if it is past `timeout`; stop the worker past `max_stuck`."
+    with run.lock:
+        if run.ev is None or run.abandoned or time.time() - run.t0 <= self.timeout: return
+        run.abandoned, ev = True, run.ev
+        self.abandoned += 1; self.stuck += 1
+    late = TimeoutError(f'handler ran longer than {self.timeout:g} s')
+    self._outs.append((ev.tenant, self._failed(ev, run.t0, late)))
+    if self.metrics is not None: self.metrics.add('handler_threads_abandoned', ev.tenant)
+    run.finish()
+    if self.stuck > self.max_stuck and not self.exhausted:
+        log.error('%d handler threads are stuck past their timeout: the worker stops, to be started afresh', self.stuck)
+        self.exhausted = self.stopping = True
+        if self._wake is not None: self._wake.set()
 
 # %% ../nbs/10_worker.ipynb #0451ef60
 @patch
@@ -246,44 +336,59 @@ async def _pull(self:Worker, todo:deque, plain:bool, awaiting:dict):
     async with self._sem:
         self.running += 1; self.peak = max(self.peak, self.running)
         try:
-            if plain: await asyncio.get_running_loop().run_in_executor(self.pool, self._drain_sync, todo)
-            else:
-                while todo and not self.stopping:
+            while todo and not self.stopping:
+                if plain: await self._thread(todo)
+                else:
                     fn, ev = todo.popleft()
                     await self._aattempt(fn, ev, awaiting)
         finally: self.running -= 1
+
+# %% ../nbs/10_worker.ipynb #dafd35a2
+@patch
+async def _thread(self:Worker, todo:deque):
+    "Run plain handlers from `todo` on a new thread, until it is done or the watchdog abandons it."
+    run = PlainRun(asyncio.get_running_loop())
+    self._runs.add(run)
+    try:
+        threading.Thread(target=self._drain_sync, args=(todo, run), name='webhooks-handler', daemon=True).start()
+        await run.done
+    finally: self._runs.discard(run)
 
 # %% ../nbs/10_worker.ipynb #b805ef50
 @patch
 async def run_batch(self:Worker, tenant:str, claims:list[Claim])->int:
     "Run the handlers of `tenant`'s `claims`, at most `concurrency` at once, recording outcomes as they finish."
     sync, coro = self._sort(tenant, claims)
-    mine, awaiting = {(tenant, c.seq, c.attempt) for c in claims}, {}  # awaiting: puller -> [start, event, timed out?]
+    awaiting = {}  # coroutine puller -> [start, event, timed out?]
     tasks = {asyncio.ensure_future(self._pull(sync, True, awaiting)) for _ in range(min(self.concurrency, len(sync)))}
     tasks |= {asyncio.ensure_future(self._pull(coro, False, awaiting)) for _ in range(min(self.concurrency, len(coro)))}
-    done, renewed = 0, time.time()
+    done = 0
+    self._renewed[tenant] = time.time()  # claimed just now
     while tasks:
         _, tasks = await asyncio.wait(tasks, timeout=min(self.flush, self.timeout/2))
         self._watchdog(awaiting)
         done += await self._flush()
-        now = time.time()
-        stuck, running = self._stuck(tenant, now), mine & self._started.keys()
-        if tasks and not sync and not coro and not awaiting and running and {(s, a) for _,s,a in running} <= stuck:
-            break  # only this batch's plain handlers past their timeout are left: their leases lapse below; move on
-        if now - renewed > self.lease / 3:  # a long batch keeps its claims; those past their timeout lapse
-            await self._db(lambda: self._tenant(tenant).renew(self.lease, stuck)); renewed = now
+        if time.time() - self._renewed[tenant] > self.lease / 3: await self._renew(tenant)
     return done + await self._close_batch(tenant, [*sync, *coro])
+
+# %% ../nbs/10_worker.ipynb #264e5a34
+@patch
+async def _renew(self:Worker, tenant:str, quiet:bool=False)->bool:
+    "Extend the leases this worker holds in `tenant` (one call); False if the database refused."
+    try: await self._db(lambda: self._tenant(tenant).renew(self.lease))
+    except Exception as e:
+        if not quiet: self._fail(tenant, e)
+        return False
+    self._renewed[tenant] = time.time()
+    return True
 
 # %% ../nbs/10_worker.ipynb #6850f278
 @patch
 async def _close_batch(self:Worker, tenant:str, todo:list)->int:
-    "End a batch: let stuck handlers' leases lapse, record what finished, give back the claims in `todo`."
-    if stuck := self._stuck(tenant, time.time()):  # let their leases lapse now, so the event is taken over
-        await self._db(lambda: self._tenant(tenant).renew(self.lease, stuck))
-    done = await self._flush()
+    "End a batch: record what finished, give back the claims in `todo`, which never started."
     left = [Claim(ev.seq, ev.id, ev.source, ev.type, ev.text, ev.attempt, ev.key, ev.created) for _,ev in todo]
-    if left: await self._db(lambda: self._tenant(tenant).release(left))  # never started: not an attempt
-    return done
+    if left: self._unreleased.setdefault(tenant, []).extend(left)
+    return await self._flush()
 
 # %% ../nbs/10_worker.ipynb #976c59d0
 @patch
@@ -307,20 +412,23 @@ async def _pace(self:Worker, tenant:str, claims:list[Claim])->list[Claim]:
 async def step(self:Worker, names:list[str]|None=None)->int:
     "One round: claim, run and record a batch for each tenant (default: all of the store's); returns events handled."
     if self._sem is None: self._sem = asyncio.Semaphore(self.concurrency)
-    n = 0
-    if names is None: names = await self._db(self.store.tenants)  # a query, on PostgreSQL
+    n = await self._flush()  # what an earlier round held, or handlers it moved on from
+    if names is None:
+        if self._paused(None): return n
+        try: names = await self._db(self.store.tenants); self._ok(None)  # a query, on PostgreSQL
+        except Exception as e: self._fail(None, e); return n
     for t in names:
         if self.stopping: break
-        if self._skip.get(t, 0) > time.time(): continue
+        if self._paused(t) or t in self._held or t in self._unreleased: continue
         try:
             claims = await self._db(lambda: self._tenant(t).claim(self.batch, self.lease, self.max_attempts))
-            if claims: claims = await self._pace(t, claims)
+            self._ok(t)
+            try: claims = await self._pace(t, claims) if claims else claims
+            except Exception: self._unreleased.setdefault(t, []).extend(claims); raise  # given back when it answers
             if claims: n += await self.run_batch(t, claims)
-        except TenantError: continue
-        except Exception as e:  # one broken or locked tenant database must not hold up the others
-            self._skip[t] = time.time() + 30
-            print(f'webhooks worker: tenant {t}: {type(e).__name__}: {e}; skipping it for 30 s', file=sys.stderr)
-    n += await self._flush()  # late outcomes of handlers an earlier batch moved on from
+        except TenantError: self._down.pop(t, None)  # gone (deleted, or not a tenant): nothing to retry
+        except Exception as e: self._fail(t, e)  # one broken or locked tenant database must not hold up the others
+    n += await self._flush()
     self.done += n
     return n
 
@@ -343,10 +451,12 @@ async def run(self:Worker):
     try:
         while not self.stopping:
             try: n = await self.step()
-            except Exception as e:  # a broken tenant database must not stop the others: report it and go on
-                print(f'webhooks worker: {type(e).__name__}: {e}', file=sys.stderr); n = 0
+            except Exception as e:  # a bug of ours must not stop the worker: report it and go on
+                log.error('worker round failed: %s', error_text(e), exc_info=e); n = 0
             if n or self.stopping: continue
-            try: await asyncio.wait_for(self._wake.wait(), self.poll)
+            now = time.time()  # a paused tenant's turn may come before the next poll
+            soon = min([d[1] for d in self._down.values() if d[1] > now], default=math.inf) - now
+            try: await asyncio.wait_for(self._wake.wait(), max(0.01, min(self.poll, soon)))
             except asyncio.TimeoutError: pass
             self._wake.clear()
     finally:
@@ -357,9 +467,11 @@ async def run(self:Worker):
 # %% ../nbs/10_worker.ipynb #463dbd1b
 @patch
 def wake(self:Worker,
-         tenant:str|None=None, # the tenant with new work (any wake starts a round over all of them)
+         tenant:str|None=None, # the tenant with new work (None: any, or the store is back after a reconnection)
         ):
-    "Tell a running worker there is new work (call from the event loop's thread)."
+    "Tell a running worker there is new work (call from the event loop's thread); it ends `tenant`'s pause."
+    for k, d in self._down.items():
+        if tenant is None or k in (tenant, None): d[1] = 0.0  # its database just took a commit, or is back
     if self._wake is not None: self._wake.set()
 
 # %% ../nbs/10_worker.ipynb #12ee56b3
@@ -381,11 +493,10 @@ async def stop(self:Worker,
     if self._task is not None:
         try: await asyncio.wait_for(self._task, grace)
         except (asyncio.TimeoutError, asyncio.CancelledError): pass
-    try: await self._flush()  # what finished in the grace period is recorded
-    except Exception as e:
-        print(f'webhooks worker: could not record the last outcomes ({error_text(e)}); their leases will lapse',
-              file=sys.stderr)
-    self.pool.shutdown(wait=False, cancel_futures=True)
+    try: await self._flush(force=True)  # what finished in the grace period is recorded
+    except Exception as e: log.warning('could not record the last outcomes (%s)', error_text(e))
+    if held := sum(map(len, self._held.values())):
+        log.warning('%d outcomes could not be recorded: their leases will lapse and the events run again', held)
     self.db_thread.submit(lambda: [t.close() for t in self._tenants.values()])
     self.db_thread.shutdown(wait=True)
 
@@ -400,7 +511,8 @@ class Alerts:
                  per_tenant:dict|None=None,       # {tenant: {'lag': …, 'rejections': …}}: overrides
                 ):
         store_attr('hook,url,lag,rejections,every')
-        self.per_tenant, self.recent, self._last, self._tasks = per_tenant or {}, deque(maxlen=100), {}, set()
+        self.per_tenant, self.kept, self._last, self._tasks = per_tenant or {}, deque(maxlen=100), {}, set()
+        self.shared = None  # a file where another process's `Alerts` saves its own (see `include`)
 
     def limits(self, tenant:str)->dict:
         "The thresholds that apply to `tenant`."
@@ -427,12 +539,34 @@ def send(self:Alerts, kind:str, tenant:str, message:str, key:str|None=None, **de
     if key is None and now - self._last.get(k, 0) < self.every: return None
     self._last[k] = now
     a = dict(kind=kind, tenant=tenant, message=message, time=now, **details)
-    self.recent.appendleft(a)
+    self.kept.appendleft(a)
     log.warning('alert %s on %s: %s', kind, tenant, message, extra=dict(tenant=tenant, code=kind))
     for f in ([self._call] if self.hook else []) + ([self._post] if self.url else []):
         t = asyncio.get_running_loop().create_task(f(a))
         self._tasks.add(t); t.add_done_callback(self._tasks.discard)
     return a
+
+# %% ../nbs/10_worker.ipynb #dbe6a686
+@patch(as_prop=True)
+def recent(self:Alerts)->list:
+    "The last 100 alerts, newest first: those sent here, and those the `include`d file holds."
+    theirs = []
+    if self.shared is not None:
+        try: theirs = json.loads(self.shared.read_text())
+        except (OSError, ValueError): pass  # not saved yet
+    return sorted([*self.kept, *theirs], key=lambda a: -a['time'])[:100]
+
+@patch
+def save(self:Alerts, path:str|Path):
+    "Write the alerts kept here to `path` in one piece, for another process's `include`."
+    tmp = Path(f'{path}.{os.getpid()}')
+    tmp.write_text(json.dumps(list(self.kept), default=str))
+    os.replace(tmp, path)
+
+@patch
+def include(self:Alerts, path:str|Path):
+    "Also show the alerts another process `save`s to `path` (the worker's, when it runs in a process of its own)."
+    self.shared = Path(path)
 
 # %% ../nbs/10_worker.ipynb #a88e8088
 @patch
