@@ -289,3 +289,23 @@ def test_postgres_readers_see_every_event_of_racing_transactions_exactly_once(pg
         assert sorted(seen) == sorted(f'evt_{w}_{i}' for w in range(8) for i in range(25)) and t.committed(cur) == []
         for w in range(8): assert [x for x in seen if x.startswith(f'evt_{w}_')] == [f'evt_{w}_{i}' for i in range(25)]
     finally: s.close()
+
+def test_the_stream_takes_the_apis_tokens_and_refuses_the_rest(served, store):
+    "Scoped tokens (read-only too) open their own tenant's stream; other tenants', revoked, wrong and missing ones don't."
+    server, where, port = served
+    acme = store.open('acme')
+    scoped, reader, gone = acme.add_token('laptop'), acme.add_token('ci', read_only=True), acme.add_token('old')
+    assert acme.revoke_token('old')
+    beta = store.open('beta', create=True).add_token('beta-laptop')
+    def opened(token:str|None, tenant:str='acme')->tuple[int, str]:
+        "The stream's status, and its first message's event name (or the refusal's error code)."
+        hd = {} if token is None else {'Authorization': f'Bearer {token}'}
+        with httpx.stream('GET', f'{server.url}/api/v1/tenants/{tenant}/events/stream', headers=hd, timeout=10) as r:
+            if r.status_code != 200: return r.status_code, json.loads(r.read())['error']
+            for line in r.iter_lines():  # the first message comes at once: `ready`, with the starting cursor
+                if line.startswith('event:'): return 200, line.split(':', 1)[1].strip()
+    assert opened(ADMIN) == opened(scoped) == opened(reader) == (200, 'ready')
+    assert opened(ADMIN, 'beta') == (200, 'ready')
+    assert opened(beta) == (404, 'unknown_tenant')  # another tenant's token: acme is as unknown as a missing name
+    assert opened(scoped, 'beta') == opened(scoped, 'nosuch') == (404, 'unknown_tenant')
+    assert opened(gone)[0] == opened('wht_acme.wrong-token-0123456789')[0] == opened(None)[0] == 401
