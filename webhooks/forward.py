@@ -23,7 +23,7 @@ __all__ = ['CONCURRENCY', 'DELIVERY_TIMEOUT', 'DELIVERY_ATTEMPTS', 'BREAKER', 'C
            'LEASE_MARGIN', 'NOT_PASSED', 'KEEP_ALIVE', 'DEST_COLS', 'DELIVERY_COLS', 'DELIVERY_ATTEMPT_COLS',
            'Destination', 'parse_where', 'dig', 'payload_matches', 'type_matches', 'wants', 'check_destination',
            'new_secret', 'Delivery', 'DeliveryAttempt', 'parsed', 'DeliveryClaim', 'lost_lease', 'Sent', 'verdict',
-           'delivery_headers', 'Lane', 'core_errors', 'AioBackend', 'LaneBackend', 'AioStream', 'within', 'attempt',
+           'delivery_headers', 'Lane', 'within', 'core_errors', 'AioBackend', 'LaneBackend', 'AioStream', 'attempt',
            'Deliverer', 'install_forwarding', 'copy_forwarding']
 
 # %% ../nbs/18_forward.ipynb #e650e1a0
@@ -555,6 +555,13 @@ class Lane:
 
 
 # %% ../nbs/18_forward.ipynb #5e1d7a2e
+_timeout = getattr(asyncio, 'timeout', None)  # Python 3.11+: a deadline without a task of its own
+
+async def within(seconds:float, aw):
+    "Await `aw`, raising `asyncio.TimeoutError` after `seconds`."
+    if _timeout is None: return await asyncio.wait_for(aw, seconds)
+    async with _timeout(seconds): return await aw
+
 @contextlib.contextmanager
 def core_errors(timeout:type, error:type):
     "Raise a timeout as httpcore's `timeout` exception and an `OSError` as its `error`, as its own backends do."
@@ -652,13 +659,6 @@ async def post(self:Lane, url:str, body:bytes, headers:dict)->tuple[int,bytes]:
 
 
 # %% ../nbs/18_forward.ipynb #c6ddc218
-_timeout = getattr(asyncio, 'timeout', None)  # Python 3.11+: a deadline without a task of its own
-
-async def within(seconds:float, aw):
-    "Await `aw`, raising `asyncio.TimeoutError` after `seconds`."
-    if _timeout is None: return await asyncio.wait_for(aw, seconds)
-    async with _timeout(seconds): return await aw
-
 async def attempt(lane:Lane,                # a free lane to the destination
                   c:DeliveryClaim,           # the claimed delivery
                   d:Destination,             # its destination
