@@ -2,12 +2,12 @@
 
 # %% ../nbs/18_forward.ipynb #fb8e1b3a
 from __future__ import annotations
-import asyncio, base64, fnmatch, functools, json, math, random, secrets, sys, time
+import asyncio, base64, contextlib, fnmatch, functools, json, math, random, secrets, socket, ssl, sys, time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
-import httpx
+import httpcore, httpx
 from fastcore.basics import patch, store_attr
 from .signatures import fingerprint, sign
 from .records import LEASE, Store, TenantError, alive, check_name, error_text
@@ -15,15 +15,16 @@ from .engine import Tenant, check_url, refill, render
 from .store import as_store, on_tenant
 from .routes import on_lifespan
 from .worker import BACKOFF, MAX_BACKOFF, Alerts, Worker
-from .guard import GuardedTransport, UnsafeURL, check_url as guard_url
+from .guard import GuardedBackend, UnsafeURL, check_url as guard_url, httpx_errors
 
 # %% auto #0
 __all__ = ['CONCURRENCY', 'DELIVERY_TIMEOUT', 'DELIVERY_ATTEMPTS', 'BREAKER', 'COOL_DOWN', 'ANSWER_KEPT', 'STATES', 'FORWARD_SQL',
            'LOCKS', 'add_destination', 'set_destination', 'remove_destination', 'rotate_destination', 'destinations',
-           'LEASE_MARGIN', 'NOT_PASSED', 'ONE', 'DEST_COLS', 'DELIVERY_COLS', 'DELIVERY_ATTEMPT_COLS', 'Destination',
-           'parse_where', 'dig', 'payload_matches', 'type_matches', 'wants', 'check_destination', 'new_secret',
-           'Delivery', 'DeliveryAttempt', 'parsed', 'DeliveryClaim', 'lost_lease', 'Sent', 'verdict',
-           'delivery_headers', 'within', 'attempt', 'Deliverer', 'install_forwarding', 'copy_forwarding']
+           'LEASE_MARGIN', 'NOT_PASSED', 'KEEP_ALIVE', 'DEST_COLS', 'DELIVERY_COLS', 'DELIVERY_ATTEMPT_COLS',
+           'Destination', 'parse_where', 'dig', 'payload_matches', 'type_matches', 'wants', 'check_destination',
+           'new_secret', 'Delivery', 'DeliveryAttempt', 'parsed', 'DeliveryClaim', 'lost_lease', 'Sent', 'verdict',
+           'delivery_headers', 'Lane', 'within', 'core_errors', 'AioBackend', 'LaneBackend', 'AioStream', 'attempt',
+           'Deliverer', 'install_forwarding', 'copy_forwarding']
 
 # %% ../nbs/18_forward.ipynb #e650e1a0
 CONCURRENCY = 4      # deliveries in flight at once per destination
@@ -533,28 +534,132 @@ def delivery_headers(c:DeliveryClaim,      # the claimed delivery
 
 # %% ../nbs/18_forward.ipynb #18b47581
 @functools.lru_cache(maxsize=1024)
-def _url(url:str)->httpx.URL: return httpx.URL(url)  # parsed once per destination URL
+def _target(url:str)->tuple[httpcore.URL,bytes]:
+    "httpcore's URL for `url` and its `host` header, parsed by httpx once per destination URL."
+    u = httpx.URL(url)
+    return httpcore.URL(scheme=u.raw_scheme, host=u.raw_host, port=u.port, target=u.raw_path), u.netloc
 
+KEEP_ALIVE = httpx.Limits().keepalive_expiry  # seconds an idle connection is kept, as httpx's pools keep them
+
+class Lane:
+    "One keep-alive HTTP/1.1 connection (httpcore's) to a destination, opened over the SSRF guard's backend."
+    def __init__(self, allow_private:bool=False,  # allow every class but cloud metadata
+                 tls:ssl.SSLContext|None=None):   # TLS context for https destinations
+        self.backend, self.tls, self.conn = LaneBackend(allow_private), tls or httpx.create_ssl_context(), None
+
+    async def aclose(self):
+        "Close the connection, if one is open."
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception): await conn.aclose()
+
+
+# %% ../nbs/18_forward.ipynb #5e1d7a2e
 _timeout = getattr(asyncio, 'timeout', None)  # Python 3.11+: a deadline without a task of its own
 
-async def _exchange(lane:httpx.AsyncBaseTransport, url:str, body:bytes, headers:dict)->tuple[int,bytes]:
-    "(status, the answer's first `ANSWER_KEPT` bytes)."
-    r = await lane.handle_async_request(httpx.Request('POST', _url(url), content=body, headers=headers))
-    try:
-        answer = b''
-        async for chunk in r.stream:
-            answer += chunk
-            if len(answer) >= ANSWER_KEPT: break
-        return r.status_code, answer[:ANSWER_KEPT]
-    finally: await r.aclose()
-
-# %% ../nbs/18_forward.ipynb #c6ddc218
 async def within(seconds:float, aw):
     "Await `aw`, raising `asyncio.TimeoutError` after `seconds`."
     if _timeout is None: return await asyncio.wait_for(aw, seconds)
     async with _timeout(seconds): return await aw
 
-async def attempt(lane:httpx.AsyncBaseTransport, # a guarded transport (`guard.GuardedTransport`)
+@contextlib.contextmanager
+def core_errors(timeout:type, error:type):
+    "Raise a timeout as httpcore's `timeout` exception and an `OSError` as its `error`, as its own backends do."
+    try: yield
+    except (asyncio.TimeoutError, TimeoutError) as e: raise timeout(str(e) or 'timed out') from e
+    except OSError as e: raise error(error_text(e)) from e
+
+class AioBackend(httpcore.AsyncNetworkBackend):
+    "Connects to an address the guard already checked, with asyncio's streams."
+    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None)->AioStream:
+        with core_errors(httpcore.ConnectTimeout, httpcore.ConnectError):
+            r, w = await within(timeout, asyncio.open_connection(host, port, local_addr=local_address and
+                                                                 (local_address, 0)))
+        sock = w.get_extra_info('socket')
+        for opt in [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1), *(socket_options or [])]: sock.setsockopt(*opt)
+        return AioStream(r, w)
+
+    async def sleep(self, seconds): await asyncio.sleep(seconds)
+
+class LaneBackend(GuardedBackend):
+    "The SSRF guard's backend (it resolves, checks each address, then connects to it), connecting with `AioBackend`."
+    def __init__(self, allow_private:bool=False):  # allow every class but cloud metadata
+        super().__init__(allow_private)
+        if hasattr(asyncio.StreamWriter, 'start_tls'): self.inner = AioBackend()  # Python 3.11+; else anyio's
+
+
+# %% ../nbs/18_forward.ipynb #5e1d7a30
+class AioStream(httpcore.AsyncNetworkStream):
+    "An httpcore network stream on asyncio's own streams; writes are held until the next read, then sent at once."
+    def __init__(self, reader:asyncio.StreamReader, writer:asyncio.StreamWriter):  # an open connection
+        self.r, self.w, self.held = reader, writer, []
+
+    async def read(self, max_bytes:int, timeout:float|None=None)->bytes:
+        self.flush()
+        with core_errors(httpcore.ReadTimeout, httpcore.ReadError): return await within(timeout, self.r.read(max_bytes))
+
+    def flush(self):
+        "Send what is held."
+        if self.held:
+            data, self.held = b''.join(self.held), []
+            with core_errors(httpcore.WriteTimeout, httpcore.WriteError): self.w.write(data)
+
+    async def write(self, buffer:bytes, timeout:float|None=None):
+        self.held.append(buffer)
+        if sum(map(len, self.held)) < 65536: return
+        self.flush()  # a large body goes out as it comes, no faster than the peer takes it
+        with core_errors(httpcore.WriteTimeout, httpcore.WriteError): await within(timeout, self.w.drain())
+
+    async def aclose(self): self.held = []; self.w.close()
+
+
+# %% ../nbs/18_forward.ipynb #5e1d7a31
+@patch
+async def start_tls(self:AioStream, ssl_context:ssl.SSLContext, server_hostname:str|None=None,
+                    timeout:float|None=None)->AioStream:
+    self.flush()
+    with core_errors(httpcore.ConnectTimeout, httpcore.ConnectError):
+        await self.w.start_tls(ssl_context, server_hostname=server_hostname, ssl_handshake_timeout=timeout)
+    return self
+
+@patch
+def get_extra_info(self:AioStream, info:str):
+    if info == 'is_readable': return self.r.at_eof() or self.w.transport.is_closing()  # the peer closed it
+    return self.w.get_extra_info({'client_addr': 'sockname', 'server_addr': 'peername'}.get(info, info))
+
+
+# %% ../nbs/18_forward.ipynb #5e1d7a2c
+@patch
+async def _connection(self:Lane, origin:httpcore.Origin)->httpcore.AsyncHTTPConnection:
+    "The open connection to `origin`, or a new one (it connects, through the guard, on its first request)."
+    c = self.conn
+    if c is None or c.is_closed() or c.has_expired() or not c.can_handle_request(origin):
+        await self.aclose()
+        c = self.conn = httpcore.AsyncHTTPConnection(origin, self.tls, KEEP_ALIVE, network_backend=self.backend)
+    return c
+
+@patch
+async def post(self:Lane, url:str, body:bytes, headers:dict)->tuple[int,bytes]:
+    "POST `body` to `url`: (status, the answer's first `ANSWER_KEPT` bytes); httpcore's errors raised as httpx's."
+    target, host = _target(url)
+    head = [(b'Host', host), (b'Content-Length', b'%d' % len(body)), *((k.encode(), v.encode())
+                                                                       for k, v in headers.items())]
+    with httpx_errors():
+        try:
+            conn = await self._connection(target.origin)
+            r = await conn.handle_async_request(httpcore.Request(b'POST', target, headers=head, content=body))
+            try:
+                answer = b''
+                async for chunk in r.stream:
+                    answer += chunk
+                    if len(answer) >= ANSWER_KEPT: break
+            finally: await r.aclose()
+        except BaseException: await asyncio.shield(self.aclose()); raise  # a broken exchange: a new connection next
+    return r.status, answer[:ANSWER_KEPT]
+
+
+# %% ../nbs/18_forward.ipynb #c6ddc218
+async def attempt(lane:Lane,                # a free lane to the destination
                   c:DeliveryClaim,           # the claimed delivery
                   d:Destination,             # its destination
                   secret:str,                # its signing secret
@@ -565,16 +670,14 @@ async def attempt(lane:httpx.AsyncBaseTransport, # a guarded transport (`guard.G
                                                                       status, error, answer, final)
     if c.payload is None: return done(None, "the event's body was pruned: nothing to send", final=True)
     body = c.payload.encode() if isinstance(c.payload, str) else c.payload
-    try: status, answer = await within(d.timeout, _exchange(lane, d.url, body, delivery_headers(c, secret, body,
-                                                                                    d.pass_headers, t0)))
+    try: status, answer = await within(d.timeout, lane.post(d.url, body, delivery_headers(c, secret, body,
+                                                                                       d.pass_headers, t0)))
     except UnsafeURL as e: return done(None, f'refused by the SSRF guard: {e.reason}')
     except (asyncio.TimeoutError, httpx.TimeoutException): return done(None, f'no answer within {d.timeout:g} s')
     except (httpx.HTTPError, OSError) as e: return done(None, error_text(e))
     return done(status, None if 200 <= status < 300 else f'HTTP {status}', answer)
 
 # %% ../nbs/18_forward.ipynb #d4a8aedc
-ONE = httpx.Limits(max_connections=1, max_keepalive_connections=1)  # a lane's pool: one keep-alive connection
-
 class Deliverer:
     "Sends the due deliveries of every tenant of a store, at least once, within each destination's caps."
     def __init__(self, root:str|Path|Store='data',  # folder of tenant databases, or a `Store`
@@ -626,12 +729,12 @@ def _claim(self:Deliverer, name:str)->tuple[list,dict]:
 
 # %% ../nbs/18_forward.ipynb #fe41edae
 @patch
-async def lane(self:Deliverer, tenant:str, d:Destination)->GuardedTransport:
+async def lane(self:Deliverer, tenant:str, d:Destination)->Lane:
     "A free lane of destination `d` (give it back with `_lanes[…].put_nowait`)."
     key = (tenant, d.name, d.allow_private, d.concurrency)
     if key not in self._lanes:
         q = self._lanes[key] = asyncio.Queue()
-        for _ in range(d.concurrency): q.put_nowait(GuardedTransport(d.allow_private, verify=self._tls, limits=ONE))
+        for _ in range(d.concurrency): q.put_nowait(Lane(d.allow_private, self._tls))
     return await self._lanes[key].get()
 
 # %% ../nbs/18_forward.ipynb #10dc6745
