@@ -410,3 +410,34 @@ def test_a_handler_that_exits_its_process_never_takes_the_receiver_down(tmp_path
     assert poison['status'] == 'failed' and 'stopped mid-run 5 times' in poison['error_message'], poison
     assert all(r['status'] == 'completed' for r in rows if r is not poison)
     assert srv.err.count('starting it again') >= 5
+
+def test_a_claim_whose_answer_was_lost_is_taken_over_while_the_worker_stays_busy(tmp_path):
+    """A claim committed whose answer never reached the worker (the connection died after COMMIT): its event is
+    `processing` under this live process. The worker renews only the leases it knows it holds, so that lease lapses and
+    the event is taken over within a few leases, even while the worker's own batches never stop (it used to be renewed
+    with them)."""
+    h, ran, slow = Handlers(), [], 0.2
+    @h.on('report.render')
+    def render(ev): time.sleep(slow)
+    @h.on('invoice.paid')
+    def paid(ev): ran.append(ev.id)
+    root = tmp_path/'data'
+    t = SqliteStore(root).open('acme', create=True)
+    log_webhook_event(t, 'evt_lost', 's', 'invoice.paid', '{}', 's', 's:evt_lost')
+    (lost,) = t.claim(batch=1, lease=1.0)  # committed by this process, as the worker would; the worker never hears of it
+    assert lost.id == 'evt_lost'
+    w = Worker(root, h, concurrency=1, lease=1.0, timeout=5, flush=0.05, poll=0.05)
+    async def main():
+        w.start()
+        t0, n = time.monotonic(), 0
+        while 'evt_lost' not in ran:  # a new slow event every 0.1 s: the worker is never idle
+            assert time.monotonic() - t0 < 15, q(t, "SELECT status, lease_until FROM webhook_events WHERE id='evt_lost'")
+            log_webhook_event(t, f'evt_r{n}', 's', 'report.render', '{}', 's', f's:evt_r{n}'); n += 1
+            await asyncio.sleep(0.1)
+        busy = q(t, "SELECT count(*) n FROM webhook_events WHERE status IN ('pending', 'processing')")[0]['n']
+        await w.stop()
+        return time.monotonic() - t0, busy
+    try: took, backlog = asyncio.run(main())
+    finally: t.close()
+    print(f'a lost claim was taken over in {took:.1f} s (lease 1 s), {backlog} events still queued behind the busy worker')
+    assert backlog > 0 and ran == ['evt_lost']

@@ -759,11 +759,15 @@ def record(self:Tenant,
 def renew(self:Tenant,
           lease:float=LEASE,            # seconds from now the leases hold
           lapse:Iterable[tuple]=(),     # (seq, attempt) of claims whose leases lapse now instead
+          keep:Iterable[int]|None=None, # only these events' leases (None: every lease this process holds)
          )->None:
-    "Extend this process's leases, except the claims in `lapse` (handlers past their timeout), which lapse now."
+    "Extend this process's leases (or those of `keep`), except the claims in `lapse`, which lapse now."
     now = time.time()
     with self.txn() as h:
-        self.run(h, self.sql['renew'], (now + lease, self.owner))
+        if keep is None: self.run(h, self.sql['renew'], (now + lease, self.owner))
+        else:  # a claim whose answer was lost is not in `keep`: its lease lapses, and it is taken over
+            cond, ps = self.cond_in('seq', sorted(keep))
+            self.run(h, f"{self.sql['renew']} AND {cond}", (now + lease, self.owner, *ps))
         if lapse := [(now, s, a, self.owner) for s, a in lapse]: self.many(h, self.sql['lapse_now'], lapse)
 
 def due_times(claims:list, until:float|list|None)->list:

@@ -116,6 +116,7 @@ class Worker:
         self._unreleased:dict[str,list[Claim]] = {}  # tenant -> unstarted claims to give back
         self._down:dict[str|None,list] = {}       # tenant (None: the store) -> [failures in a row, paused until]
         self._renewed:dict[str,float] = {}        # tenant -> when its leases were last renewed
+        self._batch:dict[str,set] = {}            # tenant -> seqs of the batch running now (the leases it renews)
         self._counted:dict[str,int] = {}          # tenant -> its held outcomes counted in `metrics` already
         self._runs:set = set()                    # the `PlainRun`s of handler threads running now
         self.running = self.peak = self.done = self.abandoned = self.stuck = 0
@@ -362,20 +363,24 @@ async def run_batch(self:Worker, tenant:str, claims:list[Claim])->int:
     awaiting = {}  # coroutine puller -> [start, event, timed out?]
     tasks = {asyncio.ensure_future(self._pull(sync, True, awaiting)) for _ in range(min(self.concurrency, len(sync)))}
     tasks |= {asyncio.ensure_future(self._pull(coro, False, awaiting)) for _ in range(min(self.concurrency, len(coro)))}
-    done = 0
+    done, self._batch[tenant] = 0, {c.seq for c in claims}
     self._renewed[tenant] = time.time()  # claimed just now
-    while tasks:
-        _, tasks = await asyncio.wait(tasks, timeout=min(self.flush, self.timeout/2))
-        self._watchdog(awaiting)
-        done += await self._flush()
-        if time.time() - self._renewed[tenant] > self.lease / 3: await self._renew(tenant)
-    return done + await self._close_batch(tenant, [*sync, *coro])
+    try:
+        while tasks:
+            _, tasks = await asyncio.wait(tasks, timeout=min(self.flush, self.timeout/2))
+            self._watchdog(awaiting)
+            done += await self._flush()
+            if time.time() - self._renewed[tenant] > self.lease / 3: await self._renew(tenant)
+        return done + await self._close_batch(tenant, [*sync, *coro])
+    finally: self._batch.pop(tenant, None)
 
 # %% ../nbs/10_worker.ipynb #264e5a34
 @patch
 async def _renew(self:Worker, tenant:str, quiet:bool=False)->bool:
-    "Extend the leases this worker holds in `tenant` (one call); False if the database refused."
-    try: await self._db(lambda: self._tenant(tenant).renew(self.lease))
+    "Extend the leases this worker knows it holds in `tenant` (one call); False if the database refused."
+    keep = (self._batch.get(tenant, set()) | {o.seq for o in self._held.get(tenant, [])}
+            | {c.seq for c in self._unreleased.get(tenant, [])})  # not a claim whose answer never reached it
+    try: await self._db(lambda: self._tenant(tenant).renew(self.lease, keep=keep))
     except Exception as e:
         if not quiet: self._fail(tenant, e)
         return False
