@@ -18,9 +18,9 @@ from .process import redact, redact_body
 from .send import parse_since
 
 # %% auto #0
-__all__ = ['API', 'URL_TOKENS', 'MAX_LIMIT', 'OPS', 'SCHEMAS', 'PARAMS', 'STREAM', 'refusal', 'bearer', 'unknown', 'open_for',
-           'api_auth', 'cursor', 'read_cursor', 'number', 'when', 'event_filters', 'event_summary', 'shown_body',
-           'event_whole', 'page', 'list_events', 'event_of', 'one_event', 'replay_one', 'replay_matching',
+__all__ = ['API', 'URL_TOKENS', 'MAX_LIMIT', 'OPS', 'SCHEMAS', 'PARAMS', 'STREAM', 'refusal', 'bearer', 'token_in_url', 'unknown',
+           'open_for', 'api_auth', 'cursor', 'read_cursor', 'number', 'when', 'event_filters', 'event_summary',
+           'shown_body', 'event_whole', 'page', 'list_events', 'event_of', 'one_event', 'replay_one', 'replay_matching',
            'source_json', 'list_sources', 'create_source', 'rotate_secret', 'retire_secret', 'flow', 'list_rejections',
            'list_tenants', 'Op', 'answer', 'endpoint', 'obj', 'check_body', 'param', 'operation', 'openapi', 'EventSeq',
            'install_api']
@@ -44,6 +44,12 @@ def bearer(request:Request)->str|None:
     scheme, _, tok = request.headers.get('authorization', '').partition(' ')
     return tok.strip() or None if scheme.lower() == 'bearer' else None
 
+def token_in_url(request:Request, # any request to the API
+                )->JSONResponse|None:
+    "A 400 for a request carrying a token in its URL: URLs end up in logs, histories and proxies."
+    if any(k in request.query_params for k in URL_TOKENS):
+        return refusal(400, 'token_in_url', 'tokens are accepted only as Authorization: Bearer, never in the URL')
+
 def unknown(tenant:str)->JSONResponse:
     return refusal(404, 'unknown_tenant', f'unknown tenant {str(tenant)[:64]!r}')
 
@@ -55,8 +61,7 @@ def open_for(store:Store,            # the store the API serves
              write:bool=False,       # does it change anything?
             ):
     "The tenant `request` may use, opened (None when `tenant` is None), or the `Response` refusing it."
-    if any(k in request.query_params for k in URL_TOKENS):
-        return refusal(400, 'token_in_url', 'tokens are accepted only as Authorization: Bearer, never in the URL')
+    if (r := token_in_url(request)) is not None: return r
     tok = bearer(request)
     if tok is None: return refusal(401, 'unauthorized', 'give a token: Authorization: Bearer <token>')
     admin = admin_token is not None and hmac.compare_digest(tok.encode(), admin_token.encode())

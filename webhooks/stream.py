@@ -20,13 +20,14 @@ from .records import StoreUnavailable, TenantError, error_text
 from .signatures import get_scheme, sign
 from .engine import Committed, Cursor, cursor_text, parse_cursor
 from .routes import answer, on_lifespan
+from .api import bearer, refusal, token_in_url
 from .send import parse_since
 
 # %% auto #0
-__all__ = ['HEARTBEAT', 'POLL', 'PAGE', 'URL_SECRETS', 'SSE_HEADERS', 'HOP_BY_HOP', 'STALE', 'sse', 'stream_data',
-           'signature_headers', 'Bell', 'on_thread', 'stream_events', 'admin_auth', 'secret_in_url', 'StreamQuery',
-           'stream_query', 'stream_start', 'stream_route', 'close_on_exit', 'install_stream', 'cursor_path',
-           'read_cursor', 'write_cursor', 'Message', 'messages', 'local_request', 'retry_delay', 'RelayError', 'Relay']
+__all__ = ['HEARTBEAT', 'POLL', 'PAGE', 'SSE_HEADERS', 'HOP_BY_HOP', 'STALE', 'sse', 'stream_data', 'signature_headers', 'Bell',
+           'on_thread', 'stream_events', 'admin_auth', 'StreamQuery', 'stream_query', 'stream_start', 'stream_route',
+           'close_on_exit', 'install_stream', 'cursor_path', 'read_cursor', 'write_cursor', 'Message', 'messages',
+           'local_request', 'retry_delay', 'RelayError', 'Relay']
 
 # %% ../nbs/15_stream.ipynb #cfcc4991
 HEARTBEAT = 10.0  # seconds between heartbeats: a client (and a proxy) notices a dead connection within 30 s
@@ -125,26 +126,14 @@ async def stream_events(t,                          # the tenant (a `Tenant`, us
             if time.monotonic() - said >= heartbeat: yield sse(); said = time.monotonic()
 
 # %% ../nbs/15_stream.ipynb #25da7df1
-URL_SECRETS = ('token', 'access_token', 'api_key')  # query parameters refused: a token travels in a header
-
 def admin_auth(token:str, # the admin token
               )->Callable:
     "An `auth(request, tenant)` that lets in only `Authorization: Bearer <token>`."
     if not token or len(token) < 16: raise ValueError('the stream needs an admin token of 16 characters or more')
     def auth(request:Request, tenant:str, write:bool=False)->Response|None:
-        got = request.headers.get('authorization', '')
-        if got.startswith('Bearer ') and hmac.compare_digest(got[7:].encode(), token.encode()): return None
-        r = answer(401, 'unauthorized', 'the stream needs a token: Authorization: Bearer <token>')
-        r.headers['WWW-Authenticate'] = 'Bearer'
-        return r
+        if (got := bearer(request)) is not None and hmac.compare_digest(got.encode(), token.encode()): return None
+        return refusal(401, 'unauthorized', 'the stream needs a token: Authorization: Bearer <token>')
     return auth
-
-# %% ../nbs/15_stream.ipynb #33a8f02e
-def secret_in_url(request:Request, # any request to the stream
-                 )->Response|None:
-    "A 400 for a request carrying a token in its URL."
-    if not any(k in request.query_params for k in URL_SECRETS): return None
-    return answer(400, 'token_in_url', 'tokens are accepted only in the Authorization header, never in the URL')
 
 # %% ../nbs/15_stream.ipynb #0e871021
 class StreamQuery(NamedTuple):
@@ -195,7 +184,7 @@ def stream_route(store,               # the `Store` whose tenants are streamed
     async def endpoint(request:Request):
         tenant = request.path_params['tenant']
         # `auth` may open the tenant (a scoped token is checked in its database): off the event loop
-        if (r := secret_in_url(request) or await asyncio.to_thread(auth, request, tenant)) is not None: return r
+        if (r := token_in_url(request) or await asyncio.to_thread(auth, request, tenant)) is not None: return r
         try: q = stream_query(request.query_params)
         except ValueError as e: return answer(400, 'invalid_query', str(e))
         t, start = await stream_start(store, tenant, q)
