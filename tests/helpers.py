@@ -5,6 +5,14 @@ import httpx, uvicorn
 
 BIN = Path(sys.executable).parent  # the installed console scripts, as a user runs them
 
+def stop_all(procs:list, grace:float=20):
+    "SIGTERM every process still running, then wait for each to end (SIGKILL after `grace` seconds)."
+    for p in procs:
+        if p.poll() is None: p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try: p.communicate(timeout=grace)
+        except subprocess.TimeoutExpired: p.kill(); p.communicate()
+
 def free_port()->int:
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 

@@ -3,14 +3,14 @@
 A property test drives 2-4 concurrent workers over random arrival orders, handler failures and delays; two
 `webhooks-worker` processes share one PostgreSQL database while one is SIGKILLed mid-run; a real Stripe-signed
 sequence delivered in reverse order over HTTP reaches its handlers in creation order."""
-import asyncio, itertools, json, os, signal, subprocess, sys, time
-import httpx, pytest, stripe
+import asyncio, itertools, json, os, signal, subprocess, time
+import httpx, stripe
 from hypothesis import HealthCheck, given, settings, strategies as st
 from webhooks.server import serve_app
 from webhooks.store import NewEvent, Outcome
 from webhooks.worker import Handlers, Worker
 
-from helpers import BIN, Server
+from helpers import BIN, Server, stop_all
 STRIPE = 'whsec_order_test_0123456789abcdef'
 AT = 1_767_225_600  # 2026-01-01 00:00 UTC: the provider's clock for `created`
 FINAL = ('completed', 'failed', 'superseded')
@@ -231,11 +231,7 @@ def test_two_worker_processes_one_killed_never_run_a_key_twice_at_once(pg_url, t
             assert time.monotonic() < deadline + 60, q(t, 'SELECT status, count(*) n FROM webhook_events GROUP BY 1')
             time.sleep(0.05)
     finally:
-        for p in procs:
-            if p.poll() is None: p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try: p.communicate(timeout=20)
-            except subprocess.TimeoutExpired: p.kill(); p.communicate()
+        stop_all(procs)
     runs, open_ = {}, {}
     for line in log.read_text().splitlines():
         what, key, eid, pid, at = line.split()

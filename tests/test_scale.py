@@ -6,7 +6,7 @@ import asyncio, json, os, random, signal, subprocess, time
 import httpx, pytest
 from webhooks.signatures import sign
 
-from helpers import BIN, free_port
+from helpers import BIN, free_port, stop_all
 SECRET = 'whsec_scale_test_0123456789'
 N = 2000  # distinct ids, each delivered twice (once to each receiver, in random order)
 
@@ -99,11 +99,7 @@ def test_two_receivers_two_workers_one_killed(pg_url, tmp_path, q):
               f'{lapsed} runs lapsed and were taken over')
         assert held and lapsed >= 1, 'the killed worker held no claim: recovery was not tested'
     finally:
-        for p in procs:
-            if p.poll() is None: p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try: p.communicate(timeout=20)
-            except subprocess.TimeoutExpired: p.kill(); p.communicate()
+        stop_all(procs)
         st.close()
 
 def test_worker_wakes_on_notify_not_on_its_poll(pg_url):
