@@ -22,9 +22,9 @@ __all__ = ['CONCURRENCY', 'DELIVERY_TIMEOUT', 'DELIVERY_ATTEMPTS', 'BREAKER', 'C
            'LOCKS', 'add_destination', 'set_destination', 'remove_destination', 'rotate_destination', 'destinations',
            'LEASE_MARGIN', 'NOT_PASSED', 'KEEP_ALIVE', 'DEST_COLS', 'DELIVERY_COLS', 'DELIVERY_ATTEMPT_COLS',
            'Destination', 'parse_where', 'dig', 'payload_matches', 'type_matches', 'wants', 'check_destination',
-           'new_secret', 'Delivery', 'DeliveryAttempt', 'parsed', 'DeliveryClaim', 'lost_lease', 'Sent', 'verdict',
-           'delivery_headers', 'Lane', 'within', 'core_errors', 'AioBackend', 'LaneBackend', 'AioStream', 'attempt',
-           'Deliverer', 'install_forwarding', 'copy_forwarding']
+           'forward_statements', 'new_secret', 'Delivery', 'DeliveryAttempt', 'parsed', 'DeliveryClaim', 'lost_lease',
+           'Sent', 'verdict', 'delivery_headers', 'Lane', 'within', 'core_errors', 'AioBackend', 'LaneBackend',
+           'AioStream', 'attempt', 'Deliverer', 'install_forwarding', 'copy_forwarding']
 
 # %% ../nbs/18_forward.ipynb #e650e1a0
 CONCURRENCY = 4      # deliveries in flight at once per destination
@@ -189,16 +189,18 @@ VALUES (?,?,?,?) ON CONFLICT (event_seq, destination) DO UPDATE SET status='pend
 LOCKS = {'?': dict(fanout_lock='', dest_lock='', skip=''),  # SQLite: the write transaction holds the database
          '%s': dict(fanout_lock='FOR UPDATE OF f SKIP LOCKED', dest_lock='FOR UPDATE', skip='FOR UPDATE SKIP LOCKED')}
 
+@functools.lru_cache(maxsize=4096)  # one entry per tenant schema on PostgreSQL, as `pg_statements` keeps
+def forward_statements(t:str,  # the table qualifier: '' (SQLite), '"wh_acme".' (PostgreSQL)
+                       P:str,  # the dialect's parameter marker, which says whose locks and parameters
+                      )->dict[str,str]:
+    "The forwarding statements rendered for one tenant's dialect and qualifier."
+    later = dict(seqs='{seqs}', cond='{cond}', dead='{dead}')  # filled in per call
+    return {k: render(q, t, P == '%s', **later, **LOCKS[P]) for k, q in FORWARD_SQL.items()}
+
 @patch(as_prop=True)
 def fwd(self:Tenant)->dict:
     "This tenant's forwarding statements, rendered for its dialect (its parameter marker says which)."
-    key = (type(self), self.t)
-    if key not in _rendered:
-        later = dict(seqs='{seqs}', cond='{cond}', dead='{dead}')  # filled in per call
-        pg = self.P == '%s'
-        _rendered[key] = {k: render(q, self.t, pg, **later, **LOCKS[self.P]) for k, q in FORWARD_SQL.items()}
-    return _rendered[key]
-_rendered = {}
+    return forward_statements(self.t, self.P)
 
 # %% ../nbs/18_forward.ipynb #8da6e89a
 def new_secret()->str:
