@@ -4,15 +4,17 @@ Run: `python bench/drain.py [--events 50000] [--tenants 1]`. Target: >= 20,000 e
 Events are stored first (in large batches), then one `Worker` drains them; the time covers claiming, running the
 handler, recording the outcome and the attempt history, all committed with synchronous=FULL.
 
-`python bench/drain.py --ordering [--events 20000] [--hot 2000] [--backend sqlite|postgres|both]`: ordering keys
-(issue 22), side by side in one run on each backend: the same Stripe events drained unordered, ordered by
+`python bench/drain.py --ordering [--events 20000] [--hot 2000] [--rounds 3] [--backend sqlite|postgres|both]`:
+ordering keys (issue 22), side by side on each backend: the same Stripe events drained unordered, ordered by
 `data.object.id` over 1,000 distinct keys (goal: >= 0.8x the unordered rate), and one hot key (strictly serial: one
-claim round per event). PostgreSQL runs on a throwaway server of its own (a temporary folder, a free port).
+event of it at a time), alternated `--rounds` times and compared by their medians (a shared machine drifts); then the
+keyed claim's query plans on the 1,000-key backlog (EXPLAIN QUERY PLAN; PostgreSQL: EXPLAIN ANALYZE, rolled back).
+PostgreSQL runs on a throwaway server of its own (a temporary folder, a free port).
 """
-import argparse, asyncio, json, random, shutil, socket, sys, tempfile, time
+import argparse, asyncio, json, random, shutil, socket, statistics, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from webhooks.store import tenant_db, store_events
+from webhooks.store import SqliteStore, tenant_db, store_events
 from webhooks.worker import Worker, Handlers
 
 def fill(root, tenants, n):
@@ -53,7 +55,29 @@ def stripe_events(n, keys, seed=7):
         w = evs[i:i+50]; rnd.shuffle(w); evs[i:i+50] = w
     return evs
 
-def drain_ordering(store, label, n, keys, order_by):
+class _Back(Exception): "Raised to roll back the claims EXPLAIN ANALYZE made."
+
+def claim_plans(t, sqlite):
+    "The keyed claim's statements' plans on a backlog: runs of keys (`claim_chains`), then heads (`claim_keyed`)."
+    now, out = time.time(), []
+    try:
+        with t.txn() as h:
+            for q in [q for q in ('claim_chains', 'claim_keyed') if q in t.sql]:  # (an older webhooks: heads)
+                out.append(f'-- {q}')
+                if sqlite:
+                    rows = t.all(h, 'EXPLAIN QUERY PLAN ' + t.sql[q], (now + 60, 'plan', now, 1000))
+                    depth = {0: 0}
+                    for r in rows:
+                        depth[r[0]] = depth.get(r[1], 0) + 1
+                        out.append('  ' * depth[r[0]] + r[3])
+                else:
+                    out += [r[0] for r in t.all(h, 'EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) ' + t.sql[q],
+                                                (now + 60, 'plan', now, 1000))]
+            raise _Back
+    except _Back: pass
+    return out
+
+def drain_ordering(store, label, n, keys, order_by, plans=False):
     "events/s of one `Worker` (concurrency 4, batch 1000) draining `n` events of a fresh tenant."
     name = f'o{time.monotonic_ns()}'
     t = store.open(name, create=True)
@@ -61,6 +85,10 @@ def drain_ordering(store, label, n, keys, order_by):
     if order_by: t.set_source('stripe', order_by=order_by)
     evs = stripe_events(n, keys)
     for i in range(0, n, 5000): t.log(evs[i:i+5000])
+    if not isinstance(store, SqliteStore):  # statistics, as autovacuum takes them once a backlog arrives
+        with t.txn() as h: h.execute(f'ANALYZE {t.schema}.webhook_events')
+    if plans:
+        plans.extend(claim_plans(t, isinstance(store, SqliteStore)))
     h = Handlers(); h.on('*')(noop)
     w = Worker(store, h, concurrency=4, batch=1000)
     t0 = time.perf_counter(); done = asyncio.run(w.drain([name])); dt = time.perf_counter() - t0
@@ -71,13 +99,23 @@ def drain_ordering(store, label, n, keys, order_by):
     print(f'{label:52s} {n:8d} {dt:8.2f} {n/dt:10.0f}', flush=True)
     return n / dt
 
-def ordering(backend, store, n, hot):
-    print(f'== {backend}: ordering keys, one Worker (concurrency 4, batch 1000), no-op handler', flush=True)
+def ordering(backend, store, n, hot, rounds=3):
+    "Unordered and ordered drains alternated `rounds` times (a shared machine drifts), the median of each compared."
+    print(f'== {backend}: ordering keys, one Worker (concurrency 4, batch 1000), no-op handler; {rounds} rounds, '
+          'unordered and ordered alternated', flush=True)
     print(f'{"":52s} {"events":>8s} {"seconds":>8s} {"events/s":>10s}')
-    plain = drain_ordering(store, 'unordered (the same events)', n, 1000, None)
-    keyed = drain_ordering(store, 'ordered by data.object.id, 1,000 keys', n, 1000, 'data.object.id')
-    serial = drain_ordering(store, 'ordered, one hot key (strictly serial)', hot, 1, 'data.object.id')
-    print(f'ordered/unordered: {keyed/plain:.2f}x (goal >= 0.8x); one hot key: {serial:.0f} events/s', flush=True)
+    plain, keyed, serial, plans = [], [], [], ['']
+    for i in range(rounds):
+        plain.append(drain_ordering(store, 'unordered (the same events)', n, 1000, None))
+        keyed.append(drain_ordering(store, 'ordered by data.object.id, 1,000 keys', n, 1000, 'data.object.id',
+                                    plans if i == 0 else False))
+        serial.append(drain_ordering(store, 'ordered, one hot key (strictly serial)', hot, 1, 'data.object.id'))
+    med = statistics.median
+    r, pairs = med(keyed) / med(plain), ' '.join(f'{k/p:.2f}' for k, p in zip(keyed, plain))
+    print(f'median: unordered {med(plain):,.0f}/s, ordered over 1,000 keys {med(keyed):,.0f}/s: {r:.2f}x '
+          f'(goal >= 0.8x: {"met" if r >= 0.8 else "NOT met"}; round by round {pairs}); '
+          f'one hot key {med(serial):,.0f}/s, one event of it at a time', flush=True)
+    print(f'the keyed claim, planned on the 1,000-key backlog of {n:,} events:', *plans[1:], sep='\n  ', flush=True)
 
 def with_postgres(f):
     "Run `f(store)` on a throwaway PostgreSQL server in a folder of its own, on a free port."
@@ -95,18 +133,18 @@ def with_postgres(f):
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(); ap.add_argument('--events', type=int, default=50_000); ap.add_argument('--tenants', type=int, default=1)
     ap.add_argument('--ordering', action='store_true'); ap.add_argument('--hot', type=int, default=2000)
+    ap.add_argument('--rounds', type=int, default=3)
     ap.add_argument('--backend', default='both', choices=['sqlite', 'postgres', 'both'])
     a = ap.parse_args()
     if a.ordering:
-        from webhooks.store import SqliteStore
         n = a.events if a.events != 50_000 else 20_000
         if a.backend in ('sqlite', 'both'):
             root = Path(tempfile.mkdtemp(prefix='wh-order-'))
-            try: ordering('sqlite', SqliteStore(root), n, a.hot)
+            try: ordering('sqlite', SqliteStore(root), n, a.hot, a.rounds)
             finally: shutil.rmtree(root, ignore_errors=True)
         if a.backend in ('postgres', 'both'):
             sys.path.insert(0, str(Path(__file__).resolve().parent))
-            with_postgres(lambda store: ordering('postgres', store, n, a.hot))
+            with_postgres(lambda store: ordering('postgres', store, n, a.hot, a.rounds))
         sys.exit(0)
     print(f'{"worker (concurrency 4)":44s} {"events":>8s} {"seconds":>8s} {"events/s":>10s}   target >= 20,000/s')
     for batch in (256, 1000):

@@ -1,6 +1,6 @@
-"Databases in use keep working: a tenant file written by an older webhooks (schema v2 to v9; PostgreSQL layout 7) opens, migrates in place to today's and loses nothing."
+"Databases in use keep working: a tenant file written by an older webhooks (schema v2 to v10; PostgreSQL layout 8) opens, migrates in place to today's and loses nothing."
 import apsw, re, time
-from webhooks.sqlite import FORWARD_DDL, FORWARD_TRIGGER, ORDER_INDEXES, TOKENS_DDL
+from webhooks.sqlite import FORWARD_DDL, FORWARD_TRIGGER, ORDER_INDEXES, QUEUE_INDEX, TOKENS_DDL
 import webhooks.forward  # its `Tenant` methods
 from webhooks.store import REJECTION_SCHEMA, SCHEMA, SCHEMA_VERSION, SqliteStore, SqliteTenant, tenant_db, NewEvent, Outcome
 from webhooks.signatures import fingerprint
@@ -28,9 +28,14 @@ def v8_schema()->str:
     assert 'webhook_destinations' not in s and 'webhook_fanout' not in s
     return s
 
+def v10_schema()->str:
+    "Today's schema as version 10 had it: no index of the due keyed events in arrival order."
+    assert QUEUE_INDEX in SCHEMA
+    return SCHEMA.replace(QUEUE_INDEX, '')
+
 def v9_schema()->str:
     "Today's schema as version 9 had it: no `xid` on events."
-    s = re.sub(r"\n  xid INTEGER[^\n]*", '', SCHEMA).replace('  turn REAL,  ', '  turn REAL   ', 1)
+    s = re.sub(r"\n  xid INTEGER[^\n]*", '', v10_schema()).replace('  turn REAL,  ', '  turn REAL   ', 1)
     assert 'xid' not in s and '  turn REAL   ' in s
     return s
 
@@ -66,7 +71,7 @@ def test_v2_database_migrates_in_place(tmp_path):
     c.execute("INSERT INTO webhook_sources VALUES ('stripe', 'stripe', 'whsec_old_0123', 'fp_1', 300, 0)")
     c.execute('PRAGMA user_version=2'); c.close()
     db = tenant_db('old', tmp_path, create=False)
-    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 10
+    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 11
     assert {'webhook_rejections', 'webhook_retired'} <= set(db.table_names())
     assert db.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
     t = SqliteTenant(db)
@@ -145,7 +150,7 @@ def test_v6_database_gains_api_tokens_and_payload_search(tmp_path):
                  VALUES ('evt_a', 'stripe', 'invoice.paid', '{"data":{"object":{"customer":"cus_9"}}}', 'stripe:evt_a', 1767225600)""")
     c.execute('PRAGMA user_version=6'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 10
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 11
     assert t.tokens() == []
     tok = t.add_token('laptop', read_only=True)
     assert t.check_token(tok).read_only is True
@@ -164,7 +169,7 @@ def test_v7_database_gains_ordering_keys_in_place(tmp_path):
                   [('evt_done', 'stripe:evt_done', 'completed'), ('evt_queued', 'stripe:evt_queued', 'pending')])
     c.execute('PRAGMA user_version=7'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 10
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 11
     cols = lambda tt, table: [r[1:] for r in tt.c.execute(f'PRAGMA table_info({table})')]
     for table in ('webhook_events', 'webhook_sources', 'webhook_keys'): assert cols(t, table) == cols(fresh, table), table
     idx = lambda tt: sorted(tt.c.execute("SELECT name, sql FROM sqlite_schema WHERE type='index' AND sql IS NOT NULL"))
@@ -192,7 +197,7 @@ def test_v8_database_gains_forwarding(tmp_path):
                  VALUES ('evt_v6', 'stripe', 'invoice.paid', '{"id":"evt_v6"}', 'stripe:evt_v6', 1767225600)""")
     c.execute('PRAGMA user_version=8'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 10
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 11
     objects = lambda tt: tt.c.execute("""SELECT type, name, sql FROM sqlite_schema WHERE name LIKE '%destination%'
         OR name LIKE '%deliver%' OR name LIKE '%fanout%' ORDER BY name""").fetchall()
     assert objects(t) == objects(fresh) and len(objects(t)) == 10
@@ -213,7 +218,7 @@ def test_v9_database_gains_xid_and_streams_in_seq_order(tmp_path):
                      VALUES (?, 'stripe', 'invoice.paid', '{}', ?, ?)""", [(f'evt_{i}', f'stripe:evt_{i}', 1767225600 + i) for i in range(3)])
     c.execute('PRAGMA user_version=9'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 10
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 11
     cols = lambda tt: [r[1:] for r in tt.c.execute('PRAGMA table_info(webhook_events)')]
     assert cols(t) == cols(fresh) and cols(t)[-1][0] == 'xid'
     assert [(e.id, e.cursor) for e in t.committed(Cursor(0, 0))] == [('evt_0', (0, 1)), ('evt_1', (0, 2)), ('evt_2', (0, 3))]
@@ -227,8 +232,8 @@ def test_postgres_layout_7_gains_the_commit_order(pg_url):
     import json, psycopg
     from psycopg import sql
     from webhooks.engine import Cursor
-    from webhooks.postgres import PG_COMMIT_ORDER, PG_SCHEMA, PgStore, schema_name
-    ddl = re.sub(r"\n  xid xid8[^\n]*", '', PG_SCHEMA.replace(PG_COMMIT_ORDER, '')).replace('  turn double precision,  ', '  turn double precision   ', 1)
+    from webhooks.postgres import PG_COMMIT_ORDER, PG_SCHEMA, PgStore, pg_ddl, schema_name
+    ddl = re.sub(r"\n  xid xid8[^\n]*", '', PG_SCHEMA.replace(PG_COMMIT_ORDER, '').replace(pg_ddl(QUEUE_INDEX), '')).replace('  turn double precision,  ', '  turn double precision   ', 1)
     assert 'xid' not in ddl
     with psycopg.connect(pg_url, autocommit=True) as c:
         c.execute(sql.SQL(ddl).format(s=sql.Identifier(schema_name('acme')),
@@ -255,3 +260,18 @@ def test_postgres_layout_7_gains_the_commit_order(pg_url):
         (new,) = after(old[-1].cursor, 1)
         assert new.id == 'evt_new' and new.cursor.xid > old[-1].cursor.xid and t.head() == new.cursor
     finally: s.close()
+
+def test_v10_database_gains_the_queue_of_keyed_events_in_place(tmp_path):
+    "v10 → v11: the index of due keyed events in arrival order (claims take runs of keys through it); rows untouched."
+    fresh = SqliteStore(tmp_path/'fresh').open('x', create=True)
+    t = SqliteStore(tmp_path).open('acme', create=True)
+    t.add_source('stripe', 'stripe', 'whsec_v10_0123456789abcdef'); t.set_source('stripe', order_by='data.object.id')
+    body = lambda i, at: f'{{"id":"evt_{i}","created":{at},"data":{{"object":{{"id":"in_1"}}}}}}'
+    t.log([NewEvent(f'evt_{i}', 'stripe', 'invoice.paid', body(i, at), None, f'stripe:evt_{i}') for i, at in ((2, 20), (1, 10))])
+    t.c.execute('DROP INDEX webhook_events_queue; PRAGMA user_version=10'); t.close()
+    t = SqliteStore(tmp_path).open('acme')
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 11
+    idx = lambda tt: sorted(tt.c.execute("SELECT name, sql FROM sqlite_schema WHERE type='index' AND sql IS NOT NULL"))
+    assert idx(t) == idx(fresh)
+    assert [(x.id, x.key, x.created) for x in t.claim(chains=True)] == [('evt_1', 'in_1', 10), ('evt_2', 'in_1', 20)]
+    assert t.c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'

@@ -78,7 +78,7 @@ GROUP BY code ORDER BY count(*) DESC, code''',
   rejected_since='SELECT count(*) FROM {t}webhook_rejections WHERE received_at >= ?',
   imported='SELECT 1 FROM {t}webhook_events WHERE source=? AND id=? AND received_at=?',
 )
-DIALECT = ('sources', 'export_sources', 'lost', 'suspect', 'claim', 'claim_keyed', 'claim_suspect', 'per_hour',
+DIALECT = ('sources', 'export_sources', 'lost', 'suspect', 'claim', 'claim_keyed', 'claim_chains', 'claim_suspect', 'per_hour',
            'add_secret')
 # the statements every dialect supplies itself
 
@@ -710,6 +710,7 @@ def claim(self:Tenant,
           lease:float=LEASE,             # seconds the claim holds
           max_attempts:int=MAX_ATTEMPTS, # handler runs before a lapse dead-letters an event
           now:float|None=None,           # unix time to judge leases and due times by
+          chains:bool=False,             # of each key, its run of next due events (in line order), not one
          )->list[Claim]:
     "Take back lost leases, then claim up to `batch` due events, oldest first, and of each key only its next."
     now = time.time() if now is None else now
@@ -719,10 +720,10 @@ def claim(self:Tenant,
         rows = self.all(h, self.sql['claim_suspect'], (*args, 1)) if self.one(h, self.sql['suspect'], (now,)) else []
         if rows: return [self.claim_row(r) for r in rows]  # alone: it may be what stops workers
         self.keys_lock(h)
-        claims = self._keyed(h, args, batch, now)
+        keyed = claims = self._keyed(h, args, batch, now, chains)
         if (left := batch - len(claims)) > 0:  # unordered events fill the rest
             claims += map(self.claim_row, self.all(h, self.sql['claim'], (*args, left)))
-        return sorted(claims)
+        return keyed + sorted(claims[len(keyed):]) if chains else sorted(claims)
 
 # %% ../nbs/03_engine.ipynb #8fec5f9d
 FINAL = {'completed': 'completed', 'failed': 'failed', 'ignored': 'unhandled'}  # an outcome's final status
@@ -917,15 +918,28 @@ def newest(self:Tenant, h,
 
 # %% ../nbs/03_engine.ipynb #b7646df2
 @patch
-def _keyed(self:Tenant, h, args:tuple, batch:int, now:float)->list[Claim]:
-    "Inside a claim: each key's next due event, up to `batch`, the stale ones superseded and replaced by their next."
+def _keyed(self:Tenant, h, args:tuple, batch:int, now:float, chains:bool=False)->list[Claim]:
+    "Inside a claim: each key's next due event (or run of them), up to `batch`, the stale ones superseded and replaced."
     claims = []
-    while len(claims) < batch:
-        got = [self.claim_row(r) for r in self.all(h, self.sql['claim_keyed'], (*args, batch - len(claims)))]
-        kept = self.supersede(h, got, now)
-        claims += kept
-        if len(kept) == len(got): break
+    for q in ('claim_chains', 'claim_keyed') if chains else ('claim_keyed',):
+        if q == 'claim_keyed' and claims and 2 * len(claims) >= batch: break  # runs filled most of it: heads wait
+        while len(claims) < batch:
+            rows = sorted(self.all(h, self.sql[q], (*args, batch - len(claims))), key=lambda r: (r[8], r[0]))
+            got = [self.claim_row(r[:8]) for r in rows]  # in line order: (turn, seq)
+            kept = self.supersede(h, got, now)
+            claims += kept
+            if len(kept) == len(got): break
     return claims
+
+# %% ../nbs/03_engine.ipynb #5c0d7a4e
+@patch
+def overtaken(self:Tenant, claims:list[Claim])->set[int]:
+    "Of keyed `claims` (claimed, not started), the seqs of those a pending event of their key now goes before."
+    w, args = self.cond_in('c.seq', [c.seq for c in claims if c.key is not None])
+    q = f"""SELECT c.seq FROM {self.t}webhook_events c WHERE {w} AND EXISTS (SELECT 1 FROM {self.t}webhook_events n
+  WHERE n.source = c.source AND n.order_key = c.order_key AND n.order_key IS NOT NULL
+  AND n.status IN ('pending', 'processing') AND n.status = 'pending' AND (n.turn < c.turn OR n.turn = c.turn AND n.seq < c.seq))"""
+    with self.reading() as h: return {r[0] for r in self.all(h, q, args)}
 
 # %% ../nbs/03_engine.ipynb #ad26b625
 class Held(NamedTuple):

@@ -19,7 +19,8 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from .records import (IDEMPOTENCY_WINDOW, REJECTION_CAP, RETIRED_KEPT, STATUSES, Claim, NewEvent, Rejection,
                               SourceKeys, StoredEvent, StoreFull, StoreUnavailable, TenantError, check_name, error_text)
 from .keys import KeyHolder
-from .sqlite import ATTEMPTS_DDL, EVENTS_DDL, EVENTS_INDEXES, FORWARD_DDL, ORDER_INDEXES, REJECTION_SCHEMA, SOURCES_DDL
+from .sqlite import (ATTEMPTS_DDL, EVENTS_DDL, EVENTS_INDEXES, FORWARD_DDL, KEY_RUN, ORDER_INDEXES, QUEUE_INDEX,
+                             REJECTION_SCHEMA, SOURCES_DDL)
 from .engine import (INVALID, SOURCE_COLS, STREAM_COLS, AdminSessions, Cursor, GroupCommit, Receiving, Settled,
                              Tenant, body_value, log_steps, matched, source_keys, statements)
 
@@ -42,7 +43,7 @@ def schema_name(tenant:str,  # tenant name: ASCII letters, digits, '-', '_'; 1-6
     return f'{PREFIX}{tenant[:43]}~{hashlib.sha256(tenant.encode()).hexdigest()[:16]}'
 
 # %% ../nbs/05_postgres.ipynb #4d353c94
-PG_SCHEMA_VERSION = 8  # version of this PostgreSQL layout (the tables and columns of the SQLite store's schema 10)
+PG_SCHEMA_VERSION = 9  # version of this PostgreSQL layout (the tables and columns of the SQLite store's schema 11)
 
 def schema_mark(tenant:str,  # tenant name
                )->str:
@@ -94,7 +95,7 @@ END $$;"""
 # %% ../nbs/05_postgres.ipynb #9027c4b5
 PG_REJECTION_SCHEMA = pg_ddl('\n'.join(REJECTION_SCHEMA))
 PG_SCHEMA = ('CREATE SCHEMA {s};'
-             + pg_ddl('\n'.join([EVENTS_DDL, EVENTS_INDEXES, ORDER_INDEXES, ATTEMPTS_DDL, SOURCES_DDL]))
+             + pg_ddl('\n'.join([EVENTS_DDL, EVENTS_INDEXES, ORDER_INDEXES, QUEUE_INDEX, ATTEMPTS_DDL, SOURCES_DDL]))
              + '\n' + PG_REJECTION_SCHEMA + PG_API_SCHEMA + PG_COMMIT_ORDER + '\nCOMMENT ON SCHEMA {s} IS {mark};')
 
 # %% ../nbs/05_postgres.ipynb #bc3aca2c
@@ -151,6 +152,9 @@ PG_MIGRATIONS[6] = PG_FORWARD_SCHEMA  # forwarding's tables (`webhooks.forward`)
 # %% ../nbs/05_postgres.ipynb #df346e61
 PG_MIGRATIONS[7] = ('ALTER TABLE {s}.webhook_events ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id();'
                     + PG_COMMIT_ORDER)
+
+# %% ../nbs/05_postgres.ipynb #36151be7
+PG_MIGRATIONS[8] = pg_ddl(QUEUE_INDEX)  # keyed events due, in arrival order
 
 # %% ../nbs/05_postgres.ipynb #8c3ec49d
 def stored_body(b:bytes|None,  # a `payload` as PostgreSQL returns it
@@ -232,8 +236,26 @@ WHERE seq = ANY(ARRAY(
     AND NOT EXISTS (SELECT 1 FROM {t}webhook_events b WHERE b.source = k.source AND b.order_key = k.order_key
                     AND b.order_key IS NOT NULL AND b.status = 'processing')
   ORDER BY f.next_attempt_at, f.seq LIMIT %s)) AND status = 'pending'  -- rechecked on a row changed meanwhile
-RETURNING seq, id, source, event_type, payload, attempts, order_key, created'''.replace('{keys}', _keys).replace(
+RETURNING seq, id, source, event_type, payload, attempts, order_key, created, turn'''.replace('{keys}', _keys).replace(
   '{held}', _held)
+
+# %% ../nbs/05_postgres.ipynb #4c822bcf
+PG['claim_chains'] = '''UPDATE {t}webhook_events SET status='processing', attempts=attempts+1, lease_until=%s,
+  lease_owner=%s
+WHERE seq = ANY(ARRAY(
+  WITH w AS MATERIALIZED (SELECT seq, source, order_key, turn FROM {t}webhook_events WHERE status = 'pending'
+    AND order_key IS NOT NULL AND next_attempt_at <= %s AND {held} ORDER BY next_attempt_at, seq LIMIT %s),
+  k AS MATERIALIZED (SELECT g.source, g.order_key, (SELECT seq {keys} AND source = g.source
+      AND order_key = g.order_key AND seq NOT IN (SELECT seq FROM w) ORDER BY turn, seq LIMIT 1) stop
+    FROM (SELECT DISTINCT source, order_key FROM w) g
+    WHERE NOT EXISTS (SELECT 1 FROM {t}webhook_events b WHERE b.source = g.source AND b.order_key = g.order_key
+                      AND b.order_key IS NOT NULL AND b.status = 'processing'))
+  SELECT seq FROM (SELECT w.seq, row_number() OVER (PARTITION BY w.source, w.order_key ORDER BY w.turn, w.seq) i
+    FROM w JOIN k USING (source, order_key) LEFT JOIN {t}webhook_events s ON s.seq = k.stop
+    WHERE k.stop IS NULL OR (w.turn, w.seq) < (s.turn, s.seq)) r WHERE i <= {run}))
+  AND status = 'pending'  -- rechecked, as above
+RETURNING seq, id, source, event_type, payload, attempts, order_key, created, turn'''.replace('{keys}', _keys).replace(
+  '{held}', _held).replace('{run}', str(KEY_RUN))
 
 # %% ../nbs/05_postgres.ipynb #4b67187c
 _source_cols = ('name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url, paused, rate_limit, '

@@ -20,13 +20,13 @@ from .engine import (INVALID, SOURCE_COLS, AdminSessions, GroupCommit, Receiving
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'EVENTS_DDL', 'EVENTS_INDEXES', 'ORDER_INDEXES', 'ATTEMPTS_DDL', 'SOURCES_DDL', 'REJECTION_SCHEMA',
-           'SCHEMA', 'FORWARD_DDL', 'FORWARD_TRIGGER', 'MIGRATIONS', 'TOKENS_DDL', 'NO_CAP', 'SQLITE', 'SQLITE_SQL',
-           'MATCH_EVERY', 'SQLITE_INVALID', 'SESSIONS_DDL', 'tenant_path', 'WriteLock', 'write_lock', 'write_txn',
-           'secret_txn', 'encrypt_plaintext', 'migrate', 'tenant_db', 'limit_size', 'tenants', 'SqliteTenant',
-           'json_path', 'SqliteInbox', 'SqliteStore']
+           'SCHEMA', 'FORWARD_DDL', 'FORWARD_TRIGGER', 'MIGRATIONS', 'TOKENS_DDL', 'QUEUE_INDEX', 'NO_CAP', 'SQLITE',
+           'KEY_RUN', 'SQLITE_SQL', 'MATCH_EVERY', 'SQLITE_INVALID', 'SESSIONS_DDL', 'tenant_path', 'WriteLock',
+           'write_lock', 'write_txn', 'secret_txn', 'encrypt_plaintext', 'migrate', 'tenant_db', 'limit_size',
+           'tenants', 'SqliteTenant', 'json_path', 'SqliteInbox', 'SqliteStore']
 
 # %% ../nbs/04_sqlite.ipynb #110988ed
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 EVENTS_DDL = f"""
 CREATE TABLE IF NOT EXISTS webhook_events (
   seq INTEGER PRIMARY KEY,            -- arrival order; the queue's order
@@ -252,6 +252,13 @@ MIGRATIONS[8] = FORWARD_DDL + '\n' + FORWARD_TRIGGER  # forwarding's tables (`we
 # %% ../nbs/04_sqlite.ipynb #9e6dfac3
 MIGRATIONS[9] = 'ALTER TABLE webhook_events ADD COLUMN xid INTEGER NOT NULL DEFAULT 0;'
 
+# %% ../nbs/04_sqlite.ipynb #080d904d
+QUEUE_INDEX = """
+CREATE INDEX IF NOT EXISTS webhook_events_queue ON webhook_events(next_attempt_at, seq, source, order_key, turn)
+  WHERE status = 'pending' AND order_key IS NOT NULL;"""
+MIGRATIONS[10] = QUEUE_INDEX  # v10 → v11
+SCHEMA += QUEUE_INDEX
+
 # %% ../nbs/04_sqlite.ipynb #a0814787
 def tenant_path(tenant:str,           # tenant name: ASCII letters, digits, '-', '_'; 1-64 characters
                 root:str|Path='data', # folder holding one `<tenant>.db` per tenant
@@ -455,7 +462,27 @@ WHERE seq IN (SELECT e.seq FROM head CROSS JOIN webhook_events e ON e.seq = head
                 AND NOT EXISTS (SELECT 1 FROM webhook_events b INDEXED BY webhook_events_busy WHERE b.source=e.source
                                 AND b.order_key=e.order_key AND b.order_key IS NOT NULL AND b.status='processing')
               ORDER BY e.next_attempt_at, e.seq LIMIT ?)
-RETURNING seq, id, source, event_type, payload, attempts, order_key, created'''
+RETURNING seq, id, source, event_type, payload, attempts, order_key, created, turn'''
+
+# %% ../nbs/04_sqlite.ipynb #6530b819
+KEY_RUN = 16  # a key's events one claim takes at most: a hot key holds a batch for a few waves, not a thousand
+SQLITE['claim_chains'] = f'''UPDATE webhook_events SET status='processing', attempts=attempts+1, lease_until=?,
+  lease_owner=?
+WHERE seq IN (
+  WITH w AS MATERIALIZED (SELECT seq, source, order_key, turn FROM webhook_events INDEXED BY webhook_events_queue
+    WHERE status='pending' AND order_key IS NOT NULL AND next_attempt_at <= ? AND {_held}
+    ORDER BY next_attempt_at, seq LIMIT ?),
+  k AS MATERIALIZED (SELECT g.source, g.order_key, (
+      SELECT n.seq FROM webhook_events n INDEXED BY webhook_events_line WHERE n.order_key IS NOT NULL
+        AND n.status IN ('pending', 'processing') AND n.source = g.source AND n.order_key = g.order_key
+        AND n.seq NOT IN (SELECT seq FROM w) ORDER BY n.turn, n.seq LIMIT 1) stop  -- its first outside the window
+    FROM (SELECT DISTINCT source, order_key FROM w) g
+    WHERE NOT EXISTS (SELECT 1 FROM webhook_events b INDEXED BY webhook_events_busy WHERE b.source=g.source
+                      AND b.order_key=g.order_key AND b.order_key IS NOT NULL AND b.status='processing'))
+  SELECT seq FROM (SELECT w.seq, row_number() OVER (PARTITION BY w.source, w.order_key ORDER BY w.turn, w.seq) i
+    FROM w JOIN k ON k.source = w.source AND k.order_key = w.order_key LEFT JOIN webhook_events s ON s.seq = k.stop
+    WHERE k.stop IS NULL OR (w.turn, w.seq) < (s.turn, s.seq)) WHERE i <= {KEY_RUN})
+RETURNING seq, id, source, event_type, payload, attempts, order_key, created, turn'''
 
 # %% ../nbs/04_sqlite.ipynb #ef3cde8c
 SQLITE.update(

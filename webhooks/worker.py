@@ -17,8 +17,9 @@ from .process import run_handler
 from .routes import on_lifespan
 
 # %% auto #0
-__all__ = ['handlers', 'log', 'on', 'BACKOFF', 'MAX_BACKOFF', 'TIMEOUT', 'PAUSE', 'MAX_PAUSE', 'MAX_STUCK', 'Handlers', 'Event',
-           'Worker', 'PlainRun', 'Alerts', 'install_worker', 'replay', 'prune', 'reclaim', 'claim_batch']
+__all__ = ['handlers', 'log', 'on', 'BACKOFF', 'MAX_BACKOFF', 'TIMEOUT', 'PAUSE', 'MAX_PAUSE', 'MAX_STUCK', 'GOES_ON', 'Handlers',
+           'Event', 'Worker', 'PlainRun', 'chain_waves', 'Alerts', 'install_worker', 'replay', 'prune', 'reclaim',
+           'claim_batch']
 
 # %% ../nbs/10_worker.ipynb #08e69f6d
 class Handlers:
@@ -357,22 +358,25 @@ async def _thread(self:Worker, todo:deque):
 
 # %% ../nbs/10_worker.ipynb #b805ef50
 @patch
-async def run_batch(self:Worker, tenant:str, claims:list[Claim])->int:
+async def run_batch(self:Worker, tenant:str, claims:list[Claim],
+                    record:bool=True, # record outcomes as they finish (False: the caller records them, in one go)
+                   )->int:
     "Run the handlers of `tenant`'s `claims`, at most `concurrency` at once, recording outcomes as they finish."
     sync, coro = self._sort(tenant, claims)
     awaiting = {}  # coroutine puller -> [start, event, timed out?]
     tasks = {asyncio.ensure_future(self._pull(sync, True, awaiting)) for _ in range(min(self.concurrency, len(sync)))}
     tasks |= {asyncio.ensure_future(self._pull(coro, False, awaiting)) for _ in range(min(self.concurrency, len(coro)))}
-    done, self._batch[tenant] = 0, {c.seq for c in claims}
-    self._renewed[tenant] = time.time()  # claimed just now
+    done, mine = 0, tenant not in self._batch  # not mine: `run_chains` holds the run's leases, and renews them
+    if mine: self._batch[tenant], self._renewed[tenant] = {c.seq for c in claims}, time.time()  # claimed just now
     try:
         while tasks:
             _, tasks = await asyncio.wait(tasks, timeout=min(self.flush, self.timeout/2))
             self._watchdog(awaiting)
-            done += await self._flush()
+            if record: done += await self._flush()
             if time.time() - self._renewed[tenant] > self.lease / 3: await self._renew(tenant)
-        return done + await self._close_batch(tenant, [*sync, *coro])
-    finally: self._batch.pop(tenant, None)
+        return done + await self._close_batch(tenant, [*sync, *coro], record)
+    finally:
+        if mine: self._batch.pop(tenant, None)
 
 # %% ../nbs/10_worker.ipynb #264e5a34
 @patch
@@ -389,11 +393,51 @@ async def _renew(self:Worker, tenant:str, quiet:bool=False)->bool:
 
 # %% ../nbs/10_worker.ipynb #6850f278
 @patch
-async def _close_batch(self:Worker, tenant:str, todo:list)->int:
+async def _close_batch(self:Worker, tenant:str, todo:list, record:bool=True)->int:
     "End a batch: record what finished, give back the claims in `todo`, which never started."
     left = [Claim(ev.seq, ev.id, ev.source, ev.type, ev.text, ev.attempt, ev.key, ev.created) for _,ev in todo]
     if left: self._unreleased.setdefault(tenant, []).extend(left)
-    return await self._flush()
+    return await self._flush() if record else 0
+
+# %% ../nbs/10_worker.ipynb #6a926d50
+GOES_ON = ('completed', 'failed', 'ignored')  # outcomes after which a key's next claimed event may run
+
+def chain_waves(claims:list[Claim])->list[list[Claim]]:
+    "`claims` in waves: the i-th claim of each key (in the claims' order) in wave i; unkeyed claims in the first."
+    waves, seen = [], {}
+    for c in claims:
+        i = 0 if c.key is None else seen.get((c.source, c.key), -1) + 1
+        if c.key is not None: seen[c.source, c.key] = i
+        if i == len(waves): waves.append([])
+        waves[i].append(c)
+    return waves
+
+# %% ../nbs/10_worker.ipynb #c6b76b48
+@patch
+def _goes_on(self:Worker, o:Outcome|None)->bool:
+    "May the next event of `o`'s key run in this claim? Only after an end for good, within its timeout."
+    return o is not None and o.outcome in GOES_ON and o.finished - o.started <= self.timeout
+
+@patch
+async def run_chains(self:Worker, tenant:str, claims:list[Claim])->int:
+    "Run `tenant`'s `claims` wave by wave: a key's next claim only after its previous one ended for good."
+    waves = chain_waves(claims)
+    if len(waves) < 2: return await self.run_batch(tenant, claims)
+    self._batch[tenant], self._renewed[tenant] = {c.seq for c in claims}, time.time()  # the run's leases, all renewed
+    done, last = 0, {}
+    try:
+        for i, wave in enumerate(waves):
+            ended = {o.seq: o for t, o in self._outs if t == tenant}  # not recorded yet: one commit for every wave
+            go = [c for c in wave if c.key is None or (c.source, c.key) not in last  # its key's first in this claim
+                  or not self.stopping and self._goes_on(ended.get(last[c.source, c.key]))]
+            late = await self._db(lambda: self._tenant(tenant).overtaken(go)) if i and go else set()
+            run = {c.seq for c in go} - late
+            for c in wave:  # given back unstarted: a key whose last failed, ran late, or an event now goes before
+                if c.seq not in run: self._unreleased.setdefault(tenant, []).append(c)
+                last[c.source, c.key] = c.seq if c.seq in run else None
+            if run: done += await self.run_batch(tenant, [c for c in wave if c.seq in run], record=False)
+    finally: self._batch.pop(tenant, None)
+    return done + await self._flush()
 
 # %% ../nbs/10_worker.ipynb #976c59d0
 @patch
@@ -426,11 +470,12 @@ async def step(self:Worker, names:list[str]|None=None)->int:
         if self.stopping: break
         if self._paused(t) or t in self._held or t in self._unreleased: continue
         try:
-            claims = await self._db(lambda: self._tenant(t).claim(self.batch, self.lease, self.max_attempts))
+            claims = await self._db(lambda: self._tenant(t).claim(self.batch, self.lease, self.max_attempts,
+                                                                      chains=True))
             self._ok(t)
             try: claims = await self._pace(t, claims) if claims else claims
             except Exception: self._unreleased.setdefault(t, []).extend(claims); raise  # given back when it answers
-            if claims: n += await self.run_batch(t, claims)
+            if claims: n += await self.run_chains(t, claims)
         except TenantError: self._down.pop(t, None)  # gone (deleted, or not a tenant): nothing to retry
         except Exception as e: self._fail(t, e)  # one broken or locked tenant database must not hold up the others
     n += await self._flush()
