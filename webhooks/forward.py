@@ -14,7 +14,7 @@ from .records import LEASE, Store, TenantError, alive, check_name, error_text
 from .engine import Tenant, check_url, refill, render
 from .store import as_store, on_tenant
 from .routes import on_lifespan
-from .worker import BACKOFF, MAX_BACKOFF, Alerts, Worker
+from .worker import BACKOFF, MAX_BACKOFF, Alerts, Rounds, Worker
 from .guard import GuardedBackend, UnsafeURL, check_url as guard_url, httpx_errors
 
 # %% auto #0
@@ -139,6 +139,7 @@ JOIN {t}webhook_events e ON e.seq = f.event_seq ORDER BY f.event_seq LIMIT ? {fa
   fan='''INSERT INTO {t}webhook_deliveries (event_seq, destination, created_at) VALUES (?,?,?)
 ON CONFLICT (event_seq, destination) DO NOTHING''',
   fanned='DELETE FROM {t}webhook_fanout WHERE event_seq=?',
+  forwarding='SELECT EXISTS (SELECT 1 FROM {t}webhook_destinations) OR EXISTS (SELECT 1 FROM {t}webhook_fanout)',
 )
 
 # %% ../nbs/18_forward.ipynb #8ff545b4
@@ -698,11 +699,13 @@ class Deliverer:
         self._tenants, self._secrets, self._lanes, self._tls = {}, {}, {}, httpx.create_ssl_context()
         self.sending, self.finished = set(), []  # tasks in flight; (tenant, `Sent`) not yet recorded
         self.stopping, self._wake, self._task, self.delivered = False, None, None, 0
+        self.rounds, self._busy = Rounds(poll), set()  # as the worker's: the tenants woken, and those with work
 
     _delay = Worker._delay  # the worker's backoff: exponential from `backoff`, capped, with jitter
     start = Worker.start  # started as a task, as the worker is
     def wake(self, tenant:str|None=None): # the tenant with new work (None: any)
         "Tell a running deliverer there is new work (call from the event loop's thread)."
+        self.rounds.wake(tenant)
         if self._wake is not None: self._wake.set()
     def _db(self, f): return asyncio.get_running_loop().run_in_executor(self.db_thread, f)
 
@@ -713,11 +716,18 @@ def _tenant(self:Deliverer, name:str):
     if name not in self._tenants: self._tenants[name] = self.store.open(name)
     return self._tenants[name]
 
+# %% ../nbs/18_forward.ipynb #5e2b7d19
+@patch
+def forwarding(self:Tenant)->bool:
+    "Has this tenant anything to forward: a destination, or events marked for fan-out? (A read: no write lock.)"
+    with self.reading() as h: return bool(self.one(h, self.fwd['forwarding'])[0])
+
 # %% ../nbs/18_forward.ipynb #7af3b7c8
 @patch
 def _claim(self:Deliverer, name:str)->tuple[list,dict]:
     "On `db_thread`: fan out, claim; (claims, {destination: (Destination, secret)})."
     t = self._tenant(name)
+    if not t.forwarding(): return [], {}  # no destination: a read, not the tenant's write lock
     t.fan_out()
     claims = t.claim_deliveries(self.batch)
     if not claims: return [], {}
@@ -776,7 +786,7 @@ async def step(self:Deliverer, names:list[str]|None=None)->int:
     "One round: record what finished, then fan out, claim and start sending for each tenant; deliveries started."
     await self._record()
     if names is None: names = await self._db(self.store.tenants)
-    n = 0
+    n, self._busy = 0, set()
     for name in names:
         if self.stopping: break
         try: claims, dests = await self._db(lambda: self._claim(name))
@@ -784,6 +794,7 @@ async def step(self:Deliverer, names:list[str]|None=None)->int:
         except Exception as e:
             print(f'webhooks deliverer: tenant {name}: {error_text(e)}', file=sys.stderr); continue
         for c in claims: self._start(name, c, *dests[c.destination])
+        if claims: self._busy.add(name)
         n += len(claims)
     return n
 
@@ -792,7 +803,8 @@ async def step(self:Deliverer, names:list[str]|None=None)->int:
 async def _settle(self:Deliverer):
     "Wait for the first send in flight to finish, a wake-up, or `poll` seconds; then `gather` seconds for more."
     woke = asyncio.ensure_future(self._wake.wait())
-    await asyncio.wait({woke, *self.sending}, timeout=self.poll, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({woke, *self.sending}, timeout=max(0.01, self.rounds.left()),
+                       return_when=asyncio.FIRST_COMPLETED)
     woke.cancel(); self._wake.clear()
     if self.sending and self.gather: await asyncio.sleep(self.gather)  # a few more finish: one commit for all
 
@@ -804,7 +816,8 @@ async def run(self:Deliverer):
     listener = asyncio.ensure_future(self.store.listen(self.wake)) if hasattr(self.store, 'listen') else None
     try:
         while not self.stopping:
-            try: started = await self.step()
+            if not self.finished and (pause := self.rounds.wait()): await asyncio.sleep(pause)  # more work gathers
+            try: started = await self.step(self.rounds.next(self._busy | {t for t, _ in self.finished}))
             except Exception as e: print(f'webhooks deliverer: {error_text(e)}', file=sys.stderr); started = 0
             if not (started and not self.sending): await self._settle()
     finally:

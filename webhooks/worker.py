@@ -18,8 +18,8 @@ from .routes import on_lifespan
 
 # %% auto #0
 __all__ = ['handlers', 'log', 'on', 'BACKOFF', 'MAX_BACKOFF', 'TIMEOUT', 'PAUSE', 'MAX_PAUSE', 'MAX_STUCK', 'GOES_ON', 'Handlers',
-           'Event', 'Worker', 'PlainRun', 'chain_waves', 'Alerts', 'install_worker', 'replay', 'prune', 'reclaim',
-           'claim_batch']
+           'Event', 'Rounds', 'Worker', 'PlainRun', 'chain_waves', 'Alerts', 'install_worker', 'replay', 'prune',
+           'reclaim', 'claim_batch']
 
 # %% ../nbs/10_worker.ipynb #08e69f6d
 class Handlers:
@@ -87,6 +87,30 @@ PAUSE = 0.25         # seconds a tenant is left alone after its database failed 
 MAX_PAUSE = 30.0     # cap on that pause: a database that is really gone is tried twice a minute
 MAX_STUCK = 16       # plain handler threads stuck past their timeout before the worker stops to be restarted
 
+# %% ../nbs/10_worker.ipynb #3b8e5f61
+class Rounds:
+    "The tenants a round visits: woken since the last round or busy in it; every tenant each `every` seconds."
+    def __init__(self, every:float=2.0,  # seconds between rounds over every tenant
+                 gather:float=0.02,      # seconds between the starts of two rounds, while new work keeps coming
+                ):
+        self.every, self.gather, self.woken, self.everyone = every, gather, set(), True
+        self.scanned = self.started = -math.inf
+    def __repr__(self): return f'Rounds(every={self.every:g}, woken={sorted(self.woken)}, everyone={self.everyone})'
+    def wake(self, tenant:str|None=None): # the tenant with new work (None: every tenant)
+        "Note new work for `tenant` (None: for any tenant)."
+        if tenant is None: self.everyone = True
+        else: self.woken.add(tenant)
+    def next(self, busy=())->list[str]|None: # tenants that had work in the last round
+        "The next round's tenants (None: every tenant); the wake-ups it answers are forgotten."
+        now = self.started = time.monotonic()
+        if self.everyone or now - self.scanned >= self.every: names, self.everyone, self.scanned = None, False, now
+        else: names = sorted(self.woken | set(busy))
+        self.woken.clear()
+        return names
+    def due(self)->bool: return self.everyone or bool(self.woken)  # is a round wanted now?
+    def left(self)->float: return max(0.0, self.scanned + self.every - time.monotonic())  # seconds to a full round
+    def wait(self)->float: return max(0.0, self.started + self.gather - time.monotonic())  # seconds to the next round
+
 # %% ../nbs/10_worker.ipynb #5fd2376a
 class Worker:
     "Drains due events of every tenant in a store through `handlers`, durably."
@@ -123,6 +147,8 @@ class Worker:
         self.running = self.peak = self.done = self.abandoned = self.stuck = 0
         self.metrics = None  # a `routes.Metrics` to count outcomes in (`install_worker` shares the receiver's)
         self.alerts = None   # an `Alerts` told of dead letters
+        self.rounds, self._busy = Rounds(poll), set()  # the tenants to visit; those with work in the last round
+        self._full = False  # a tenant filled a batch in it: the next round starts at once (a backlog drains at full speed)
 
 # %% ../nbs/10_worker.ipynb #608a8377
 @patch
@@ -461,7 +487,7 @@ async def _pace(self:Worker, tenant:str, claims:list[Claim])->list[Claim]:
 async def step(self:Worker, names:list[str]|None=None)->int:
     "One round: claim, run and record a batch for each tenant (default: all of the store's); returns events handled."
     if self._sem is None: self._sem = asyncio.Semaphore(self.concurrency)
-    n = await self._flush()  # what an earlier round held, or handlers it moved on from
+    n, self._busy, self._full = await self._flush(), set(), False  # what an earlier round held, or handlers left behind
     if names is None:
         if self._paused(None): return n
         try: names = await self._db(self.store.tenants); self._ok(None)  # a query, on PostgreSQL
@@ -475,7 +501,9 @@ async def step(self:Worker, names:list[str]|None=None)->int:
             self._ok(t)
             try: claims = await self._pace(t, claims) if claims else claims
             except Exception: self._unreleased.setdefault(t, []).extend(claims); raise  # given back when it answers
-            if claims: n += await self.run_chains(t, claims)
+            if not claims: continue
+            self._busy.add(t); self._full |= len(claims) >= self.batch
+            n += await self.run_chains(t, claims)
         except TenantError: self._down.pop(t, None)  # gone (deleted, or not a tenant): nothing to retry
         except Exception as e: self._fail(t, e)  # one broken or locked tenant database must not hold up the others
     n += await self._flush()
@@ -500,13 +528,17 @@ async def run(self:Worker):
     listener = asyncio.ensure_future(self.store.listen(self.wake)) if hasattr(self.store, 'listen') else None
     try:
         while not self.stopping:
-            try: n = await self.step()
+            now = time.time()  # tenants whose pause after a database error ended are visited again
+            again = {k for k, d in self._down.items() if d[1] <= now}
+            if None in again: self.rounds.wake()
+            if not self._full and (pause := self.rounds.wait()): await asyncio.sleep(pause)  # more work gathers
+            try: n = await self.step(self.rounds.next(self._busy | again - {None}))
             except Exception as e:  # a bug of ours must not stop the worker: report it and go on
                 log.error('worker round failed: %s', error_text(e), exc_info=e); n = 0
-            if n or self.stopping: continue
+            if n or self.stopping or self.rounds.due(): continue
             now = time.time()  # a paused tenant's turn may come before the next poll
             soon = min([d[1] for d in self._down.values() if d[1] > now], default=math.inf) - now
-            try: await asyncio.wait_for(self._wake.wait(), max(0.01, min(self.poll, soon)))
+            try: await asyncio.wait_for(self._wake.wait(), max(0.01, min(self.rounds.left(), soon)))
             except asyncio.TimeoutError: pass
             self._wake.clear()
     finally:
@@ -522,6 +554,7 @@ def wake(self:Worker,
     "Tell a running worker there is new work (call from the event loop's thread); it ends `tenant`'s pause."
     for k, d in self._down.items():
         if tenant is None or k in (tenant, None): d[1] = 0.0  # its database just took a commit, or is back
+    self.rounds.wake(tenant)
     if self._wake is not None: self._wake.set()
 
 # %% ../nbs/10_worker.ipynb #12ee56b3
