@@ -701,6 +701,14 @@ async def _turn(self:SqliteInbox):
         raise
     turns.owner = threading.get_ident()  # the loop's thread holds it now
 
+def _commit(c:apsw.Connection, turns:WriteLock):
+    "On a writer thread: COMMIT (rolled back if it fails), then give the write turn back at once, from this thread."
+    try: c.execute('COMMIT')
+    except BaseException:
+        if c.in_transaction: c.execute('ROLLBACK')  # SQLite may have rolled back already (a full disk does)
+        raise
+    finally: turns.give()  # the next writer goes on without waiting for the busy loop to hear of this commit
+
 @patch
 async def _round(self:SqliteInbox, events:list[NewEvent])->list[int|None]:
     "The inserts on the loop once the write lock is this round's, only waits and the fsync'd COMMIT on a thread."
@@ -712,15 +720,13 @@ async def _round(self:SqliteInbox, events:list[NewEvent])->list[int|None]:
         except apsw.BusyError:  # a writer that takes no turn (another program) holds SQLite's lock: wait on a thread
             c.set_busy_timeout(self.busy_ms)
             await loop.run_in_executor(self.pool, c.execute, 'BEGIN IMMEDIATE')
-        try:
-            res = self.writer.log(events, in_txn=True)
-            await loop.run_in_executor(self.pool, c.execute, 'COMMIT')
+        try: res = self.writer.log(events, in_txn=True)
         except Exception:
-            if c.in_transaction: c.execute('ROLLBACK')  # SQLite may have rolled back already (a full disk does)
+            if c.in_transaction: c.execute('ROLLBACK')
             raise
-        return res
-    finally: turns.give()
-
+    except BaseException: turns.give(); raise
+    await loop.run_in_executor(self.pool, _commit, c, turns)  # gives the turn back itself
+    return res
 
 # %% ../nbs/04_sqlite.ipynb #13a0dfba
 class SqliteStore(Receiving, AdminSessions):
