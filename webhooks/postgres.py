@@ -186,6 +186,9 @@ SELECT seq, idempotency_key, CASE WHEN status = 'pending' THEN pg_notify(%b, %b)
 WHERE e.idempotency_key = d.k AND e.received_at < d.cutoff RETURNING d.k''',
   notify='SELECT pg_notify(%s, %s)',
 )
+# the receiver's insert: it wakes the workers after its commit (`notify_soon`), not inside it (see *Receiving*)
+PG['insert_quiet'] = PG['insert'].replace("CASE WHEN status = 'pending' THEN pg_notify(%b, %b) END", 'status')
+PG['notify_all'] = 'SELECT pg_notify(%s, t) FROM unnest(%s::text[]) t'
 
 # %% ../nbs/05_postgres.ipynb #0739ddfb
 PG['settle'] = '''WITH o AS (
@@ -375,6 +378,7 @@ class PgStore(KeyHolder, Receiving, AdminSessions):
         self.opening:dict[str,asyncio.Future] = {}
         self._pool = self._apool = self._aloop = self._watcher = self._closing = None
         self._lock = threading.Lock()
+        self._to_notify, self._notifier = set(), None  # tenants whose workers `notify_soon` wakes; its task
     def __repr__(self): return f'PgStore({safe_url(self.url)!r})'
 
 # %% ../nbs/05_postgres.ipynb #312f954e
@@ -673,11 +677,14 @@ def queued(self:PgTenant, h): h.execute(self.sql['notify'], (self.store.channel,
 
 # %% ../nbs/05_postgres.ipynb #1316b750
 @patch
-def insert_args(self:PgTenant, rows:list, touched:list):
+def insert_args(self:PgTenant, rows:list, touched:list,
+                quiet:bool=False, # no NOTIFY inside the insert's transaction (the receiver notifies after it)
+               ):
     "(statement, parameters, reader) inserting `rows` (and setting the `last_matched` of `touched`)."
     cols = [list(c) for c in zip(*rows)] if rows else [[]]*14
     used = [[src for _, src, _ in touched], [fp for *_, fp in touched], [float(t) for t, *_ in touched]]
-    return self.sql['insert'], [*cols, *used, self.store.channel, self.name], lambda got: [(s, k) for s, k, _ in got]
+    q, wake = ('insert_quiet', []) if quiet else ('insert', [self.store.channel, self.name])
+    return self.sql[q], [*cols, *used, *wake], lambda got: [(s, k) for s, k, _ in got]
 
 @patch
 def expire_args(self:PgTenant, keys:list, cutoffs:list):
@@ -698,8 +705,8 @@ def expire(self:PgTenant, h, keys:list, cutoffs:list)->list:
 @patch
 async def adrive(self:PgTenant, c, steps):
     "Run `log_steps` on `asyncio` autocommit connection `c`: the insert commits alone, the rest (if any) in one more."
-    async def step(op, *args):
-        q, params, read = getattr(self, f'{op}_args')(*args)
+    async def step(op, *args):  # the insert without its NOTIFY: the caller wakes the workers (`PgStore.notify_soon`)
+        q, params, read = getattr(self, f'{op}_args')(*args, **({'quiet': True} if op == 'insert' else {}))
         return read(await (await c.execute(q, params)).fetchall())
     try: nxt = steps.send(await step(*next(steps)))
     except StopIteration as e: return e.value
@@ -786,9 +793,31 @@ async def _write(self:PgInbox, events:list[NewEvent])->list[int|None]:
         except psycopg.errors.DiskFull as e:
             raise StoreFull(f'the database of tenant {self.name!r} is full: the event was not stored, retry later '
                             f'({error_text(e)})') from None
+    if any(s is not None for s in seqs): self.store.notify_soon(self.name)  # after the commit
     res = [None]*len(rows)
     for j, i in enumerate(order): res[i] = seqs[j]
     return res
+
+# %% ../nbs/05_postgres.ipynb #9c4f1e67
+@patch
+def notify_soon(self:PgStore, tenant:str):
+    "Wake the workers listening for `tenant`'s new events, soon: with others waiting, in one notifying transaction."
+    self._to_notify.add(tenant)
+    if self._notifier is None or self._notifier.done():
+        self._notifier = asyncio.get_running_loop().create_task(self._notify_waiting())
+
+@patch
+async def _notify_waiting(self:PgStore):
+    "Notify the tenants waiting, in one statement, until none waits (those added meanwhile go in the next)."
+    while self._to_notify:
+        names, self._to_notify = sorted(self._to_notify), set()
+        try:
+            async with (await self._receiving_pool()).connection() as c, c.transaction():
+                await c.execute('SET LOCAL synchronous_commit TO off')
+                await c.execute(PG['notify_all'], (self.channel, names))
+        except Exception as e:
+            print(f'webhooks: could not wake the workers of {len(names)} tenant(s) ({error_text(e)}); they poll',
+                  file=sys.stderr)
 
 # %% ../nbs/05_postgres.ipynb #e777697c
 @patch
