@@ -10,6 +10,7 @@ if os.environ.get('CI', '').lower() != 'true': pytest.importorskip('psycopg', re
 import psycopg
 from webhooks.store import SqliteTenant
 from webhooks.postgres import PgStore, glob_regex, schema_name
+import webhooks.forward  # its `Tenant` methods (destinations), as a server loads them
 
 def ev(i, source='stripe', type='invoice.paid', payload=None, at=None, **kw):
     return NewEvent(i, source, type, payload if payload is not None else f'{{"id":"{i}"}}', 'v1=sig', f'{source}:{i}',

@@ -811,6 +811,7 @@ async def _notify_waiting(self:PgStore):
     "Notify the tenants waiting, in one statement, until none waits (those added meanwhile go in the next)."
     while self._to_notify:
         names, self._to_notify = sorted(self._to_notify), set()
+        if self._apool is None or self._aloop is not asyncio.get_running_loop(): return  # closed: workers poll
         try:
             async with (await self._receiving_pool()).connection() as c, c.transaction():
                 await c.execute('SET LOCAL synchronous_commit TO off')
@@ -958,6 +959,9 @@ async def aclose(self:PgStore):
     "Close the store, waiting for the `asyncio` pool to close."
     f = self._apool if self._aloop is asyncio.get_running_loop() else None
     if self._watcher is not None: self._watcher.cancel(); self._watcher = None
+    if f is not None and self._notifier is not None and not self._notifier.done():  # its last wake-ups go out first
+        await asyncio.wait({self._notifier}, timeout=self.busy_timeout)
+        self._notifier.cancel()
     self._apool = None
     if f is not None:
         try: await (await f).close()
