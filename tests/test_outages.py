@@ -202,19 +202,21 @@ def test_postgres_outage(own_pg, own_db, tmp_path, mode, outage):
     assert run('webhooks-source', 'acme', 'gen', '--scheme', 'generic', '--secret', SECRET, '--db', own_db,
                '--root', keys).returncode == 0
     with Service('--db', own_db, '--root', keys, '--handlers', 'outage_hooks', cwd=site,
-               env={'WEBHOOKS_ADMIN_TOKEN': TOKEN}) as srv, Sender(f'{srv.url}/webhooks/acme/gen') as s:
-        wait_for(lambda: len(s.ok()) >= 20 and handled(site), 20, 'deliveries before the outage')
-        own_pg.stop_as(mode)
-        down = time.time()
-        time.sleep(outage)  # the outage itself: its length is what the test is about
-        back = own_pg.start_again()
-        wait_for(lambda: any(a['status'] == 200 and a['t1'] >= back for a in s.answers), 30, 'a delivery stored again')
-        wait_for(lambda: any(t >= back for *_, t in handled(site)), 30, 'the worker handling again')
-        wait_for(lambda: len([a for a in s.answers if a['t0'] > back + 3]) >= 20, 30, 'deliveries after the return')
+               env={'WEBHOOKS_ADMIN_TOKEN': TOKEN}) as srv:
+        with Sender(f'{srv.url}/webhooks/acme/gen') as s:
+            wait_for(lambda: len(s.ok()) >= 20 and handled(site), 20, 'deliveries before the outage')
+            own_pg.stop_as(mode)
+            down = time.time()
+            time.sleep(outage)  # the outage itself: its length is what the test is about
+            back = own_pg.start_again()
+            wait_for(lambda: any(a['status'] == 200 and a['t1'] >= back for a in s.answers), 30,
+                     'a delivery stored again')
+            wait_for(lambda: any(t >= back for *_, t in handled(site)), 30, 'the worker handling again')
+            wait_for(lambda: len([a for a in s.answers if a['t0'] > back + 3]) >= 20, 30, 'deliveries after the return')
+        stored = wait_for(lambda: (r := pg_rows(own_db)) and all(x['status'] in TERMINAL for x in r) and r, 60,
+                          'every stored event terminal')  # the service still runs: its worker handles the last ones
     ok = s.ok()
     refused, slowest = check_refusals(s)
-    stored = wait_for(lambda: (r := pg_rows(own_db)) and all(x['status'] in TERMINAL for x in r) and r, 60,
-                      'every stored event terminal')
     receiver, worker = s.first_ok_after(back), min(t for *_, t in handled(site) if t >= back) - back
     print(f'\nPostgreSQL stopped -m {mode} for {outage} s: receiver stored again {receiver:.2f} s and the worker '
           f'claimed again {worker:.2f} s after its return; {refused} deliveries refused meanwhile (slowest answer '
@@ -275,25 +277,26 @@ def test_sqlite_tenant_locked_by_another_process(tmp_path):
     "A tenant file write-locked for 10 s: deliveries wait out the busy timeout and get a JSON 503; all resumes after."
     site, root = site_for(tmp_path), tmp_path/'data'
     t = SqliteStore(root).open('acme', create=True); t.add_source('gen', 'generic', SECRET); t.close()
-    with Service('--root', root, '--handlers', 'outage_hooks', cwd=site) as srv, \
-         Sender(f'{srv.url}/webhooks/acme/gen') as s:
-        wait_for(lambda: len(s.ok()) >= 20 and handled(site), 20, 'deliveries before the lock')
-        locker = subprocess.Popen([sys.executable, '-c', LOCKER, str(root/'acme.db'), '10'], stdout=subprocess.PIPE,
-                                  text=True)
-        assert locker.stdout.readline().strip() == 'locked'
-        locked = time.time()
-        free = float(locker.stdout.readline().split()[1])  # the moment it committed
-        assert locker.wait(30) == 0
-        wait_for(lambda: any(a['status'] == 200 and a['t1'] >= free for a in s.answers), 30, 'a delivery stored again')
-        wait_for(lambda: any(t >= free for *_, t in handled(site)), 30, 'the worker handling again')
-        wait_for(lambda: len([a for a in s.answers if a['t0'] > free + 2]) >= 20, 30, 'deliveries after the lock')
+    with Service('--root', root, '--handlers', 'outage_hooks', cwd=site) as srv:
+        with Sender(f'{srv.url}/webhooks/acme/gen') as s:
+            wait_for(lambda: len(s.ok()) >= 20 and handled(site), 20, 'deliveries before the lock')
+            locker = subprocess.Popen([sys.executable, '-c', LOCKER, str(root/'acme.db'), '10'],
+                                      stdout=subprocess.PIPE, text=True)
+            assert locker.stdout.readline().strip() == 'locked'
+            locked = time.time()
+            free = float(locker.stdout.readline().split()[1])  # the moment it committed
+            assert locker.wait(30) == 0
+            wait_for(lambda: any(a['status'] == 200 and a['t1'] >= free for a in s.answers), 30,
+                     'a delivery stored again')
+            wait_for(lambda: any(t >= free for *_, t in handled(site)), 30, 'the worker handling again')
+            wait_for(lambda: len([a for a in s.answers if a['t0'] > free + 2]) >= 20, 30, 'deliveries after the lock')
+        db = SqliteStore(root).open('acme')  # the service still runs: its worker handles what was stored last
+        try:
+            rows = wait_for(lambda: (r := q(db, 'SELECT id, status FROM webhook_events')) and
+                            all(x['status'] in TERMINAL for x in r) and r, 60, 'every stored event terminal')
+        finally: db.close()
     ok = s.ok()
     refused, slowest = check_refusals(s)
-    db = SqliteStore(root).open('acme')
-    try:
-        rows = wait_for(lambda: (r := q(db, 'SELECT id, status FROM webhook_events')) and
-                        all(x['status'] in TERMINAL for x in r) and r, 60, 'every stored event terminal')
-    finally: db.close()
     receiver, worker = s.first_ok_after(free), min(t for *_, t in handled(site) if t >= free) - free
     print(f'\nSQLite tenant locked 10 s: {refused} deliveries refused (slowest answer {slowest:.1f} s); stored again '
           f'{receiver:.2f} s and handled again {worker:.2f} s after the lock went')
