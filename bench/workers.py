@@ -27,13 +27,15 @@ experiment, p99 at --workers 2 fell to 21 ms and throughput stayed ~0.9x.) Sprea
 CPU, as far as two cores shared with wrk allow. (The table above is from before issue 25: writers now take turns
 through `WriteLock`, a blocking `flock` on `<tenant>.db-lock`; bench/ingest.py prints the --workers rows as shipped.)
 """
-import argparse, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
+import argparse, os, re, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SHARED = (HERE/'..'/'..'/'shared'/'bench').resolve()
 BIN = Path(sys.executable).parent
 PORT = 8797
+import ingest  # webhooks-serve started, stopped and given fresh roots as bench/ingest.py does
+ingest.PORT = PORT
 
 def gen(n:int, path:Path):
     "Fresh deliveries: their timestamps must be inside the receiver's 300 s window."
@@ -48,25 +50,6 @@ def wrk(seconds:int, conns:int, reqs:Path, tenants:int)->dict:
     if not m: raise SystemExit(f'wrk gave no result:\n{out}')
     return dict(rps=float(m[1]), p50=float(m[2]), p99=float(m[3]), non2xx=int(m[4]), errors=int(m[5]))
 
-def serve(n:int, root:Path, log)->subprocess.Popen:
-    p = subprocess.Popen([str(BIN/'webhooks-serve'), '--root', str(root), '--port', str(PORT), '--workers', str(n), '--no-worker',
-                          '--no-dashboard', '--log-format', 'json'], stdout=log, stderr=log,
-                         env={**os.environ, 'WEBHOOKS_ADMIN_TOKEN': 'adm_bench_workers_0123'})
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # every child up: each answers health checks once it has started
-        kids = Path(f'/proc/{p.pid}/task/{p.pid}/children').read_text().split() if n > 1 else [p.pid]
-        try:
-            with socket.create_connection(('127.0.0.1', PORT), timeout=0.2): pass
-            if len(kids) == n: time.sleep(1.0 if n > 1 else 0.2); return p
-        except OSError: pass
-        time.sleep(0.1)
-    p.kill(); raise SystemExit(f'webhooks-serve --workers {n} did not start')
-
-def stop(p:subprocess.Popen):
-    p.send_signal(signal.SIGTERM)
-    try: p.wait(60)
-    except subprocess.TimeoutExpired: p.kill(); p.wait()
-
 def stored(root:Path)->int:
     import apsw
     n = 0
@@ -77,19 +60,14 @@ def stored(root:Path)->int:
     return n
 
 def one(n:int, tenants:int, a, tmp:Path)->dict:
-    from webhooks.store import SqliteStore
-    root = tmp/f'data-{n}-{tenants}-{time.monotonic_ns()}'
-    st = SqliteStore(root)
-    for name in (['bench'] if tenants == 1 else [f'bench{i}' for i in range(tenants)]):
-        t = st.open(name, create=True); t.add_source('moda', 'moda', 'whsec_bench'); t.close()
-    st.close()
+    root = ingest.make_root(tmp, tenants)
     reqs = tmp/'reqs.tsv'
     gen(a.requests, reqs)
     load = os.getloadavg()[0]
     with open(tmp/f'serve-{n}.log', 'a') as log:
-        p = serve(n, root, log)
+        p = ingest.serve(root, ['--workers', str(n), '--no-worker', '--no-dashboard', '--log-format', 'json'], log)
         try: r = wrk(a.seconds, a.connections, reqs, tenants)
-        finally: stop(p)
+        finally: ingest.stop(p)
     r = dict(r, load=load, stored=stored(root))
     shutil.rmtree(root)  # tens of MB a run
     return r
