@@ -78,8 +78,8 @@ GROUP BY code ORDER BY count(*) DESC, code''',
   rejected_since='SELECT count(*) FROM {t}webhook_rejections WHERE received_at >= ?',
   imported='SELECT 1 FROM {t}webhook_events WHERE source=? AND id=? AND received_at=?',
 )
-DIALECT = ('sources', 'export_sources', 'lost', 'suspect', 'claim', 'claim_keyed', 'claim_chains', 'claim_suspect', 'per_hour',
-           'add_secret')
+DIALECT = ('sources', 'export_sources', 'lost', 'suspect', 'claim', 'claim_keyed', 'claim_chains', 'claim_suspect',
+           'per_hour', 'add_secret')
 # the statements every dialect supplies itself
 
 # %% ../nbs/03_engine.ipynb #78b55034
@@ -938,7 +938,10 @@ def overtaken(self:Tenant, claims:list[Claim])->set[int]:
     w, args = self.cond_in('c.seq', [c.seq for c in claims if c.key is not None])
     q = f"""SELECT c.seq FROM {self.t}webhook_events c WHERE {w} AND EXISTS (SELECT 1 FROM {self.t}webhook_events n
   WHERE n.source = c.source AND n.order_key = c.order_key AND n.order_key IS NOT NULL
-  AND n.status IN ('pending', 'processing') AND n.status = 'pending' AND (n.turn < c.turn OR n.turn = c.turn AND n.seq < c.seq))"""
+  AND n.status IN ('pending', 'processing') AND n.status = 'pending'
+  AND (n.turn < c.turn OR n.turn = c.turn AND n.seq < c.seq))"""
+    # `status IN (...)` restates webhook_events_line's WHERE, so SQLite may probe that partial index; `= 'pending'`
+    # is the condition
     with self.reading() as h: return {r[0] for r in self.all(h, q, args)}
 
 # %% ../nbs/03_engine.ipynb #ad26b625
