@@ -64,8 +64,9 @@ def claim_plans(t, sqlite):
         with t.txn() as h:
             for q in [q for q in ('claim_chains', 'claim_keyed') if q in t.sql]:  # (an older webhooks: heads)
                 out.append(f'-- {q}')
-                if sqlite:
-                    rows = t.all(h, 'EXPLAIN QUERY PLAN ' + t.sql[q], (now + 60, 'plan', now, 1000))
+                if sqlite:  # the heads pass sweeps a stretch of the queue: here all of it
+                    sweep = (-1.0, 0, float('inf'), 2**62) if t.sql[q].count('?') == 8 else ()
+                    rows = t.all(h, 'EXPLAIN QUERY PLAN ' + t.sql[q], (now + 60, 'plan', now, *sweep, 1000))
                     depth = {0: 0}
                     for r in rows:
                         depth[r[0]] = depth.get(r[1], 0) + 1

@@ -1,6 +1,6 @@
-"Databases in use keep working: a tenant file written by an older webhooks (schema v2 to v10; PostgreSQL layout 8) opens, migrates in place to today's and loses nothing."
+"Databases in use keep working: a tenant file written by an older webhooks (schema v2 to v11; PostgreSQL layout 8) opens, migrates in place to today's and loses nothing."
 import apsw, re, time
-from webhooks.sqlite import FORWARD_DDL, FORWARD_TRIGGER, ORDER_INDEXES, QUEUE_INDEX, TOKENS_DDL
+from webhooks.sqlite import FORWARD_DDL, FORWARD_TRIGGER, LINE_INDEXES, ORDER_INDEXES, QUEUE_INDEX, TOKENS_DDL
 import webhooks.forward  # its `Tenant` methods
 from webhooks.store import REJECTION_SCHEMA, SCHEMA, SCHEMA_VERSION, SqliteStore, SqliteTenant, tenant_db, NewEvent, Outcome
 from webhooks.signatures import fingerprint
@@ -28,10 +28,20 @@ def v8_schema()->str:
     assert 'webhook_destinations' not in s and 'webhook_fanout' not in s
     return s
 
+def v11_schema()->str:
+    "Today's schema as version 11 had it: no `late`, no `webhook_events_aside`, the line of unfinished events only."
+    assert LINE_INDEXES in SCHEMA
+    return SCHEMA.replace(LINE_INDEXES, '')
+
 def v10_schema()->str:
     "Today's schema as version 10 had it: no index of the due keyed events in arrival order."
-    assert QUEUE_INDEX in SCHEMA
-    return SCHEMA.replace(QUEUE_INDEX, '')
+    assert QUEUE_INDEX in v11_schema()
+    return v11_schema().replace(QUEUE_INDEX, '')
+
+def as_v11(c):
+    "Take a today's tenant file back to version 11's indexes and columns (its rows stay)."
+    c.execute('DROP INDEX webhook_events_aside; DROP INDEX webhook_events_line;' + ORDER_INDEXES.split('CREATE TABLE')[0]
+              + 'ALTER TABLE webhook_events DROP COLUMN late; PRAGMA user_version=11')
 
 def v9_schema()->str:
     "Today's schema as version 9 had it: no `xid` on events."
@@ -71,7 +81,7 @@ def test_v2_database_migrates_in_place(tmp_path):
     c.execute("INSERT INTO webhook_sources VALUES ('stripe', 'stripe', 'whsec_old_0123', 'fp_1', 300, 0)")
     c.execute('PRAGMA user_version=2'); c.close()
     db = tenant_db('old', tmp_path, create=False)
-    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 11
+    assert db.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 12
     assert {'webhook_rejections', 'webhook_retired'} <= set(db.table_names())
     assert db.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
     t = SqliteTenant(db)
@@ -150,7 +160,7 @@ def test_v6_database_gains_api_tokens_and_payload_search(tmp_path):
                  VALUES ('evt_a', 'stripe', 'invoice.paid', '{"data":{"object":{"customer":"cus_9"}}}', 'stripe:evt_a', 1767225600)""")
     c.execute('PRAGMA user_version=6'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 11
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 12
     assert t.tokens() == []
     tok = t.add_token('laptop', read_only=True)
     assert t.check_token(tok).read_only is True
@@ -169,7 +179,7 @@ def test_v7_database_gains_ordering_keys_in_place(tmp_path):
                   [('evt_done', 'stripe:evt_done', 'completed'), ('evt_queued', 'stripe:evt_queued', 'pending')])
     c.execute('PRAGMA user_version=7'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 11
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 12
     cols = lambda tt, table: [r[1:] for r in tt.c.execute(f'PRAGMA table_info({table})')]
     for table in ('webhook_events', 'webhook_sources', 'webhook_keys'): assert cols(t, table) == cols(fresh, table), table
     idx = lambda tt: sorted(tt.c.execute("SELECT name, sql FROM sqlite_schema WHERE type='index' AND sql IS NOT NULL"))
@@ -197,7 +207,7 @@ def test_v8_database_gains_forwarding(tmp_path):
                  VALUES ('evt_v6', 'stripe', 'invoice.paid', '{"id":"evt_v6"}', 'stripe:evt_v6', 1767225600)""")
     c.execute('PRAGMA user_version=8'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 11
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 12
     objects = lambda tt: tt.c.execute("""SELECT type, name, sql FROM sqlite_schema WHERE name LIKE '%destination%'
         OR name LIKE '%deliver%' OR name LIKE '%fanout%' ORDER BY name""").fetchall()
     assert objects(t) == objects(fresh) and len(objects(t)) == 10
@@ -218,9 +228,9 @@ def test_v9_database_gains_xid_and_streams_in_seq_order(tmp_path):
                      VALUES (?, 'stripe', 'invoice.paid', '{}', ?, ?)""", [(f'evt_{i}', f'stripe:evt_{i}', 1767225600 + i) for i in range(3)])
     c.execute('PRAGMA user_version=9'); c.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 11
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 12
     cols = lambda tt: [r[1:] for r in tt.c.execute('PRAGMA table_info(webhook_events)')]
-    assert cols(t) == cols(fresh) and cols(t)[-1][0] == 'xid'
+    assert cols(t) == cols(fresh) and [c[0] for c in cols(t)[-2:]] == ['xid', 'late']
     assert [(e.id, e.cursor) for e in t.committed(Cursor(0, 0))] == [('evt_0', (0, 1)), ('evt_1', (0, 2)), ('evt_2', (0, 3))]
     assert t.start(1767225601) == Cursor(0, 1) and t.head() == Cursor(0, 3)
     t.log([NewEvent('evt_new', 'stripe', 'invoice.paid', '{}', None, 'stripe:evt_new')])
@@ -232,8 +242,8 @@ def test_postgres_layout_7_gains_the_commit_order(pg_url):
     import json, psycopg
     from psycopg import sql
     from webhooks.engine import Cursor
-    from webhooks.postgres import PG_COMMIT_ORDER, PG_SCHEMA, PgStore, pg_ddl, schema_name
-    ddl = re.sub(r"\n  xid xid8[^\n]*", '', PG_SCHEMA.replace(PG_COMMIT_ORDER, '').replace(pg_ddl(QUEUE_INDEX), '')).replace('  turn double precision,  ', '  turn double precision   ', 1)
+    from webhooks.postgres import PG_COMMIT_ORDER, PG_MIGRATIONS, PG_SCHEMA, PgStore, pg_ddl, schema_name
+    ddl = re.sub(r"\n  xid xid8[^\n]*", '', PG_SCHEMA.replace('\n' + PG_MIGRATIONS[9], '').replace(PG_COMMIT_ORDER, '').replace(pg_ddl(QUEUE_INDEX), '')).replace('  turn double precision,  ', '  turn double precision   ', 1)
     assert 'xid' not in ddl
     with psycopg.connect(pg_url, autocommit=True) as c:
         c.execute(sql.SQL(ddl).format(s=sql.Identifier(schema_name('acme')),
@@ -248,7 +258,7 @@ def test_postgres_layout_7_gains_the_commit_order(pg_url):
                                   "WHERE table_schema=%s AND table_name='webhook_events' ORDER BY ordinal_position", (tt.schema,)),
                              [r['indexdef'].replace(tt.schema, 'S') for r in tt.q('SELECT indexdef FROM pg_indexes WHERE schemaname=%s '
                                                                                   'ORDER BY indexname', (tt.schema,))])
-        assert layout(t) == layout(fresh) and layout(t)[0][-1]['data_type'] == 'xid8'
+        assert layout(t) == layout(fresh) and [c['data_type'] for c in layout(t)[0][-2:]] == ['xid8', 'integer']
         assert 'webhook_events_commit_order' in str(layout(t)[1])
         def after(c, n):  # readable once no older transaction runs on the server (autovacuum's ANALYZE has one too)
             deadline = time.monotonic() + 20
@@ -268,10 +278,30 @@ def test_v10_database_gains_the_queue_of_keyed_events_in_place(tmp_path):
     t.add_source('stripe', 'stripe', 'whsec_v10_0123456789abcdef'); t.set_source('stripe', order_by='data.object.id')
     body = lambda i, at: f'{{"id":"evt_{i}","created":{at},"data":{{"object":{{"id":"in_1"}}}}}}'
     t.log([NewEvent(f'evt_{i}', 'stripe', 'invoice.paid', body(i, at), None, f'stripe:evt_{i}') for i, at in ((2, 20), (1, 10))])
-    t.c.execute('DROP INDEX webhook_events_queue; PRAGMA user_version=10'); t.close()
+    as_v11(t.c); t.c.execute('DROP INDEX webhook_events_queue; PRAGMA user_version=10'); t.close()
     t = SqliteStore(tmp_path).open('acme')
-    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 11
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 12
     idx = lambda tt: sorted(tt.c.execute("SELECT name, sql FROM sqlite_schema WHERE type='index' AND sql IS NOT NULL"))
     assert idx(t) == idx(fresh)
     assert [(x.id, x.key, x.created) for x in t.claim(chains=True)] == [('evt_1', 'in_1', 10), ('evt_2', 'in_1', 20)]
+    assert t.c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'
+
+def test_v11_database_gains_late_marks_and_the_aside_index_in_place(tmp_path):
+    "v11 → v12: `late` on each unfinished keyed event that arrived after one of its key it goes before, the line of every keyed event, the aside index."
+    fresh = SqliteStore(tmp_path/'fresh').open('x', create=True)
+    t = SqliteStore(tmp_path).open('acme', create=True)
+    t.add_source('stripe', 'stripe', 'whsec_v11_0123456789abcdef'); t.set_source('stripe', order_by='data.object.id')
+    body = lambda i, at, k: f'{{"id":"evt_{i}","created":{at},"data":{{"object":{{"id":"{k}"}}}}}}'
+    arrivals = ((3, 30, 'in_1'), (1, 10, 'in_1'), (2, 20, 'in_1'), (4, 5, 'in_2'))  # evt_1 and evt_2 arrive late
+    t.log([NewEvent(f'evt_{i}', 'stripe', 'invoice.paid', body(i, at, k), None, f'stripe:evt_{i}') for i, at, k in arrivals])
+    late = lambda: dict(t.c.execute('SELECT id, late FROM webhook_events ORDER BY seq'))
+    assert late() == {'evt_3': 0, 'evt_1': 1, 'evt_2': 1, 'evt_4': 0}  # as today's receiver marks them
+    as_v11(t.c); t.close()
+    t = SqliteStore(tmp_path).open('acme')
+    assert t.c.execute('PRAGMA user_version').fetchone()[0] == SCHEMA_VERSION == 12
+    idx = lambda tt: sorted(tt.c.execute("SELECT name, sql FROM sqlite_schema WHERE type='index' AND sql IS NOT NULL"))
+    assert idx(t) == idx(fresh)
+    assert late() == {'evt_3': 0, 'evt_1': 1, 'evt_2': 1, 'evt_4': 0}
+    got = t.claim(chains=True)
+    assert [x.id for x in got if x.key == 'in_1'] == ['evt_1', 'evt_2', 'evt_3'] and 'evt_4' in {x.id for x in got}
     assert t.c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'

@@ -144,6 +144,20 @@ def test_a_claim_takes_runs_of_keys_in_line_order_up_to_the_first_event_outside_
     assert [c.id for c in t.claim(batch=10, now=now, chains=True)] == ['evt_0004']  # in_A runs: only in_B's
     t.close()
 
+def test_a_flood_of_one_key_hides_no_key_behind_it(store):
+    "10,000 events of one invoice, then one event each of five others: while the flood's run holds its key, the heads pass finds the five."
+    t = ordered_tenant(store)
+    for i in range(0, 10_000, 5000): t.log([stripe_event(j, 'in_flood', j) for j in range(i, i + 5000)])
+    t.log([stripe_event(10_000 + k, f'in_{k}', k) for k in range(5)])
+    now, got = time.time(), []
+    for _ in range(3):  # the flood's run first; the others within the next claims, never after the flood has drained
+        got += t.claim(batch=1000, now=now, chains=True)
+        if {c.key for c in got} >= {f'in_{k}' for k in range(5)}: break
+    assert {c.key for c in got} == {'in_flood', *(f'in_{k}' for k in range(5))}
+    flood = [c.id for c in got if c.key == 'in_flood']
+    assert flood == [f'evt_{j:04d}' for j in range(len(flood))] and len(flood) <= 16  # one run of it, in its order
+    t.close()
+
 def test_a_worker_runs_a_keys_run_in_turn_and_gives_back_the_rest_after_a_failure(store):
     t = ordered_tenant(store)
     t.log([stripe_event(i, 'in_A', i) for i in range(1, 5)] + [stripe_event(9, 'in_B', 1)])

@@ -918,13 +918,18 @@ def newest(self:Tenant, h,
 
 # %% ../nbs/03_engine.ipynb #b7646df2
 @patch
+def keyed_rows(self:Tenant, h, q:str, args:tuple, n:int)->list:
+    "Rows of keyed statement `q` ('claim_chains' or 'claim_keyed') claiming at most `n` events; a dialect may read more."
+    return self.all(h, self.sql[q], (*args, n))
+
+@patch
 def _keyed(self:Tenant, h, args:tuple, batch:int, now:float, chains:bool=False)->list[Claim]:
     "Inside a claim: each key's next due event (or run of them), up to `batch`, the stale ones superseded and replaced."
     claims = []
     for q in ('claim_chains', 'claim_keyed') if chains else ('claim_keyed',):
         if q == 'claim_keyed' and claims and 2 * len(claims) >= batch: break  # runs filled most of it: heads wait
         while len(claims) < batch:
-            rows = sorted(self.all(h, self.sql[q], (*args, batch - len(claims))), key=lambda r: (r[8], r[0]))
+            rows = sorted(self.keyed_rows(h, q, args, batch - len(claims)), key=lambda r: (r[8], r[0]))
             got = [self.claim_row(r[:8]) for r in rows]  # in line order: (turn, seq)
             kept = self.supersede(h, got, now)
             claims += kept
@@ -932,16 +937,17 @@ def _keyed(self:Tenant, h, args:tuple, batch:int, now:float, chains:bool=False)-
     return claims
 
 # %% ../nbs/03_engine.ipynb #5c0d7a4e
+SQL['before'] = "n.status IN ('pending', 'processing') AND n.status = 'pending'"
+# what a pending event `n` that may go before a claim is; `status IN (...)` restates webhook_events_line's WHERE, so the
+# partial index serves the probe (SQLite's own: only its late and stepped-aside events can)
+
 @patch
 def overtaken(self:Tenant, claims:list[Claim])->set[int]:
     "Of keyed `claims` (claimed, not started), the seqs of those a pending event of their key now goes before."
     w, args = self.cond_in('c.seq', [c.seq for c in claims if c.key is not None])
     q = f"""SELECT c.seq FROM {self.t}webhook_events c WHERE {w} AND EXISTS (SELECT 1 FROM {self.t}webhook_events n
-  WHERE n.source = c.source AND n.order_key = c.order_key AND n.order_key IS NOT NULL
-  AND n.status IN ('pending', 'processing') AND n.status = 'pending'
+  WHERE n.source = c.source AND n.order_key = c.order_key AND n.order_key IS NOT NULL AND {self.sql['before']}
   AND (n.turn < c.turn OR n.turn = c.turn AND n.seq < c.seq))"""
-    # `status IN (...)` restates webhook_events_line's WHERE, so SQLite may probe that partial index; `= 'pending'`
-    # is the condition
     with self.reading() as h: return {r[0] for r in self.all(h, q, args)}
 
 # %% ../nbs/03_engine.ipynb #ad26b625
@@ -1190,11 +1196,14 @@ def import_rows(self:Tenant,
         if rows.tokens:  # counted only when there are some: a copy without tokens reports what it always did
             n['tokens'] = sum(self.run(h, self.sql['import_token'], [t[k] for k in TOKEN_COLS]) for t in rows.tokens)
         if n['sources']: self.sources_changed(h)
-        if n['events']: self.newest(h, sorted(new_seq.values())); self.queued(h)  # workers that listen run what arrived pending
+        if n['events']:  # its line's marks; the newest of each key; workers that listen run what arrived pending
+            seqs = sorted(new_seq.values()); self.lined(h, seqs); self.newest(h, seqs); self.queued(h)
     return n
 
 @patch
 def arriving_row(self:Tenant, r:dict)->dict: return r  # an imported event's values as this dialect stores them
+@patch
+def lined(self:Tenant, h, seqs:list): pass  # after an import: what a dialect's line keeps of the new events
 
 # %% ../nbs/03_engine.ipynb #53cf470d
 def copy_tenant(src:TenantStore,        # where the tenant is now

@@ -43,7 +43,7 @@ def schema_name(tenant:str,  # tenant name: ASCII letters, digits, '-', '_'; 1-6
     return f'{PREFIX}{tenant[:43]}~{hashlib.sha256(tenant.encode()).hexdigest()[:16]}'
 
 # %% ../nbs/05_postgres.ipynb #4d353c94
-PG_SCHEMA_VERSION = 9  # version of this PostgreSQL layout (the tables and columns of the SQLite store's schema 11)
+PG_SCHEMA_VERSION = 10  # version of this PostgreSQL layout (the tables and columns of the SQLite store's schema 12)
 
 def schema_mark(tenant:str,  # tenant name
                )->str:
@@ -155,6 +155,11 @@ PG_MIGRATIONS[7] = ('ALTER TABLE {s}.webhook_events ADD COLUMN xid xid8 NOT NULL
 
 # %% ../nbs/05_postgres.ipynb #36151be7
 PG_MIGRATIONS[8] = pg_ddl(QUEUE_INDEX)  # keyed events due, in arrival order
+
+# SQLite's schema 12 marks its late events (`late`); claims here read their key's line of unfinished events instead,
+# so the column only keeps the two stores' tables the same, and stays 0
+PG_MIGRATIONS[9] = 'ALTER TABLE {s}.webhook_events ADD COLUMN late integer NOT NULL DEFAULT 0;'
+PG_SCHEMA += '\n' + PG_MIGRATIONS[9]
 
 # %% ../nbs/05_postgres.ipynb #8c3ec49d
 def stored_body(b:bytes|None,  # a `payload` as PostgreSQL returns it

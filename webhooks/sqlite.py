@@ -20,13 +20,13 @@ from .engine import (INVALID, SOURCE_COLS, AdminSessions, GroupCommit, Receiving
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'EVENTS_DDL', 'EVENTS_INDEXES', 'ORDER_INDEXES', 'ATTEMPTS_DDL', 'SOURCES_DDL', 'REJECTION_SCHEMA',
-           'SCHEMA', 'FORWARD_DDL', 'FORWARD_TRIGGER', 'MIGRATIONS', 'TOKENS_DDL', 'QUEUE_INDEX', 'NO_CAP', 'SQLITE',
-           'KEY_RUN', 'SQLITE_SQL', 'MATCH_EVERY', 'SQLITE_INVALID', 'SESSIONS_DDL', 'tenant_path', 'WriteLock',
-           'write_lock', 'write_txn', 'secret_txn', 'encrypt_plaintext', 'migrate', 'tenant_db', 'limit_size',
-           'tenants', 'SqliteTenant', 'json_path', 'SqliteInbox', 'SqliteStore']
+           'SCHEMA', 'FORWARD_DDL', 'FORWARD_TRIGGER', 'MIGRATIONS', 'TOKENS_DDL', 'QUEUE_INDEX', 'LINE_INDEXES',
+           'NO_CAP', 'SQLITE', 'KEY_RUN', 'SQLITE_SQL', 'SWEEP', 'MATCH_EVERY', 'SQLITE_INVALID', 'SESSIONS_DDL',
+           'tenant_path', 'WriteLock', 'write_lock', 'write_txn', 'secret_txn', 'encrypt_plaintext', 'migrate',
+           'tenant_db', 'limit_size', 'tenants', 'SqliteTenant', 'json_path', 'SqliteInbox', 'SqliteStore']
 
 # %% ../nbs/04_sqlite.ipynb #110988ed
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 EVENTS_DDL = f"""
 CREATE TABLE IF NOT EXISTS webhook_events (
   seq INTEGER PRIMARY KEY,            -- arrival order; the queue's order
@@ -259,6 +259,19 @@ CREATE INDEX IF NOT EXISTS webhook_events_queue ON webhook_events(next_attempt_a
 MIGRATIONS[10] = QUEUE_INDEX  # v10 → v11
 SCHEMA += QUEUE_INDEX
 
+# %% ../nbs/04_sqlite.ipynb #892e77de
+LINE_INDEXES = """
+ALTER TABLE webhook_events ADD COLUMN late INTEGER NOT NULL DEFAULT 0;  -- ordered: arrived after one it goes before
+DROP INDEX IF EXISTS webhook_events_line;
+CREATE INDEX webhook_events_line ON webhook_events(source, order_key, turn, seq) WHERE order_key IS NOT NULL;
+UPDATE webhook_events SET late = 1 WHERE order_key IS NOT NULL AND status IN ('pending', 'processing')
+  AND EXISTS (SELECT 1 FROM webhook_events o WHERE o.order_key IS NOT NULL AND o.source = webhook_events.source
+              AND o.order_key = webhook_events.order_key AND o.turn > webhook_events.turn AND o.seq < webhook_events.seq);
+CREATE INDEX webhook_events_aside ON webhook_events(source, order_key, turn, seq)
+  WHERE order_key IS NOT NULL AND status = 'pending' AND (late OR next_attempt_at > 0);"""
+MIGRATIONS[11] = LINE_INDEXES  # v11 → v12
+SCHEMA += LINE_INDEXES
+
 # %% ../nbs/04_sqlite.ipynb #a0814787
 def tenant_path(tenant:str,           # tenant name: ASCII letters, digits, '-', '_'; 1-64 characters
                 root:str|Path='data', # folder holding one `<tenant>.db` per tenant
@@ -448,21 +461,24 @@ WHERE status='processing' AND (lease_until IS NULL OR lease_until < ? OR {dead})
 )
 
 # %% ../nbs/04_sqlite.ipynb #1f5108bd
-_line = ("(SELECT n.seq FROM webhook_events n INDEXED BY webhook_events_line WHERE n.order_key IS NOT NULL "
-         "AND n.status IN ('pending', 'processing') AND {cond} ORDER BY n.source, n.order_key, n.turn, n.seq LIMIT 1)")
-_next = _line.format(cond='n.source = e.source AND n.order_key > e.order_key')  # the next key of its source
-SQLITE['claim_keyed'] = f'''WITH RECURSIVE head(seq) AS (
-  SELECT {_line.format(cond='1')}
-  UNION ALL
-  SELECT coalesce({_next}, {_line.format(cond='n.source > e.source')})
-  FROM head CROSS JOIN webhook_events e ON e.seq = head.seq)
-UPDATE webhook_events SET status='processing', attempts=attempts+1, lease_until=?, lease_owner=?
-WHERE seq IN (SELECT e.seq FROM head CROSS JOIN webhook_events e ON e.seq = head.seq
-              WHERE e.status='pending' AND e.next_attempt_at <= ? AND e.{_held}
-                AND NOT EXISTS (SELECT 1 FROM webhook_events b INDEXED BY webhook_events_busy WHERE b.source=e.source
-                                AND b.order_key=e.order_key AND b.order_key IS NOT NULL AND b.status='processing')
-              ORDER BY e.next_attempt_at, e.seq LIMIT ?)
+_aside = "{n}.order_key IS NOT NULL AND {n}.status = 'pending' AND ({n}.late OR {n}.next_attempt_at > 0)"
+SQLITE['before'] = _aside.format(n='n')  # what may go before a claimed event: only a late or stepped-aside one
+_busy = '''NOT EXISTS (SELECT 1 FROM webhook_events b INDEXED BY webhook_events_busy WHERE b.source=e.source
+                AND b.order_key=e.order_key AND b.order_key IS NOT NULL AND b.status='processing')'''
+SQLITE['claim_keyed'] = f'''UPDATE webhook_events SET status='processing', attempts=attempts+1, lease_until=?, lease_owner=?
+WHERE seq IN (SELECT e.seq FROM webhook_events e INDEXED BY webhook_events_queue
+  WHERE e.status='pending' AND e.order_key IS NOT NULL AND e.next_attempt_at <= ? AND e.{_held}
+    AND (e.next_attempt_at, e.seq) > (?, ?) AND (e.next_attempt_at, e.seq) <= (?, ?) AND {_busy}
+    AND NOT EXISTS (SELECT 1 FROM webhook_events a INDEXED BY webhook_events_aside WHERE {_aside.format(n='a')}
+                    AND a.source=e.source AND a.order_key=e.order_key AND (a.turn, a.seq) < (e.turn, e.seq))
+    AND coalesce((SELECT p.status NOT IN ('pending', 'processing') FROM webhook_events p INDEXED BY webhook_events_line
+                  WHERE p.order_key IS NOT NULL AND p.source=e.source AND p.order_key=e.order_key
+                    AND (p.turn, p.seq) < (e.turn, e.seq) ORDER BY p.turn DESC, p.seq DESC LIMIT 1), 1)
+  ORDER BY e.next_attempt_at, e.seq LIMIT ?)
 RETURNING seq, id, source, event_type, payload, attempts, order_key, created, turn'''
+SQLITE['sweep_end'] = '''SELECT next_attempt_at, seq FROM webhook_events INDEXED BY webhook_events_queue
+WHERE status='pending' AND order_key IS NOT NULL AND next_attempt_at <= ? AND (next_attempt_at, seq) > (?, ?)
+ORDER BY next_attempt_at, seq LIMIT 1 OFFSET ?'''  # where a stretch of the queue ends (None: it reaches the end)
 
 # %% ../nbs/04_sqlite.ipynb #6530b819
 KEY_RUN = 16  # a key's events one claim takes at most: a hot key holds a batch for a few waves, not a thousand
@@ -473,8 +489,8 @@ WHERE seq IN (
     WHERE status='pending' AND order_key IS NOT NULL AND next_attempt_at <= ? AND {_held}
     ORDER BY next_attempt_at, seq LIMIT ?),
   k AS MATERIALIZED (SELECT g.source, g.order_key, (
-      SELECT n.seq FROM webhook_events n INDEXED BY webhook_events_line WHERE n.order_key IS NOT NULL
-        AND n.status IN ('pending', 'processing') AND n.source = g.source AND n.order_key = g.order_key
+      SELECT n.seq FROM webhook_events n INDEXED BY webhook_events_aside WHERE {_aside.format(n='n')}
+        AND n.source = g.source AND n.order_key = g.order_key
         AND n.seq NOT IN (SELECT seq FROM w) ORDER BY n.turn, n.seq LIMIT 1) stop  -- its first outside the window
     FROM (SELECT DISTINCT source, order_key FROM w) g
     WHERE NOT EXISTS (SELECT 1 FROM webhook_events b INDEXED BY webhook_events_busy WHERE b.source=g.source
@@ -487,8 +503,9 @@ RETURNING seq, id, source, event_type, payload, attempts, order_key, created, tu
 # %% ../nbs/04_sqlite.ipynb #ef3cde8c
 SQLITE.update(
   insert='''INSERT INTO webhook_events (id, source, event_type, payload, signature, idempotency_key, status, attempts,
-  received_at, next_attempt_at, lease_until, lease_owner, headers, order_key, created, turn)
-VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?14)
+  received_at, next_attempt_at, lease_until, lease_owner, headers, order_key, created, turn, late)
+VALUES (?,?,?,?,?,?,?,?,?,0,?,?,?,?,?,?14, ?13 IS NOT NULL AND EXISTS (SELECT 1 FROM webhook_events l
+  INDEXED BY webhook_events_line WHERE l.order_key IS NOT NULL AND l.source = ?2 AND l.order_key = ?13 AND l.turn > ?14))
 ON CONFLICT(idempotency_key) DO NOTHING RETURNING seq, idempotency_key''',
   expire='UPDATE webhook_events SET idempotency_key=NULL WHERE idempotency_key=? AND received_at < ?',
   matched='UPDATE webhook_sources SET last_matched=? WHERE name=? AND fingerprint=?',
@@ -531,6 +548,7 @@ class SqliteTenant(Tenant, KeyHolder):
         super().__init__(name or Path(db.conn.filename).stem, self)
         self.key_file = Path(db.conn.filename).parent/'.master-key'  # `WEBHOOKS_MASTER_KEY` wins over it
         self._version, self._keys, self._mk, self._matched = None, {}, None, {}
+        self._sweep = None  # where in the queue the last heads pass stopped (None: at its end)
         self.turns = write_lock(db.conn.filename)  # kept while the tenant is open: one descriptor, reused
     def close(self): self.db.close()
 
@@ -607,6 +625,28 @@ def settle(self:SqliteTenant, h, rows:list)->set[int]:
     self.many(h, self.sql['history'], [(r.seq, r.id, r.attempt, r.started, r.finished, r.outcome, r.error)
                                        for r in rows if (r.seq, r.attempt) in applied])
     return {s for s, _ in applied}
+
+# %% ../nbs/04_sqlite.ipynb #05dab56f
+SWEEP = 8  # the stretch of the queue a heads pass reads: this many times what it may claim (at least 1,000 events)
+
+@patch
+def keyed_rows(self:SqliteTenant, h, q:str, args:tuple, n:int)->list:
+    if q != 'claim_keyed': return self.all(h, self.sql[q], (*args, n))
+    front = (-1.0, 0)
+    at = self._sweep or front
+    while True:
+        end = self.one(h, self.sql['sweep_end'], (args[2], *at, max(1000, SWEEP * n) - 1))
+        self._sweep = tuple(end) if end else None  # past the end: the next sweep starts at the front
+        rows = self.all(h, self.sql['claim_keyed'], (*args, *at, *(end or (float('inf'), 2**62)), n))
+        if rows or end or at == front: return rows
+        at = front  # the rest of the queue had no head: once more from its front
+
+@patch
+def lined(self:SqliteTenant, h, seqs:list):
+    self.many(h, """UPDATE webhook_events SET late = 1 WHERE seq = ? AND order_key IS NOT NULL AND EXISTS (
+  SELECT 1 FROM webhook_events o INDEXED BY webhook_events_line WHERE o.order_key IS NOT NULL
+    AND o.source = webhook_events.source AND o.order_key = webhook_events.order_key AND o.turn > webhook_events.turn
+    AND o.seq < webhook_events.seq)""", [(s,) for s in seqs])
 
 # %% ../nbs/04_sqlite.ipynb #644076c4
 @patch
