@@ -959,7 +959,8 @@ class Held(NamedTuple):
 SQL.update(
   held="""SELECT e.source, e.order_key, e.seq, e.id, e.attempts, e.error_message, e.next_attempt_at,
   (SELECT count(*) FROM {t}webhook_events w WHERE w.source=e.source AND w.order_key=e.order_key
-     AND w.status IN ('pending', 'processing') AND w.order_key IS NOT NULL AND w.seq <> e.seq)
+     AND w.status IN ('pending', 'processing') AND w.order_key IS NOT NULL
+     AND (w.turn, w.seq) > (e.turn, e.seq))  -- behind it in its line
 FROM {t}webhook_events e WHERE e.status IN ('pending', 'processing') AND e.order_key IS NOT NULL
   AND e.status='pending' AND e.attempts > 0
   AND e.source IN (SELECT name FROM {t}webhook_sources WHERE on_failure='hold') ORDER BY e.source, e.order_key""",

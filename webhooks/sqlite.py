@@ -268,7 +268,10 @@ UPDATE webhook_events SET late = 1 WHERE order_key IS NOT NULL AND status IN ('p
   AND EXISTS (SELECT 1 FROM webhook_events o WHERE o.order_key IS NOT NULL AND o.source = webhook_events.source
               AND o.order_key = webhook_events.order_key AND o.turn > webhook_events.turn AND o.seq < webhook_events.seq);
 CREATE INDEX webhook_events_aside ON webhook_events(source, order_key, turn, seq)
-  WHERE order_key IS NOT NULL AND status = 'pending' AND (late OR next_attempt_at > 0);"""
+  WHERE order_key IS NOT NULL AND status = 'pending' AND (late OR next_attempt_at > 0);
+DROP INDEX IF EXISTS webhook_events_busy;  -- now of every running event: a claim writes one entry, not two
+DROP INDEX IF EXISTS webhook_events_leased;  -- unused: the lease sweep reads the status index
+CREATE INDEX webhook_events_busy ON webhook_events(source, order_key) WHERE status = 'processing';"""
 MIGRATIONS[11] = LINE_INDEXES  # v11 → v12
 SCHEMA += LINE_INDEXES
 
@@ -476,6 +479,20 @@ WHERE seq IN (SELECT e.seq FROM webhook_events e INDEXED BY webhook_events_queue
                     AND (p.turn, p.seq) < (e.turn, e.seq) ORDER BY p.turn DESC, p.seq DESC LIMIT 1), 1)
   ORDER BY e.next_attempt_at, e.seq LIMIT ?)
 RETURNING seq, id, source, event_type, payload, attempts, order_key, created, turn'''
+SQLITE['behind'] = f"""WITH e AS (SELECT source, order_key, turn, seq FROM webhook_events WHERE seq=? AND status='pending'
+  AND order_key IS NOT NULL)
+SELECT id, status, attempts FROM (  -- what runs; else the first late or stepped-aside before it; else the one just before
+  SELECT 0 r, b.turn, b.seq, b.id, b.status, b.attempts FROM e, webhook_events b INDEXED BY webhook_events_busy
+    WHERE b.source=e.source AND b.order_key=e.order_key AND b.order_key IS NOT NULL AND b.status='processing'
+  UNION ALL
+  SELECT 1, a.turn, a.seq, a.id, a.status, a.attempts FROM e, webhook_events a INDEXED BY webhook_events_aside
+    WHERE {_aside.format(n='a')} AND a.source=e.source AND a.order_key=e.order_key AND (a.turn, a.seq) < (e.turn, e.seq)
+  UNION ALL
+  SELECT 2, p.turn, p.seq, p.id, p.status, p.attempts FROM e, webhook_events p
+    WHERE p.seq = (SELECT q.seq FROM webhook_events q INDEXED BY webhook_events_line WHERE q.order_key IS NOT NULL
+               AND q.source=e.source AND q.order_key=e.order_key AND (q.turn, q.seq) < (e.turn, e.seq)
+               ORDER BY q.turn DESC, q.seq DESC LIMIT 1) AND p.status = 'pending')
+ORDER BY r, turn, seq LIMIT 1"""
 SQLITE['sweep_end'] = '''SELECT next_attempt_at, seq FROM webhook_events INDEXED BY webhook_events_queue
 WHERE status='pending' AND order_key IS NOT NULL AND next_attempt_at <= ? AND (next_attempt_at, seq) > (?, ?)
 ORDER BY next_attempt_at, seq LIMIT 1 OFFSET ?'''  # where a stretch of the queue ends (None: it reaches the end)
@@ -488,16 +505,12 @@ WHERE seq IN (
   WITH w AS MATERIALIZED (SELECT seq, source, order_key, turn FROM webhook_events INDEXED BY webhook_events_queue
     WHERE status='pending' AND order_key IS NOT NULL AND next_attempt_at <= ? AND {_held}
     ORDER BY next_attempt_at, seq LIMIT ?),
-  k AS MATERIALIZED (SELECT g.source, g.order_key, (
-      SELECT n.seq FROM webhook_events n INDEXED BY webhook_events_aside WHERE {_aside.format(n='n')}
-        AND n.source = g.source AND n.order_key = g.order_key
-        AND n.seq NOT IN (SELECT seq FROM w) ORDER BY n.turn, n.seq LIMIT 1) stop  -- its first outside the window
-    FROM (SELECT DISTINCT source, order_key FROM w) g
-    WHERE NOT EXISTS (SELECT 1 FROM webhook_events b INDEXED BY webhook_events_busy WHERE b.source=g.source
-                      AND b.order_key=g.order_key AND b.order_key IS NOT NULL AND b.status='processing'))
-  SELECT seq FROM (SELECT w.seq, row_number() OVER (PARTITION BY w.source, w.order_key ORDER BY w.turn, w.seq) i
-    FROM w JOIN k ON k.source = w.source AND k.order_key = w.order_key LEFT JOIN webhook_events s ON s.seq = k.stop
-    WHERE k.stop IS NULL OR (w.turn, w.seq) < (s.turn, s.seq)) WHERE i <= {KEY_RUN})
+  r AS (SELECT seq, source, order_key, turn, row_number() OVER (PARTITION BY source, order_key ORDER BY turn, seq) i
+    FROM w)  -- each event's place among its key's in the window
+  SELECT seq FROM r e WHERE i <= {KEY_RUN} AND {_busy}
+    AND NOT EXISTS (SELECT 1 FROM webhook_events a INDEXED BY webhook_events_aside WHERE {_aside.format(n='a')}
+                    AND a.source=e.source AND a.order_key=e.order_key AND (a.turn, a.seq) < (e.turn, e.seq)
+                    AND a.seq NOT IN (SELECT seq FROM w)))  -- a late or stepped-aside event outside goes first
 RETURNING seq, id, source, event_type, payload, attempts, order_key, created, turn'''
 
 # %% ../nbs/04_sqlite.ipynb #ef3cde8c

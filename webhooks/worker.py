@@ -450,10 +450,11 @@ async def run_chains(self:Worker, tenant:str, claims:list[Claim])->int:
     waves = chain_waves(claims)
     if len(waves) < 2: return await self.run_batch(tenant, claims)
     self._batch[tenant], self._renewed[tenant] = {c.seq for c in claims}, time.time()  # the run's leases, all renewed
-    done, last = 0, {}
+    done, last, ended, seen = 0, {}, {}, 0
     try:
         for i, wave in enumerate(waves):
-            ended = {o.seq: o for t, o in self._outs if t == tenant}  # not recorded yet: one commit for every wave
+            outs = self._outs  # not recorded yet: one commit for every wave; read once each (it only grows meanwhile)
+            ended.update((o.seq, o) for t, o in outs[seen:] if t == tenant); seen = len(outs)
             go = [c for c in wave if c.key is None or (c.source, c.key) not in last  # its key's first in this claim
                   or not self.stopping and self._goes_on(ended.get(last[c.source, c.key]))]
             late = await self._db(lambda: self._tenant(tenant).overtaken(go)) if i and go else set()
