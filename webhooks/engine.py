@@ -937,18 +937,16 @@ def _keyed(self:Tenant, h, args:tuple, batch:int, now:float, chains:bool=False)-
     return claims
 
 # %% ../nbs/03_engine.ipynb #5c0d7a4e
-SQL['before'] = "n.status IN ('pending', 'processing') AND n.status = 'pending'"
-# what a pending event `n` that may go before a claim is; `status IN (...)` restates webhook_events_line's WHERE, so the
-# partial index serves the probe (SQLite's own: only its late and stepped-aside events can)
+SQL['overtaken'] = """SELECT c.seq FROM {t}webhook_events c WHERE {{w}} AND EXISTS (SELECT 1 FROM {t}webhook_events n
+  WHERE n.source = c.source AND n.order_key = c.order_key AND n.order_key IS NOT NULL
+  AND n.status IN ('pending', 'processing') AND n.status = 'pending' AND (n.turn, n.seq) < (c.turn, c.seq))"""
+# `status IN (...)` restates webhook_events_line's WHERE, so the partial index serves the probe; `{w}` picks the claims
 
 @patch
 def overtaken(self:Tenant, claims:list[Claim])->set[int]:
     "Of keyed `claims` (claimed, not started), the seqs of those a pending event of their key now goes before."
     w, args = self.cond_in('c.seq', [c.seq for c in claims if c.key is not None])
-    q = f"""SELECT c.seq FROM {self.t}webhook_events c WHERE {w} AND EXISTS (SELECT 1 FROM {self.t}webhook_events n
-  WHERE n.source = c.source AND n.order_key = c.order_key AND n.order_key IS NOT NULL AND {self.sql['before']}
-  AND (n.turn < c.turn OR n.turn = c.turn AND n.seq < c.seq))"""
-    with self.reading() as h: return {r[0] for r in self.all(h, q, args)}
+    with self.reading() as h: return {r[0] for r in self.all(h, self.sql['overtaken'].replace('{w}', w), args)}
 
 # %% ../nbs/03_engine.ipynb #ad26b625
 class Held(NamedTuple):
@@ -959,16 +957,19 @@ class Held(NamedTuple):
 SQL.update(
   held="""SELECT e.source, e.order_key, e.seq, e.id, e.attempts, e.error_message, e.next_attempt_at,
   (SELECT count(*) FROM {t}webhook_events w WHERE w.source=e.source AND w.order_key=e.order_key
-     AND w.status IN ('pending', 'processing') AND w.order_key IS NOT NULL
-     AND (w.turn, w.seq) > (e.turn, e.seq))  -- behind it in its line
-FROM {t}webhook_events e WHERE e.status IN ('pending', 'processing') AND e.order_key IS NOT NULL
-  AND e.status='pending' AND e.attempts > 0
+     AND w.order_key IS NOT NULL AND w.status = 'pending' AND (w.turn, w.seq) > (e.turn, e.seq))  -- behind it
+FROM {t}webhook_events e WHERE e.status = 'pending' AND e.order_key IS NOT NULL AND e.attempts > 0
   AND e.source IN (SELECT name FROM {t}webhook_sources WHERE on_failure='hold') ORDER BY e.source, e.order_key""",
-  behind="""SELECT b.id, b.status, b.attempts FROM {t}webhook_events e JOIN {t}webhook_events b
-  ON b.source=e.source AND b.order_key=e.order_key AND b.seq <> e.seq
-WHERE e.seq=? AND e.status='pending' AND b.status IN ('pending', 'processing') AND b.order_key IS NOT NULL
-  AND (b.status='processing' OR b.turn < e.turn OR (b.turn = e.turn AND b.seq < e.seq))
-ORDER BY CASE WHEN b.status='processing' THEN 0 ELSE 1 END, b.turn, b.seq LIMIT 1""",
+  behind="""WITH e AS (SELECT source, order_key, turn, seq FROM {t}webhook_events WHERE seq=? AND status='pending'
+  AND order_key IS NOT NULL)
+SELECT id, status, attempts FROM (  -- what runs, else the first waiting before it
+  SELECT 0 r, b.turn, b.seq, b.id, b.status, b.attempts FROM e JOIN {t}webhook_events b
+    ON b.source=e.source AND b.order_key=e.order_key AND b.order_key IS NOT NULL AND b.status='processing'
+  UNION ALL
+  SELECT 1, b.turn, b.seq, b.id, b.status, b.attempts FROM e JOIN {t}webhook_events b
+    ON b.source=e.source AND b.order_key=e.order_key AND b.order_key IS NOT NULL AND b.status='pending'
+    AND (b.turn, b.seq) < (e.turn, e.seq)) x
+ORDER BY r, turn, seq LIMIT 1""",
 )
 
 @patch

@@ -156,9 +156,16 @@ PG_MIGRATIONS[7] = ('ALTER TABLE {s}.webhook_events ADD COLUMN xid xid8 NOT NULL
 # %% ../nbs/05_postgres.ipynb #36151be7
 PG_MIGRATIONS[8] = pg_ddl(QUEUE_INDEX)  # keyed events due, in arrival order
 
-# SQLite's schema 12 marks its late events (`late`); claims here read their key's line of unfinished events instead,
-# so the column only keeps the two stores' tables the same, and stays 0
-PG_MIGRATIONS[9] = 'ALTER TABLE {s}.webhook_events ADD COLUMN late integer NOT NULL DEFAULT 0;'
+# Layout 10 (SQLite's schema 12): `late` keeps the two stores' tables the same (it stays 0 here: claims read their key's
+# line of waiting events); that line holds pending events only, so a claim's new row versions enter neither it nor a
+# second index of running events (`webhook_events_busy` now holds every running one; `webhook_events_leased` went unused)
+PG_MIGRATIONS[9] = """ALTER TABLE {s}.webhook_events ADD COLUMN late integer NOT NULL DEFAULT 0;
+DROP INDEX {s}.webhook_events_line;
+CREATE INDEX webhook_events_line ON {s}.webhook_events(source, order_key, turn, seq)
+  WHERE order_key IS NOT NULL AND status = 'pending';
+DROP INDEX {s}.webhook_events_busy;
+DROP INDEX {s}.webhook_events_leased;
+CREATE INDEX webhook_events_busy ON {s}.webhook_events(source, order_key) WHERE status = 'processing';"""
 PG_SCHEMA += '\n' + PG_MIGRATIONS[9]
 
 # %% ../nbs/05_postgres.ipynb #8c3ec49d
@@ -230,7 +237,7 @@ ORDER BY seq FOR UPDATE SKIP LOCKED''',
 )
 
 # %% ../nbs/05_postgres.ipynb #d00eb60a
-_keys = "FROM {t}webhook_events WHERE order_key IS NOT NULL AND status IN ('pending', 'processing')"
+_keys = "FROM {t}webhook_events WHERE order_key IS NOT NULL AND status = 'pending'"  # a key's line: its waiting events
 PG['claim_keyed'] = '''WITH RECURSIVE k AS (
   (SELECT source, order_key {keys} ORDER BY source, order_key LIMIT 1)
   UNION ALL
@@ -253,17 +260,20 @@ PG['claim_chains'] = '''UPDATE {t}webhook_events SET status='processing', attemp
 WHERE seq = ANY(ARRAY(
   WITH w AS MATERIALIZED (SELECT seq, source, order_key, turn FROM {t}webhook_events WHERE status = 'pending'
     AND order_key IS NOT NULL AND next_attempt_at <= %s AND {held} ORDER BY next_attempt_at, seq LIMIT %s),
-  k AS MATERIALIZED (SELECT g.source, g.order_key, (SELECT seq {keys} AND source = g.source
-      AND order_key = g.order_key AND seq NOT IN (SELECT seq FROM w) ORDER BY turn, seq LIMIT 1) stop
-    FROM (SELECT DISTINCT source, order_key FROM w) g
-    WHERE NOT EXISTS (SELECT 1 FROM {t}webhook_events b WHERE b.source = g.source AND b.order_key = g.order_key
-                      AND b.order_key IS NOT NULL AND b.status = 'processing'))
-  SELECT seq FROM (SELECT w.seq, row_number() OVER (PARTITION BY w.source, w.order_key ORDER BY w.turn, w.seq) i
-    FROM w JOIN k USING (source, order_key) LEFT JOIN {t}webhook_events s ON s.seq = k.stop
-    WHERE k.stop IS NULL OR (w.turn, w.seq) < (s.turn, s.seq)) r WHERE i <= {run}))
+  r AS (SELECT seq, source, order_key, turn, row_number() OVER (PARTITION BY source, order_key ORDER BY turn, seq) i
+    FROM w)  -- each event's place among its key's in the window
+  SELECT r.seq FROM r LEFT JOIN LATERAL (SELECT 1 x FROM {t}webhook_events b WHERE b.source = r.source
+      AND b.order_key = r.order_key AND b.order_key IS NOT NULL AND b.status = 'processing' LIMIT 1) b ON true
+    LEFT JOIN LATERAL (SELECT 1 x {keys} AND source = r.source AND order_key = r.order_key
+      AND (turn, seq) < (r.turn, r.seq) AND seq NOT IN (SELECT seq FROM w) LIMIT 1) s ON true  -- one outside first
+  WHERE r.i <= {run} AND b.x IS NULL AND s.x IS NULL))
   AND status = 'pending'  -- rechecked, as above
 RETURNING seq, id, source, event_type, payload, attempts, order_key, created, turn'''.replace('{keys}', _keys).replace(
   '{held}', _held).replace('{run}', str(KEY_RUN))
+PG['overtaken'] = """SELECT c.seq FROM {t}webhook_events c CROSS JOIN LATERAL (SELECT 1 FROM {t}webhook_events n
+  WHERE n.source = c.source AND n.order_key = c.order_key AND n.order_key IS NOT NULL
+  AND n.status = 'pending' AND (n.turn, n.seq) < (c.turn, c.seq) LIMIT 1) n
+WHERE {w}"""  # a probe of the line a claim (LATERAL ... LIMIT 1): as a semi-join, PostgreSQL hashed the whole backlog
 
 # %% ../nbs/05_postgres.ipynb #4b67187c
 _source_cols = ('name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url, paused, rate_limit, '

@@ -465,7 +465,9 @@ WHERE status='processing' AND (lease_until IS NULL OR lease_until < ? OR {dead})
 
 # %% ../nbs/04_sqlite.ipynb #1f5108bd
 _aside = "{n}.order_key IS NOT NULL AND {n}.status = 'pending' AND ({n}.late OR {n}.next_attempt_at > 0)"
-SQLITE['before'] = _aside.format(n='n')  # what may go before a claimed event: only a late or stepped-aside one
+SQLITE['overtaken'] = f"""SELECT c.seq FROM webhook_events c WHERE {{w}} AND EXISTS (SELECT 1 FROM webhook_events n
+  INDEXED BY webhook_events_aside WHERE {_aside.format(n='n')} AND n.source = c.source AND n.order_key = c.order_key
+  AND (n.turn, n.seq) < (c.turn, c.seq))"""  # only a late or stepped-aside event can go before a claimed one
 _busy = '''NOT EXISTS (SELECT 1 FROM webhook_events b INDEXED BY webhook_events_busy WHERE b.source=e.source
                 AND b.order_key=e.order_key AND b.order_key IS NOT NULL AND b.status='processing')'''
 SQLITE['claim_keyed'] = f'''UPDATE webhook_events SET status='processing', attempts=attempts+1, lease_until=?, lease_owner=?
