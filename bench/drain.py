@@ -7,12 +7,12 @@ handler, recording the outcome and the attempt history, all committed with synch
 `python bench/drain.py --ordering [--events 20000] [--hot 2000] [--rounds 5] [--backend sqlite|postgres|both]`:
 ordering keys (issue 22), side by side on each backend: the same Stripe events drained unordered, ordered by
 `data.object.id` over 1,000 distinct keys (goal: >= 0.8x the unordered rate), and one hot key (strictly serial: one
-event of it at a time), alternated `--rounds` times; the ratio is the median of the rounds' ratios, each of two
+event of it at a time), alternated `--rounds` times after a warm-up pair; the ratio is the median of the rounds' ratios, each of two
 runs back to back (a shared machine drifts, and this one's fsyncs vary from round to round); then the
 keyed claim's query plans on the 1,000-key backlog (EXPLAIN QUERY PLAN; PostgreSQL: EXPLAIN ANALYZE, rolled back).
 PostgreSQL runs on a throwaway server of its own (a temporary folder, a free port).
 """
-import argparse, asyncio, json, random, shutil, socket, statistics, sys, tempfile, time
+import argparse, asyncio, contextlib, io, json, random, shutil, socket, statistics, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from webhooks.store import SqliteStore, tenant_db, store_events
@@ -107,6 +107,8 @@ def ordering(backend, store, n, hot, rounds=3):
           'unordered and ordered alternated', flush=True)
     print(f'{"":52s} {"events":>8s} {"seconds":>8s} {"events/s":>10s}')
     plain, keyed, serial, plans = [], [], [], ['']
+    with contextlib.redirect_stdout(io.StringIO()):  # a pair not counted: the first drains of a process run colder
+        for order in (None, 'data.object.id'): drain_ordering(store, 'warm-up', n // 10, 1000, order)
     for i in range(rounds):
         plain.append(drain_ordering(store, 'unordered (the same events)', n, 1000, None))
         keyed.append(drain_ordering(store, 'ordered by data.object.id, 1,000 keys', n, 1000, 'data.object.id',

@@ -747,7 +747,8 @@ def record(self:Tenant,
     rows = [Settled(o.seq, o.attempt, 'pending' if o.outcome == 'retry' else FINAL[o.outcome],
                     float(retry_at(o)) if o.outcome == 'retry' else None,
                     NO_HANDLER if o.outcome == 'ignored' else None,
-                    o.id, o.outcome, float(o.started), float(o.finished), o.error) for o in first.values()]
+                    o.id, o.outcome, float(o.started), float(o.finished), o.error)
+            for _, o in sorted(first.items())]  # in `seq` order: neighbouring rows, written in turn
     with self.txn() as h:
         done = self.settle(h, rows)
         back = [(r.seq,) for r in rows if r.status == 'pending' and r.seq in done]  # retries: out of line if 'continue'
