@@ -247,9 +247,9 @@ UPDATE {t}webhook_events SET status='processing', attempts=attempts+1, lease_unt
 WHERE seq = ANY(ARRAY(
   SELECT f.seq FROM k, LATERAL (SELECT seq, status, next_attempt_at {keys}
     AND source = k.source AND order_key = k.order_key ORDER BY turn, seq LIMIT 1) f
-  WHERE f.status = 'pending' AND f.next_attempt_at <= %s AND k.{held}
-    AND NOT EXISTS (SELECT 1 FROM {t}webhook_events b WHERE b.source = k.source AND b.order_key = k.order_key
-                    AND b.order_key IS NOT NULL AND b.status = 'processing')
+    LEFT JOIN LATERAL (SELECT 1 x FROM {t}webhook_events b WHERE b.source = k.source AND b.order_key = k.order_key
+                       AND b.order_key IS NOT NULL AND b.status = 'processing' LIMIT 1) b ON true  -- a probe a key
+  WHERE f.status = 'pending' AND f.next_attempt_at <= %s AND k.{held} AND b.x IS NULL
   ORDER BY f.next_attempt_at, f.seq LIMIT %s)) AND status = 'pending'  -- rechecked on a row changed meanwhile
 RETURNING seq, id, source, event_type, payload, attempts, order_key, created, turn'''.replace('{keys}', _keys).replace(
   '{held}', _held)
