@@ -144,6 +144,17 @@ def test_a_claim_takes_runs_of_keys_in_line_order_up_to_the_first_event_outside_
     assert [c.id for c in t.claim(batch=10, now=now, chains=True)] == ['evt_0004']  # in_A runs: only in_B's
     t.close()
 
+def test_a_late_arrival_after_the_claim_is_seen_with_the_claims_mark(store):
+    "The check between waves may skip its probes by what the claim saw (`mark`), but never past a delivery since."
+    t = ordered_tenant(store)
+    t.log([stripe_event(i, 'in_A', 10 * i) for i in range(1, 4)] + [stripe_event(9, 'in_B', 5)])
+    got = t.claim(batch=10, chains=True)
+    later, mark = [c for c in got if c.id in ('evt_0002', 'evt_0003')], t.mark
+    assert len(later) == 2 and t.overtaken(later, mark) == t.overtaken(later) == set()  # nothing new: nothing to yield
+    t.log([stripe_event(4, 'in_A', 15)])  # created between evt_0001 and evt_0002, delivered now
+    assert t.overtaken(later, mark) == {c.seq for c in later}  # both now wait behind it
+    t.close()
+
 def test_a_flood_of_one_key_hides_no_key_behind_it(store):
     "10,000 events of one invoice, then one event each of five others: while the flood's run holds its key, the heads pass finds the five."
     t = ordered_tenant(store)

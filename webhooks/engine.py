@@ -714,7 +714,7 @@ def claim(self:Tenant,
          )->list[Claim]:
     "Take back lost leases, then claim up to `batch` due events, oldest first, and of each key only its next."
     now = time.time() if now is None else now
-    args = (now + lease, self.owner, now)
+    args, self.mark = (now + lease, self.owner, now), None  # `mark`: what a dialect's keyed claim saw (`overtaken`)
     with self.txn() as h:
         self._reclaim(h, now, max_attempts)
         rows = self.all(h, self.sql['claim_suspect'], (*args, 1)) if self.one(h, self.sql['suspect'], (now,)) else []
@@ -944,7 +944,10 @@ SQL['overtaken'] = """SELECT c.seq FROM {t}webhook_events c WHERE {{w}} AND EXIS
 # `status IN (...)` restates webhook_events_line's WHERE, so the partial index serves the probe; `{w}` picks the claims
 
 @patch
-def overtaken(self:Tenant, claims:list[Claim])->set[int]:
+def overtaken(self:Tenant,
+              claims:list[Claim], # keyed claims of this process, not started
+              since=None,         # `mark` after the claim that took them: a dialect may know nothing was written since
+             )->set[int]:
     "Of keyed `claims` (claimed, not started), the seqs of those a pending event of their key now goes before."
     w, args = self.cond_in('c.seq', [c.seq for c in claims if c.key is not None])
     with self.reading() as h: return {r[0] for r in self.all(h, self.sql['overtaken'].replace('{w}', w), args)}

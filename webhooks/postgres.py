@@ -237,6 +237,7 @@ ORDER BY seq FOR UPDATE SKIP LOCKED''',
 )
 
 # %% ../nbs/05_postgres.ipynb #d00eb60a
+_seen = 'pg_current_snapshot()::text, pg_current_xact_id()::text'  # what a claim saw, its transaction: `mark`
 _keys = "FROM {t}webhook_events WHERE order_key IS NOT NULL AND status = 'pending'"  # a key's line: its waiting events
 PG['claim_keyed'] = '''WITH RECURSIVE k AS (
   (SELECT source, order_key {keys} ORDER BY source, order_key LIMIT 1)
@@ -251,7 +252,8 @@ WHERE seq = ANY(ARRAY(
                        AND b.order_key IS NOT NULL AND b.status = 'processing' LIMIT 1) b ON true  -- a probe a key
   WHERE f.status = 'pending' AND f.next_attempt_at <= %s AND k.{held} AND b.x IS NULL
   ORDER BY f.next_attempt_at, f.seq LIMIT %s)) AND status = 'pending'  -- rechecked on a row changed meanwhile
-RETURNING seq, id, source, event_type, payload, attempts, order_key, created, turn'''.replace('{keys}', _keys).replace(
+RETURNING seq, id, source, event_type, payload, attempts, order_key, created, turn, {seen}'''.replace(
+  '{seen}', _seen).replace('{keys}', _keys).replace(
   '{held}', _held)
 
 # %% ../nbs/05_postgres.ipynb #4c822bcf
@@ -268,12 +270,17 @@ WHERE seq = ANY(ARRAY(
       AND (turn, seq) < (r.turn, r.seq) AND seq NOT IN (SELECT seq FROM w) LIMIT 1) s ON true  -- one outside first
   WHERE r.i <= {run} AND b.x IS NULL AND s.x IS NULL))
   AND status = 'pending'  -- rechecked, as above
-RETURNING seq, id, source, event_type, payload, attempts, order_key, created, turn'''.replace('{keys}', _keys).replace(
+RETURNING seq, id, source, event_type, payload, attempts, order_key, created, turn, {seen}'''.replace(
+  '{seen}', _seen).replace('{keys}', _keys).replace(
   '{held}', _held).replace('{run}', str(KEY_RUN))
-PG['overtaken'] = """SELECT c.seq FROM {t}webhook_events c CROSS JOIN LATERAL (SELECT 1 FROM {t}webhook_events n
+_unchanged = """%s::xid8 = pg_snapshot_xmax(%s::pg_snapshot)
+  AND pg_snapshot_xmax(pg_current_snapshot()) = (%s::text::bigint + 1)::text::xid8
+  AND NOT EXISTS (SELECT pg_snapshot_xip(%s::pg_snapshot) EXCEPT SELECT pg_snapshot_xip(pg_current_snapshot()))"""
+PG['overtaken'] = f"""SELECT c.seq FROM {{t}}webhook_events c CROSS JOIN LATERAL (SELECT 1 FROM {{t}}webhook_events n
   WHERE n.source = c.source AND n.order_key = c.order_key AND n.order_key IS NOT NULL
   AND n.status = 'pending' AND (n.turn, n.seq) < (c.turn, c.seq) LIMIT 1) n
-WHERE {w}"""  # a probe of the line a claim (LATERAL ... LIMIT 1): as a semi-join, PostgreSQL hashed the whole backlog
+WHERE NOT coalesce({_unchanged}, false) AND {{w}}"""  # a probe of the line a claim (LATERAL ... LIMIT 1): as a
+# semi-join, PostgreSQL hashed the whole backlog
 
 # %% ../nbs/05_postgres.ipynb #4b67187c
 _source_cols = ('name, scheme, secret, tolerance, fingerprint, max_body, verify_token, url, paused, rate_limit, '
@@ -631,6 +638,20 @@ def secret_txn(self:PgTenant):
 @patch
 def keys_lock(self:PgTenant, h):
     h.execute('SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))', (f'webhooks keys {self.schema}',))
+
+# %% ../nbs/05_postgres.ipynb #723c9543
+@patch
+def keyed_rows(self:PgTenant, h, q:str, args:tuple, n:int)->list:
+    rows = self.all(h, self.sql[q], (*args, n))
+    if rows and self.mark is None: self.mark = tuple(rows[0][9:11])  # (snapshot, transaction id) of the first
+    return [r[:9] for r in rows]
+
+@patch
+def overtaken(self:PgTenant, claims:list[Claim], since:tuple|None=None)->set[int]:
+    w, args = self.cond_in('c.seq', [c.seq for c in claims if c.key is not None])
+    snap, xid = since or (None, None)
+    with self.reading() as h: return {r[0] for r in self.all(h, self.sql['overtaken'].replace('{w}', w),
+                                                             (xid, snap, xid, snap, *args))}
 
 # %% ../nbs/05_postgres.ipynb #2decc889
 @patch

@@ -445,7 +445,9 @@ def _goes_on(self:Worker, o:Outcome|None)->bool:
     return o is not None and o.outcome in GOES_ON and o.finished - o.started <= self.timeout
 
 @patch
-async def run_chains(self:Worker, tenant:str, claims:list[Claim])->int:
+async def run_chains(self:Worker, tenant:str, claims:list[Claim],
+                     mark=None, # what the claim saw (`Tenant.mark`): `overtaken` may skip its probes by it
+                    )->int:
     "Run `tenant`'s `claims` wave by wave: a key's next claim only after its previous one ended for good."
     waves = chain_waves(claims)
     if len(waves) < 2: return await self.run_batch(tenant, claims)
@@ -457,7 +459,7 @@ async def run_chains(self:Worker, tenant:str, claims:list[Claim])->int:
             ended.update((o.seq, o) for t, o in outs[seen:] if t == tenant); seen = len(outs)
             go = [c for c in wave if c.key is None or (c.source, c.key) not in last  # its key's first in this claim
                   or not self.stopping and self._goes_on(ended.get(last[c.source, c.key]))]
-            late = await self._db(lambda: self._tenant(tenant).overtaken(go)) if i and go else set()
+            late = await self._db(lambda: self._tenant(tenant).overtaken(go, mark)) if i and go else set()
             run = {c.seq for c in go} - late
             for c in wave:  # given back unstarted: a key whose last failed, ran late, or an event now goes before
                 if c.seq not in run: self._unreleased.setdefault(tenant, []).append(c)
@@ -485,6 +487,12 @@ async def _pace(self:Worker, tenant:str, claims:list[Claim])->list[Claim]:
 
 # %% ../nbs/10_worker.ipynb #eb2eacec
 @patch
+def _claim(self:Worker, tenant:str)->tuple[list[Claim], object]:
+    "On the database thread: claim a batch of `tenant`'s due events, and what the claim saw (`Tenant.mark`)."
+    t = self._tenant(tenant)
+    return t.claim(self.batch, self.lease, self.max_attempts, chains=True), t.mark
+
+@patch
 async def step(self:Worker, names:list[str]|None=None)->int:
     "One round: claim, run and record a batch for each tenant (default: all of the store's); returns events handled."
     if self._sem is None: self._sem = asyncio.Semaphore(self.concurrency)
@@ -497,14 +505,13 @@ async def step(self:Worker, names:list[str]|None=None)->int:
         if self.stopping: break
         if self._paused(t) or t in self._held or t in self._unreleased: continue
         try:
-            claims = await self._db(lambda: self._tenant(t).claim(self.batch, self.lease, self.max_attempts,
-                                                                      chains=True))
+            claims, mark = await self._db(lambda: self._claim(t))
             self._ok(t)
             try: claims = await self._pace(t, claims) if claims else claims
             except Exception: self._unreleased.setdefault(t, []).extend(claims); raise  # given back when it answers
             if not claims: continue
             self._busy.add(t); self._full |= len(claims) >= self.batch
-            n += await self.run_chains(t, claims)
+            n += await self.run_chains(t, claims, mark)
         except TenantError: self._down.pop(t, None)  # gone (deleted, or not a tenant): nothing to retry
         except Exception as e: self._fail(t, e)  # one broken or locked tenant database must not hold up the others
     n += await self._flush()
