@@ -639,7 +639,7 @@ def secret_txn(self:PgTenant):
 def keys_lock(self:PgTenant, h):
     h.execute('SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))', (f'webhooks keys {self.schema}',))
 
-# %% ../nbs/05_postgres.ipynb #723c9543
+# %% ../nbs/05_postgres.ipynb #5b25c49e
 @patch
 def keyed_rows(self:PgTenant, h, q:str, args:tuple, n:int)->list:
     rows = self.all(h, self.sql[q], (*args, n))
