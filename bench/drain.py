@@ -7,9 +7,9 @@ handler, recording the outcome and the attempt history, all committed with synch
 `python bench/drain.py --ordering [--events 20000] [--hot 2000] [--rounds 5] [--backend sqlite|postgres|both]`:
 ordering keys (issue 22), side by side on each backend: the same Stripe events drained unordered, ordered by
 `data.object.id` over 1,000 distinct keys (goal: >= 0.8x the unordered rate), and one hot key (strictly serial: one
-event of it at a time), alternated `--rounds` times after a warm-up pair; the ratio is the median of the rounds' ratios, each of two
-runs back to back (a shared machine drifts, and this one's fsyncs vary from round to round); then the
-keyed claim's query plans on the 1,000-key backlog (EXPLAIN QUERY PLAN; PostgreSQL: EXPLAIN ANALYZE, rolled back).
+event of it at a time), alternated `--rounds` times after a warm-up pair; the ratio is the median of the rounds'
+ratios, each of two runs back to back (a shared machine drifts, and this one's fsyncs vary from round to round); then
+the keyed claim's query plans on the 1,000-key backlog (EXPLAIN QUERY PLAN; PostgreSQL: EXPLAIN ANALYZE, rolled back).
 PostgreSQL runs on a throwaway server of its own (a temporary folder, a free port).
 """
 import argparse, asyncio, contextlib, io, json, random, shutil, socket, statistics, sys, tempfile, time

@@ -79,7 +79,7 @@ GROUP BY code ORDER BY count(*) DESC, code''',
   imported='SELECT 1 FROM {t}webhook_events WHERE source=? AND id=? AND received_at=?',
 )
 DIALECT = ('sources', 'export_sources', 'lost', 'suspect', 'claim', 'claim_keyed', 'claim_chains', 'claim_suspect',
-           'per_hour', 'add_secret')
+           'per_hour', 'add_secret', 'overtaken')
 # the statements every dialect supplies itself
 
 # %% ../nbs/03_engine.ipynb #78b55034
@@ -938,11 +938,6 @@ def _keyed(self:Tenant, h, args:tuple, batch:int, now:float, chains:bool=False)-
     return claims
 
 # %% ../nbs/03_engine.ipynb #5c0d7a4e
-SQL['overtaken'] = """SELECT c.seq FROM {t}webhook_events c WHERE {{w}} AND EXISTS (SELECT 1 FROM {t}webhook_events n
-  WHERE n.source = c.source AND n.order_key = c.order_key AND n.order_key IS NOT NULL
-  AND n.status IN ('pending', 'processing') AND n.status = 'pending' AND (n.turn, n.seq) < (c.turn, c.seq))"""
-# `status IN (...)` restates webhook_events_line's WHERE, so the partial index serves the probe; `{w}` picks the claims
-
 @patch
 def overtaken(self:Tenant,
               claims:list[Claim], # keyed claims of this process, not started
@@ -950,7 +945,8 @@ def overtaken(self:Tenant,
              )->set[int]:
     "Of keyed `claims` (claimed, not started), the seqs of those a pending event of their key now goes before."
     w, args = self.cond_in('c.seq', [c.seq for c in claims if c.key is not None])
-    with self.reading() as h: return {r[0] for r in self.all(h, self.sql['overtaken'].replace('{w}', w), args)}
+    with self.reading() as h:  # the dialect's `overtaken`: `{w}` picks the claims
+        return {r[0] for r in self.all(h, self.sql['overtaken'].replace('{w}', w), args)}
 
 # %% ../nbs/03_engine.ipynb #ad26b625
 class Held(NamedTuple):

@@ -470,15 +470,16 @@ SQLITE['overtaken'] = f"""SELECT c.seq FROM webhook_events c WHERE {{w}} AND EXI
   AND (n.turn, n.seq) < (c.turn, c.seq))"""  # only a late or stepped-aside event can go before a claimed one
 _busy = '''NOT EXISTS (SELECT 1 FROM webhook_events b INDEXED BY webhook_events_busy WHERE b.source=e.source
                 AND b.order_key=e.order_key AND b.order_key IS NOT NULL AND b.status='processing')'''
+_before = """(SELECT q.seq FROM webhook_events q INDEXED BY webhook_events_line WHERE q.order_key IS NOT NULL
+  AND q.source=e.source AND q.order_key=e.order_key AND (q.turn, q.seq) < (e.turn, e.seq)
+  ORDER BY q.turn DESC, q.seq DESC LIMIT 1)"""  # the event just before `e` in its key's line
 SQLITE['claim_keyed'] = f'''UPDATE webhook_events SET status='processing', attempts=attempts+1, lease_until=?, lease_owner=?
 WHERE seq IN (SELECT e.seq FROM webhook_events e INDEXED BY webhook_events_queue
   WHERE e.status='pending' AND e.order_key IS NOT NULL AND e.next_attempt_at <= ? AND e.{_held}
     AND (e.next_attempt_at, e.seq) > (?, ?) AND (e.next_attempt_at, e.seq) <= (?, ?) AND {_busy}
     AND NOT EXISTS (SELECT 1 FROM webhook_events a INDEXED BY webhook_events_aside WHERE {_aside.format(n='a')}
                     AND a.source=e.source AND a.order_key=e.order_key AND (a.turn, a.seq) < (e.turn, e.seq))
-    AND coalesce((SELECT p.status NOT IN ('pending', 'processing') FROM webhook_events p INDEXED BY webhook_events_line
-                  WHERE p.order_key IS NOT NULL AND p.source=e.source AND p.order_key=e.order_key
-                    AND (p.turn, p.seq) < (e.turn, e.seq) ORDER BY p.turn DESC, p.seq DESC LIMIT 1), 1)
+    AND coalesce((SELECT p.status NOT IN ('pending', 'processing') FROM webhook_events p WHERE p.seq = {_before}), 1)
   ORDER BY e.next_attempt_at, e.seq LIMIT ?)
 RETURNING seq, id, source, event_type, payload, attempts, order_key, created, turn'''
 SQLITE['behind'] = f"""WITH e AS (SELECT source, order_key, turn, seq FROM webhook_events WHERE seq=? AND status='pending'
@@ -491,9 +492,7 @@ SELECT id, status, attempts FROM (  -- what runs; else the first late or stepped
     WHERE {_aside.format(n='a')} AND a.source=e.source AND a.order_key=e.order_key AND (a.turn, a.seq) < (e.turn, e.seq)
   UNION ALL
   SELECT 2, p.turn, p.seq, p.id, p.status, p.attempts FROM e, webhook_events p
-    WHERE p.seq = (SELECT q.seq FROM webhook_events q INDEXED BY webhook_events_line WHERE q.order_key IS NOT NULL
-               AND q.source=e.source AND q.order_key=e.order_key AND (q.turn, q.seq) < (e.turn, e.seq)
-               ORDER BY q.turn DESC, q.seq DESC LIMIT 1) AND p.status = 'pending')
+    WHERE p.seq = {_before} AND p.status = 'pending')
 ORDER BY r, turn, seq LIMIT 1"""
 SQLITE['sweep_end'] = '''SELECT next_attempt_at, seq FROM webhook_events INDEXED BY webhook_events_queue
 WHERE status='pending' AND order_key IS NOT NULL AND next_attempt_at <= ? AND (next_attempt_at, seq) > (?, ?)
