@@ -79,7 +79,7 @@ GROUP BY code ORDER BY count(*) DESC, code''',
   imported='SELECT 1 FROM {t}webhook_events WHERE source=? AND id=? AND received_at=?',
 )
 DIALECT = ('sources', 'export_sources', 'lost', 'suspect', 'claim', 'claim_keyed', 'claim_chains', 'claim_suspect',
-           'per_hour', 'add_secret', 'overtaken')
+           'per_hour', 'add_secret', 'overtaken', 'maybe_keyed')
 # the statements every dialect supplies itself
 
 # %% ../nbs/03_engine.ipynb #78b55034
@@ -111,7 +111,7 @@ class Tenant:
 def _dialect(what): raise NotImplementedError(f'a dialect of `Tenant` supplies {what}')
 
 @patch
-def txn(self:Tenant): _dialect('txn(): a write transaction, yielding a handle')
+def txn(self:Tenant, flush:bool=True): _dialect('txn(flush): a write transaction, yielding a handle')
 @patch
 def reading(self:Tenant): _dialect('reading(): a handle for reads')
 @patch
@@ -715,12 +715,14 @@ def claim(self:Tenant,
     "Take back lost leases, then claim up to `batch` due events, oldest first, and of each key only its next."
     now = time.time() if now is None else now
     args, self.mark = (now + lease, self.owner, now), None  # `mark`: what a dialect's keyed claim saw (`overtaken`)
-    with self.txn() as h:
+    with self.txn(flush=False) as h:  # a claim lost in a crash is only pending again: the next flush writes it
         self._reclaim(h, now, max_attempts)
         rows = self.all(h, self.sql['claim_suspect'], (*args, 1)) if self.one(h, self.sql['suspect'], (now,)) else []
         if rows: return [self.claim_row(r) for r in rows]  # alone: it may be what stops workers
-        self.keys_lock(h)
-        keyed = claims = self._keyed(h, args, batch, now, chains)
+        keyed = claims = []
+        if self.one(h, self.sql['maybe_keyed']):  # an unordered tenant's claim skips the keyed statements
+            self.keys_lock(h)
+            keyed = claims = self._keyed(h, args, batch, now, chains)
         if (left := batch - len(claims)) > 0:  # unordered events fill the rest
             claims += map(self.claim_row, self.all(h, self.sql['claim'], (*args, left)))
         return keyed + sorted(claims[len(keyed):]) if chains else sorted(claims)

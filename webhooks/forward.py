@@ -782,10 +782,19 @@ async def _record(self:Deliverer)->int:
 
 # %% ../nbs/18_forward.ipynb #be6ec22b
 @patch
+def _forwarding(self:Deliverer, names:list[str])->list[str]:
+    "On `db_thread`: those of `names` that may have something to forward (one that fails to open is left to `_claim`)."
+    def maybe(name):
+        try: return self._tenant(name).forwarding()
+        except Exception: return True  # `_claim` skips a gone tenant, and reports any other error
+    return [n for n in names if maybe(n)]
+
+@patch
 async def step(self:Deliverer, names:list[str]|None=None)->int:
     "One round: record what finished, then fan out, claim and start sending for each tenant; deliveries started."
     await self._record()
     if names is None: names = await self._db(self.store.tenants)
+    names = await self._db(lambda: self._forwarding(names))  # one trip to the database thread, not one per tenant
     n, self._busy = 0, set()
     for name in names:
         if self.stopping: break
@@ -819,6 +828,7 @@ async def run(self:Deliverer):
             if not self.finished and (pause := self.rounds.wait()): await asyncio.sleep(pause)  # more work gathers
             try: started = await self.step(self.rounds.next(self._busy | {t for t, _ in self.finished}))
             except Exception as e: print(f'webhooks deliverer: {error_text(e)}', file=sys.stderr); started = 0
+            self.rounds.ended()
             if not (started and not self.sending): await self._settle()
     finally:
         if listener is not None: listener.cancel(); await asyncio.gather(listener, return_exceptions=True)

@@ -231,6 +231,7 @@ PG.update(
   claim_suspect=_claim.replace('{held}', _held).replace('{also}', 'AND lapses >= 2'),
   suspect=f"""SELECT 1 FROM {{t}}webhook_events WHERE status='pending' AND next_attempt_at <= %s AND lapses >= 2
   AND {_held} AND order_key IS NULL LIMIT 1""",
+  maybe_keyed="SELECT 1 FROM {t}webhook_events WHERE order_key IS NOT NULL AND status = 'pending' LIMIT 1",
   lost='''SELECT seq, id, attempts, lease_until, lease_owner, lapses FROM {t}webhook_events
 WHERE status='processing' AND (lease_until IS NULL OR lease_until < %s OR {dead})
 ORDER BY seq FOR UPDATE SKIP LOCKED''',
@@ -614,8 +615,10 @@ class PgTenant(Tenant):
 # %% ../nbs/05_postgres.ipynb #9a4627df
 @patch
 @contextmanager
-def txn(self:PgTenant):
-    with self._conn() as c, c.transaction(): yield c
+def txn(self:PgTenant, flush:bool=True):
+    with self._conn() as c, c.transaction():
+        if not flush: c.execute('SET LOCAL synchronous_commit TO off')  # flushed with the next one that waits
+        yield c
 
 @patch
 def reading(self:PgTenant): return self._conn()

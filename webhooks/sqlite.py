@@ -325,12 +325,15 @@ os.register_at_fork(after_in_child=_forget_turns)
 
 # %% ../nbs/04_sqlite.ipynb #4629b070
 @contextmanager
-def write_txn(db:Database):
+def write_txn(db:Database,
+              flush:bool=True, # the COMMIT waits for the disk (False: a write a crash may lose harmlessly, such as a claim)
+             ):
     "A write transaction that takes the write lock up front (`BEGIN IMMEDIATE`) and commits, or rolls back on error."
     turn = write_lock(db.conn.filename) if db.conn.filename else None  # an in-memory database has no other writer
     mine = turn is None or turn.mine()
     if not mine: turn.take()
     try:
+        if not flush: db.execute('PRAGMA synchronous=NORMAL')  # in WAL: no fsync; the next FULL commit's covers it
         db.execute('BEGIN IMMEDIATE')
         try:
             yield db
@@ -339,7 +342,10 @@ def write_txn(db:Database):
             if db.conn.in_transaction: db.execute('ROLLBACK')  # also after a failed COMMIT: never leave the lock held
             raise
     finally:
-        if not mine: turn.give()
+        try:
+            if not flush: db.execute('PRAGMA synchronous=FULL')
+        finally:
+            if not mine: turn.give()
 
 
 # %% ../nbs/04_sqlite.ipynb #f25447bc
@@ -459,6 +465,7 @@ SQLITE = dict(
   claim_suspect=_claim.format(index='webhook_events_suspect', also='AND lapses >= 2'),
   suspect=f'''SELECT 1 FROM webhook_events INDEXED BY webhook_events_suspect
 WHERE status='pending' AND next_attempt_at <= ? AND lapses >= 2 AND {_held} AND order_key IS NULL LIMIT 1''',
+  maybe_keyed='SELECT 1 FROM webhook_events INDEXED BY webhook_events_line WHERE order_key IS NOT NULL LIMIT 1',
   lost='''SELECT seq, id, attempts, lease_until, lease_owner, lapses FROM webhook_events
 WHERE status='processing' AND (lease_until IS NULL OR lease_until < ? OR {dead}) ORDER BY seq''',
 )
@@ -569,8 +576,8 @@ class SqliteTenant(Tenant, KeyHolder):
 # %% ../nbs/04_sqlite.ipynb #5922bb98
 @patch
 @contextmanager
-def txn(self:SqliteTenant):
-    with write_txn(self.db): yield self.c
+def txn(self:SqliteTenant, flush:bool=True):
+    with write_txn(self.db, flush): yield self.c
 
 @patch
 @contextmanager
