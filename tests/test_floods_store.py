@@ -152,6 +152,41 @@ def test_several_bad_events_and_duplicates_in_one_round(store):
     assert good[3] is not None and good[10] is None                  # the second evt_3 is a duplicate of the first
     assert sum(isinstance(r, int) for r in good) == 20
 
+def deliver_to_tenants(store, names, bad=None):
+    "8 deliveries to each tenant of `names`, all at once (`bad`: (tenant, i) of one with a lone surrogate in its id)."
+    async def main():
+        inboxes = {}
+        for n in names:
+            async with store.receiving(n) as inbox: inboxes[n] = inbox
+        joint = getattr(store, 'joint', None)  # PostgreSQL: tenants' rounds written together
+        before = joint.rounds if joint is not None else 0, sum(i.commit.rounds for i in inboxes.values())
+        sends = [inboxes[n].submit(ev('\ud800' if (n, i) == bad else f'{n}-{i}')) for i in range(8) for n in names]
+        res = await asyncio.gather(*sends, return_exceptions=True)
+        return res, (joint.rounds - before[0] if joint is not None else None,
+                     sum(i.commit.rounds for i in inboxes.values()) - before[1])
+    return run(store, main)
+
+def test_tenants_receiving_at_once_share_transactions(store):
+    "On PostgreSQL the rounds of tenants receiving at once commit in fewer transactions than rounds: one WAL flush each."
+    names = ['acme', 'globex', 'initech']
+    for n in names: tenant_with_sources(store, n)
+    res, (joint, rounds) = deliver_to_tenants(store, names)
+    assert len(res) == 24 and all(isinstance(r, int) for r in res), res
+    for n in names: assert {e.id for e in store.open(n).events(limit=100)} == {f'evt_{n}-{i}' for i in range(8)}
+    if joint is not None: assert 1 <= joint < rounds, (joint, rounds)
+
+def test_a_bad_event_fails_only_its_own_tenants_round(store):
+    "A joint transaction that one tenant's bad event fails is written again tenant by tenant: the others commit."
+    names = ['acme', 'globex', 'initech']
+    for n in names: tenant_with_sources(store, n)
+    res, _ = deliver_to_tenants(store, names, bad=('globex', 3))
+    bad = [r for r in res if isinstance(r, Exception)]
+    assert len(bad) == 1 and (bad[0].code, bad[0].status) == ('invalid_event', 400), res
+    assert sum(isinstance(r, int) for r in res) == 23
+    for n in names:
+        want = {f'evt_{n}-{i}' for i in range(8)} - ({'evt_globex-3'} if n == 'globex' else set())
+        assert {e.id for e in store.open(n).events(limit=100)} == want
+
 def test_an_id_too_long_for_the_key_index_fails_alone(store):
     "PostgreSQL cannot index a key of ~10 KB of random text (SQLite can): either way the neighbours commit."
     t = tenant_with_sources(store)

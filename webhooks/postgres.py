@@ -29,7 +29,8 @@ __all__ = ['PREFIX', 'PG_SCHEMA_VERSION', 'PG_COMMIT_ORDER', 'PG_API_SCHEMA', 'P
            'PG_FORWARD_SCHEMA', 'PG_MIGRATIONS', 'PG', 'CHANNEL', 'SOURCES_CHANNEL', 'RECONNECT', 'CONNECT_TIMEOUT',
            'SETTINGS_SCHEMA', 'SESSIONS_TABLE', 'PG_INVALID', 'schema_name', 'schema_mark', 'read_mark', 'pg_ddl',
            'schema_sql', 'migration_sql', 'stored_body', 'pg_statements', 'pg_where', 'pg_rows', 'glob_regex',
-           'safe_url', 'PgStore', 'schema_steps', 'encrypt_steps', 'PgTenant', 'rejection_arrays', 'PgInbox']
+           'safe_url', 'PgStore', 'schema_steps', 'encrypt_steps', 'PgTenant', 'rejection_arrays', 'PgInbox', 'Apart',
+           'JointRounds']
 
 # %% ../nbs/05_postgres.ipynb #0c19362e
 PREFIX = 'wh_'  # every tenant schema's name starts with it
@@ -401,6 +402,7 @@ class PgStore(KeyHolder, Receiving, AdminSessions):
         self.opening:dict[str,asyncio.Future] = {}
         self._pool = self._apool = self._aloop = self._watcher = self._closing = None
         self._lock = threading.Lock()
+        self.joint = None  # the receiving loop's `JointRounds` (made with its pool): tenants' rounds in one transaction
         self._to_notify, self._notifier = set(), None  # tenants whose workers `notify_soon` wakes; its task
     def __repr__(self): return f'PgStore({safe_url(self.url)!r})'
 
@@ -742,16 +744,20 @@ def expire(self:PgTenant, h, keys:list, cutoffs:list)->list:
     return read(h.execute(q, args).fetchall())
 
 @patch
-async def adrive(self:PgTenant, c, steps):
-    "Run `log_steps` on `asyncio` autocommit connection `c`: the insert commits alone, the rest (if any) in one more."
-    async def step(op, *args):  # the insert without its NOTIFY: the caller wakes the workers (`PgStore.notify_soon`)
+async def adrive(self:PgTenant, pool, steps,
+                 first=None, # the first step's result, when a joint round committed its insert already
+                ):
+    "Run `log_steps` on a connection of `asyncio` `pool`: the insert commits alone, the rest (if any) in one more."
+    async def step(c, op, *args):  # the insert without its NOTIFY: the caller wakes the workers (`PgStore.notify_soon`)
         q, params, read = getattr(self, f'{op}_args')(*args, **({'quiet': True} if op == 'insert' else {}))
         return read(await (await c.execute(q, params)).fetchall())
-    try: nxt = steps.send(await step(*next(steps)))
+    if first is None:
+        async with pool.connection() as c: first = await step(c, *next(steps))
+    try: nxt = steps.send(first)
     except StopIteration as e: return e.value
-    async with c.transaction():  # a key past the window: release it, insert again
+    async with pool.connection() as c, c.transaction():  # a key past the window: release it, insert again
         try:
-            while True: nxt = steps.send(await step(*nxt))
+            while True: nxt = steps.send(await step(c, *nxt))
         except StopIteration as e: return e.value
 
 # %% ../nbs/05_postgres.ipynb #0b8398ce
@@ -821,17 +827,64 @@ async def fresh(self:PgInbox,
         raise StoreUnavailable(f'cannot read the sources of tenant {self.name!r}: {error_text(e)}') from None
 
 # %% ../nbs/05_postgres.ipynb #558cd1da
+class Apart(Exception):
+    "A joint round failed (one tenant's rows, a lock, the connection): each of its tenants writes its round alone."
+
+class JointRounds:
+    "Receiving rounds of several tenants in one transaction, inserts pipelined: one commit, one WAL flush for all."
+    def __init__(self, store:PgStore): self.store, self.waiting, self.task, self.rounds = store, [], None, 0
+    def __repr__(self): return f'JointRounds({len(self.waiting)} waiting, {self.rounds} rounds)'
+
+    async def insert(self, t:PgTenant,  # the tenant whose round this is
+                     rows:list, touched:list, # what `PgTenant.insert_args` takes
+                    )->list:
+        "What `t`'s insert of `rows` returned, committed with every tenant's insert waiting meanwhile; `Apart` if not."
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.waiting.append((t, rows, touched, fut))
+        if self.task is None: self.task = loop.create_task(self._rounds())
+        return await fut
+
+    async def _rounds(self):
+        try:
+            while self.waiting:
+                batch, self.waiting = sorted(self.waiting, key=lambda w: w[0].schema), []  # tenants in one order
+                self.rounds += 1
+                await self._round([(t.insert_args(rows, touched, quiet=True), fut) for t, rows, touched, fut in batch])
+        finally: self.task = None
+
+    async def _round(self, plans:list):
+        try:
+            async with (await self.store._receiving_pool()).connection() as c:
+                if len(plans) == 1: curs = [await c.execute(*plans[0][0][:2])]  # alone: its own statement
+                else:
+                    async with c.pipeline(), c.transaction(): curs = [await c.execute(q, a) for (q, a, _), _ in plans]
+                got = [read(await cur.fetchall()) for cur, ((_, _, read), _) in zip(curs, plans)]
+        except Exception as e:
+            for _, f in plans:
+                if not f.done(): f.set_exception(Apart(error_text(e)))
+            return
+        for g, (_, f) in zip(got, plans):
+            if not f.done(): f.set_result(g)
+
+
+# %% ../nbs/05_postgres.ipynb #81c4a40d
 @patch
 async def _write(self:PgInbox, events:list[NewEvent])->list[int|None]:
-    "One round: one statement (its own transaction), rows in key order; `StoreFull` if the server's disk is full."
+    "One round, joined with other tenants' (`JointRounds`), rows in key order; `StoreFull` if the disk is full."
     t = self.tenant
     rows = t.rows(events, self.source)
     order = sorted(range(len(rows)), key=lambda i: rows[i][5])
-    async with (await self.store._receiving_pool()).connection() as c:
-        try: seqs = await t.adrive(c, log_steps([rows[i] for i in order], IDEMPOTENCY_WINDOW, matched(events)))
-        except psycopg.errors.DiskFull as e:
-            raise StoreFull(f'the database of tenant {self.name!r} is full: the event was not stored, retry later '
-                            f'({error_text(e)})') from None
+    ordered, touched = [rows[i] for i in order], matched(events)
+    try:
+        try:
+            steps = log_steps(ordered, IDEMPOTENCY_WINDOW, touched)
+            first = await self.store.joint.insert(t, *next(steps)[1:])
+        except Apart: steps, first = log_steps(ordered, IDEMPOTENCY_WINDOW, touched), None  # alone, from the start
+        seqs = await t.adrive(await self.store._receiving_pool(), steps, first)
+    except psycopg.errors.DiskFull as e:
+        raise StoreFull(f'the database of tenant {self.name!r} is full: the event was not stored, retry later '
+                        f'({error_text(e)})') from None
     if any(s is not None for s in seqs): self.store.notify_soon(self.name)  # after the commit
     res = [None]*len(rows)
     for j, i in enumerate(order): res[i] = seqs[j]
@@ -866,7 +919,7 @@ async def _receiving_pool(self:PgStore)->AsyncConnectionPool:
     loop = asyncio.get_running_loop()
     if self._aloop is not loop:
         self._aloop, self._apool, self._watcher = loop, None, None
-        self.inboxes.clear(); self.opening.clear()
+        self.inboxes.clear(); self.opening.clear(); self.joint = JointRounds(self)
     if self._apool is None:
         ms = int(self.busy_timeout*1000)
         async def configure(conn):
