@@ -707,7 +707,7 @@ class Deliverer:
         "Tell a running deliverer there is new work (call from the event loop's thread)."
         self.rounds.wake(tenant)
         if self._wake is not None: self._wake.set()
-    def _db(self, f): return asyncio.get_running_loop().run_in_executor(self.db_thread, f)
+    def _db(self, f): return asyncio.get_running_loop().run_in_executor(self.db_thread, self.rounds.timed(f))
 
 # %% ../nbs/18_forward.ipynb #54be5c8f
 @patch

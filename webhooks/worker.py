@@ -92,11 +92,11 @@ class Rounds:
     "The tenants a round visits: woken since the last round or busy in it; every tenant each `every` seconds."
     def __init__(self, every:float=2.0,  # seconds between rounds over every tenant
                  gather:float=0.02,      # seconds between the starts of two rounds, while new work keeps coming
-                 rest:float=1.0,         # after a round, wait this many times its database work
+                 rest:float=1.0,         # after a round, wait this many times its database calls' CPU time
                 ):
         self.every, self.gather, self.rest, self.woken, self.everyone = every, gather, rest, set(), True
         self.scanned = self.started = -math.inf
-        self.took = 0.0
+        self.spent = self.mark = self.took = 0.0  # CPU seconds of the calls `timed` ran: all, at `next`, last round
     def __repr__(self): return f'Rounds(every={self.every:g}, woken={sorted(self.woken)}, everyone={self.everyone})'
     def wake(self, tenant:str|None=None): # the tenant with new work (None: every tenant)
         "Note new work for `tenant` (None: for any tenant)."
@@ -105,15 +105,21 @@ class Rounds:
     def next(self, busy=())->list[str]|None: # tenants that had work in the last round
         "The next round's tenants (None: every tenant); the wake-ups it answers are forgotten."
         now = self.started = time.monotonic()
+        self.mark = self.spent
         if self.everyone or now - self.scanned >= self.every: names, self.everyone, self.scanned = None, False, now
         else: names = sorted(self.woken | set(busy))
         self.woken.clear()
         return names
     def due(self)->bool: return self.everyone or bool(self.woken)  # is a round wanted now?
     def left(self)->float: return max(0.0, self.scanned + self.every - time.monotonic())  # seconds to a full round
-    def ended(self, busy:float|None=None): # seconds of it spent on the database (None: all of it)
-        "The round begun by `next` is over."
-        self.took = time.monotonic() - self.started if busy is None else busy
+    def timed(self, f:Callable)->Callable:  # a store call, to run on a database thread
+        "`f`, counting the CPU time of its thread in `spent` (waits for a lock, the network or a disk do not count)."
+        def run():
+            t = time.thread_time()
+            try: return f()
+            finally: self.spent += time.thread_time() - t
+        return run
+    def ended(self): self.took = self.spent - self.mark  # the round begun by `next` is over
     def wait(self)->float:  # seconds to the next round
         return max(0.0, self.started + max(self.gather, (1 + self.rest) * self.took) - time.monotonic())
 
@@ -151,7 +157,6 @@ class Worker:
         self._counted:dict[str,int] = {}          # tenant -> its held outcomes counted in `metrics` already
         self._runs:set = set()                    # the `PlainRun`s of handler threads running now
         self.running = self.peak = self.done = self.abandoned = self.stuck = 0
-        self.db_time = 0.0  # seconds `db_thread` spent on store calls
         self.metrics = None  # a `routes.Metrics` to count outcomes in (`install_worker` shares the receiver's)
         self.alerts = None   # an `Alerts` told of dead letters
         self.rounds, self._busy = Rounds(poll), set()  # the tenants to visit; those with work in the last round
@@ -160,12 +165,8 @@ class Worker:
 # %% ../nbs/10_worker.ipynb #608a8377
 @patch
 def _db(self:Worker, f:Callable)->asyncio.Future:
-    "Run `f()` on the worker's `db_thread`; await the result. The thread's time adds up in `db_time`."
-    def timed():
-        t = time.monotonic()
-        try: return f()
-        finally: self.db_time += time.monotonic() - t
-    return asyncio.get_running_loop().run_in_executor(self.db_thread, timed)
+    "Run `f()` on the worker's `db_thread`; await the result. Its CPU time counts towards the round's rest."
+    return asyncio.get_running_loop().run_in_executor(self.db_thread, self.rounds.timed(f))
 
 # %% ../nbs/10_worker.ipynb #ce4ddefb
 @patch
@@ -551,11 +552,10 @@ async def run(self:Worker):
             again = {k for k, d in self._down.items() if d[1] <= now}
             if None in again: self.rounds.wake()
             if not self._full and (pause := self.rounds.wait()): await asyncio.sleep(pause)  # more work gathers
-            t0 = self.db_time
             try: n = await self.step(self.rounds.next(self._busy | again - {None}))
             except Exception as e:  # a bug of ours must not stop the worker: report it and go on
                 log.error('worker round failed: %s', error_text(e), exc_info=e); n = 0
-            self.rounds.ended(self.db_time - t0)  # the next rests as long as this one's database work
+            self.rounds.ended()  # the next rests as long as this one's store calls worked
             if n or self.stopping or self.rounds.due(): continue
             now = time.time()  # a paused tenant's turn may come before the next poll
             soon = min([d[1] for d in self._down.values() if d[1] > now], default=math.inf) - now
