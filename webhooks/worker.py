@@ -92,11 +92,13 @@ class Rounds:
     "The tenants a round visits: woken since the last round or busy in it; every tenant each `every` seconds."
     def __init__(self, every:float=2.0,  # seconds between rounds over every tenant
                  gather:float=0.02,      # seconds between the starts of two rounds, while new work keeps coming
-                 rest:float=1.0,         # after a round, wait this many times its database calls' CPU time
+                 rest:float=1.0,         # after a round, rest this many times as long as its store calls took
+                 most:float=0.25,        # but never longer than this many seconds (a call that waited out an outage)
                 ):
-        self.every, self.gather, self.rest, self.woken, self.everyone = every, gather, rest, set(), True
-        self.scanned = self.started = -math.inf
-        self.spent = self.mark = self.took = 0.0  # CPU seconds of the calls `timed` ran: all, at `next`, last round
+        self.every, self.gather, self.rest, self.most = every, gather, rest, most
+        self.woken, self.everyone = set(), True
+        self.scanned = self.started = self.until = -math.inf  # `until`: the end of the last round's rest
+        self.spent = self.mark = 0.0  # seconds the calls `timed` ran took: all of them, and when this round began
     def __repr__(self): return f'Rounds(every={self.every:g}, woken={sorted(self.woken)}, everyone={self.everyone})'
     def wake(self, tenant:str|None=None): # the tenant with new work (None: every tenant)
         "Note new work for `tenant` (None: for any tenant)."
@@ -113,15 +115,18 @@ class Rounds:
     def due(self)->bool: return self.everyone or bool(self.woken)  # is a round wanted now?
     def left(self)->float: return max(0.0, self.scanned + self.every - time.monotonic())  # seconds to a full round
     def timed(self, f:Callable)->Callable:  # a store call, to run on a database thread
-        "`f`, counting the CPU time of its thread in `spent` (waits for a lock, the network or a disk do not count)."
+        "`f`, adding the time it takes to `spent`."
         def run():
-            t = time.thread_time()
+            t = time.monotonic()
             try: return f()
-            finally: self.spent += time.thread_time() - t
+            finally: self.spent += time.monotonic() - t
         return run
-    def ended(self): self.took = self.spent - self.mark  # the round begun by `next` is over
+    def ended(self):
+        "The round begun by `next` is over: the next one rests `rest` times as long as its store calls took."
+        self.until = time.monotonic() + min(self.most, self.rest * (self.spent - self.mark))
     def wait(self)->float:  # seconds to the next round
-        return max(0.0, self.started + max(self.gather, (1 + self.rest) * self.took) - time.monotonic())
+        now = time.monotonic()
+        return max(0.0, self.started + self.gather - now, self.until - now)
 
 # %% ../nbs/10_worker.ipynb #5fd2376a
 class Worker:
