@@ -121,9 +121,11 @@ class Rounds:
             try: return f()
             finally: self.spent += time.monotonic() - t
         return run
-    def ended(self):
-        "The round begun by `next` is over: the next one rests `rest` times as long as its store calls took."
-        self.until = time.monotonic() + min(self.most, self.rest * (self.spent - self.mark))
+    def ended(self)->float:
+        "The round begun by `next` is over: the next rests `rest` times as long as its store calls took (seconds)."
+        pause = min(self.most, self.rest * (self.spent - self.mark))
+        self.until = time.monotonic() + pause
+        return pause
     def wait(self)->float:  # seconds to the next round
         now = time.monotonic()
         return max(0.0, self.started + self.gather - now, self.until - now)
