@@ -617,10 +617,8 @@ class PgTenant(Tenant):
 # %% ../nbs/05_postgres.ipynb #9a4627df
 @patch
 @contextmanager
-def txn(self:PgTenant, flush:bool=True):
-    with self._conn() as c, c.transaction():
-        if not flush: c.execute('SET LOCAL synchronous_commit TO off')  # flushed with the next one that waits
-        yield c
+def txn(self:PgTenant, flush:bool=True):  # every commit waits for the disk, `flush` or not (see below)
+    with self._conn() as c, c.transaction(): yield c
 
 @patch
 def reading(self:PgTenant): return self._conn()
