@@ -858,9 +858,10 @@ class JointRounds:
                 else:
                     async with c.pipeline(), c.transaction(): curs = [await c.execute(q, a) for (q, a, _), _ in plans]
                 got = [read(await cur.fetchall()) for cur, ((_, _, read), _) in zip(curs, plans)]
-        except Exception as e:
+        except Exception as e:  # a round alone has its own error; joined, the one to blame is not known
+            err = e if len(plans) == 1 else Apart(error_text(e))
             for _, f in plans:
-                if not f.done(): f.set_exception(Apart(error_text(e)))
+                if not f.done(): f.set_exception(err)
             return
         for g, (_, f) in zip(got, plans):
             if not f.done(): f.set_result(g)

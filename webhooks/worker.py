@@ -172,7 +172,7 @@ class Worker:
 # %% ../nbs/10_worker.ipynb #608a8377
 @patch
 def _db(self:Worker, f:Callable)->asyncio.Future:
-    "Run `f()` on the worker's `db_thread`; await the result. Its CPU time counts towards the round's rest."
+    "Run `f()` on the worker's `db_thread`; await the result. The time it takes counts towards the round's rest."
     return asyncio.get_running_loop().run_in_executor(self.db_thread, self.rounds.timed(f))
 
 # %% ../nbs/10_worker.ipynb #ce4ddefb
