@@ -26,8 +26,8 @@ __all__ = ['SQL', 'DIALECT', 'MAX_URL', 'MAX_VERIFY_TOKEN', 'FINAL', 'NO_HANDLER
            'flood_settings', 'refill', 'source_keys', 'body_value', 'log_steps', 'matched', 'check_statuses',
            'search_terms', 'plain', 'dead_letter', 'lapsed', 'Settled', 'due_times', 'order_settings', 'order_value',
            'unix_time', 'provider_time', 'event_order', 'Held', 'arriving', 'copy_tenant', 'Cursor', 'cursor_text',
-           'parse_cursor', 'Committed', 'GroupCommit', 'Receiving', 'session_key', 'token_mark', 'AdminSessions',
-           'TokenInfo', 'token_tenant']
+           'parse_cursor', 'Committed', 'GroupCommit', 'unavailable', 'Receiving', 'session_key', 'token_mark',
+           'AdminSessions', 'TokenInfo', 'token_tenant']
 
 # %% ../nbs/03_engine.ipynb #315df610
 SQL = dict(
@@ -1306,8 +1306,10 @@ class GroupCommit:
     def __init__(self, write:Callable,           # async `write(events)`: one transaction; a seq or None each
                  idle:Callable|None=None,        # called whenever the last round in flight ends
                  invalid:tuple=INVALID,          # exception types that mean an event's data failed the write
+                 ready:Callable|None=None,       # async, awaited before a round takes what is pending (SQLite: the
+                                                 # file's write turn): events that arrive while it waits join the round
                 ):
-        self.write, self.idle, self.invalid = write, idle, invalid
+        self.write, self.idle, self.invalid, self.ready = write, idle, invalid, ready
         self.pending, self.task, self.rounds = [], None, 0
 
     async def submit(self, event:NewEvent)->int|None:
@@ -1319,10 +1321,26 @@ class GroupCommit:
         return await fut
 
 # %% ../nbs/03_engine.ipynb #e22e8d18
+def unavailable(e:Exception)->StoreUnavailable:
+    "A store error as a request's answer: a 503 the sender retries."
+    return StoreUnavailable(f'could not commit the event, retry later ({error_text(e)})')
+
+@patch
+def _fail(self:GroupCommit, batch:list, err:Exception):
+    "Answer `batch`'s requests with `err`; when the store is unavailable, also those queued meanwhile (not another wait)."
+    if isinstance(err, StoreUnavailable): batch, self.pending = batch + self.pending, []
+    for _,f in batch:
+        if not f.done(): f.set_exception(err)
+
 @patch
 async def _rounds(self:GroupCommit):
     try:
         while self.pending:
+            try:
+                if self.ready is not None: await self.ready()
+            except Exception as e:  # nothing can be written now: every request waiting is answered
+                self._fail([], e if isinstance(e, StoreUnavailable) else unavailable(e))
+                continue
             batch, self.pending = self.pending, []
             self.rounds += 1
             await self._settle(batch)
@@ -1342,11 +1360,8 @@ async def _settle(self:GroupCommit, batch:list):
                 await self._settle(batch[:half]); await self._settle(batch[half:])
                 return
             err = WebhookError('invalid_event', f'the event cannot be stored: {error_text(e)}')
-        else: err = StoreUnavailable(f'could not commit the event, retry later ({error_text(e)})')
-        if isinstance(err, StoreUnavailable):  # those queued meanwhile would wait out another timeout: answer now
-            batch, self.pending = batch + self.pending, []
-        for _,f in batch:
-            if not f.done(): f.set_exception(err)
+        else: err = unavailable(e)
+        self._fail(batch, err)
         return
     for (_,f),seq in zip(batch, res):
         if not f.done(): f.set_result(seq)

@@ -168,11 +168,20 @@ class WakePipe:
     def __init__(self):
         self.r, self.w = os.pipe()
         for fd in (self.r, self.w): os.set_blocking(fd, False)
+        self.due = {}  # tenants poked since the last write, in order
     def poke(self, tenant:str|None=None):
-        "Say `tenant` has new work (a receiver's listener: called from the event loop)."
-        # tenant names are ASCII without newlines; a write this short is never split or mixed with another's
-        try: os.write(self.w, (tenant or '').encode() + b'\n')
-        except BlockingIOError: pass  # the pipe is full: the worker has wake-ups waiting already
+        "Say `tenant` has new work (a receiver's listener: called from the event loop, written once its callbacks ran)."
+        if not self.due: asyncio.get_running_loop().call_soon(self._send)
+        self.due[tenant or ''] = None
+    def _send(self):
+        "Write the tenants poked, in whole lines of at most `PIPE_BUF` bytes a write: never split or mixed with another's."
+        lines, self.due = [t.encode() + b'\n' for t in self.due], {}  # names are ASCII without newlines
+        while lines:
+            n = size = 0
+            while n < len(lines) and size + len(lines[n]) <= select.PIPE_BUF: size += len(lines[n]); n += 1
+            try: os.write(self.w, b''.join(lines[:n]))
+            except BlockingIOError: return  # the pipe is full: the worker has wake-ups waiting already
+            lines = lines[n:]
     def watch(self, wake:Callable):
         "Call `wake(tenant)` on the running loop for each tenant poked (None for a poke that named none)."
         buf = bytearray()

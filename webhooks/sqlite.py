@@ -722,7 +722,7 @@ class SqliteInbox:
         # a locked database must turn into a 503 well inside a sender's timeout (GitHub: 10 s)
         self.busy_ms = int(busy_timeout*1000)
         self.writer.c.set_busy_timeout(self.busy_ms)
-        self.commit = GroupCommit(self._write, idle=self._idle, invalid=SQLITE_INVALID)
+        self.commit = GroupCommit(self._write, idle=self._idle, invalid=SQLITE_INVALID, ready=self._ready)
         self.closed, self.users = False, 0
 
     def source(self, name:str)->SourceKeys|None: return self.reader.source(name)
@@ -742,12 +742,16 @@ class SqliteInbox:
 @patch
 async def _write(self:SqliteInbox, events:list[NewEvent])->list[int|None]:
     "One round; `StoreFull` if the database cannot grow (the round rolled back, the connection fine for the next)."
-    if self.capped != self.max_db_bytes:
-        limit_size(self.writer.db, self.max_db_bytes); self.capped = self.max_db_bytes
     try: return await self._round(events)
     except apsw.FullError:
         raise StoreFull(f'tenant {self.name!r} is full (its disk, or its size cap): '
                         'the event was not stored, retry later') from None
+
+@patch
+async def _ready(self:SqliteInbox):
+    "The file's write turn for the loop's next round, unless the loop holds it already."
+    turns = self.writer.turns
+    if not turns.mine() and not turns.take(wait=False): await self._turn()
 
 @patch
 async def _turn(self:SqliteInbox):
@@ -774,8 +778,10 @@ def _commit(c:apsw.Connection, turns:WriteLock):
 async def _round(self:SqliteInbox, events:list[NewEvent])->list[int|None]:
     "The inserts on the loop once the write lock is this round's, only waits and the fsync'd COMMIT on a thread."
     loop, c, turns = asyncio.get_running_loop(), self.writer.c, self.writer.turns
-    if not turns.take(wait=False): await self._turn()
+    await self._ready()  # taken already, unless this is the second half of a round that failed
     try:
+        if self.capped != self.max_db_bytes:
+            limit_size(self.writer.db, self.max_db_bytes); self.capped = self.max_db_bytes
         c.set_busy_timeout(0)
         try: c.execute('BEGIN IMMEDIATE')
         except apsw.BusyError:  # a writer that takes no turn (another program) holds SQLite's lock: wait on a thread
