@@ -147,3 +147,20 @@ def test_detail_reads_status_and_attempts_from_one_snapshot(store):
     assert all(x in ok for x in seen), [x for x in seen if x not in ok][:3]
     assert t.detail(seqs[0])[0].status == 'completed' and t.detail(10**9) is None
     t.close()
+
+def test_two_inboxes_of_one_file_in_one_loop_take_turns(tmp_path):
+    "An evicted tenant's inbox may still commit while its successor starts a round: the write turn is per inbox, not per thread."
+    import asyncio
+    from webhooks.sqlite import SqliteInbox, Writers
+    tenant_db('shop', tmp_path).close()
+    async def both():
+        w = Writers(2)
+        old, new = SqliteInbox('shop', tmp_path, w), SqliteInbox('shop', tmp_path, w)
+        try:
+            ev = lambda i: NewEvent(f'evt_{i}', 'src', 'a.b', '{}', None, f'src:evt_{i}')
+            return await asyncio.gather(*[x.submit(ev(f'{i}_{j}')) for i in range(20) for j, x in enumerate((old, new))],
+                                        return_exceptions=True)
+        finally: old.close(); new.close(); w.shutdown()
+    got = asyncio.run(both())
+    assert all(isinstance(s, int) for s in got), [repr(s) for s in got if not isinstance(s, int)][:3]
+    assert len(set(got)) == 40

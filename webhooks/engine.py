@@ -307,9 +307,12 @@ def sources(self:Tenant)->list[Source]:
 
 @patch
 def source_rows(self:Tenant, h)->dict[str,SourceKeys]:
-    "Every source's `SourceKeys`, read on `h`."
+    "Every source's `SourceKeys`, read on `h`: those read last time again while the rows stored are the same."
     rows, old = self.all(h, self.sql['sources']), self.all(h, self.sql['retired'], (time.time() - RETIRED_KEPT,))
-    return source_keys(rows, old, self.keys._decrypt)
+    raw = tuple(map(tuple, rows)), tuple(map(tuple, old))
+    if raw != getattr(self, '_raw_sources', None):  # only a change decrypts the secrets again
+        self._raw_sources, self._source_keys = raw, source_keys(rows, old, self.keys._decrypt)
+    return self._source_keys
 
 @patch
 def source(self:Tenant,

@@ -5,11 +5,11 @@ operations on it."""
 
 # %% ../nbs/04_sqlite.ipynb #469406de
 from __future__ import annotations
-import apsw, asyncio, fcntl, os, secrets, threading, time, weakref
+import apsw, asyncio, fcntl, os, queue, secrets, threading, time, weakref
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, closing, contextmanager, nullcontext
 from pathlib import Path
+from typing import Callable
 from fastcore.basics import patch
 from fastlite import Database, database
 from .records import (IDEMPOTENCY_WINDOW, STATUSES, NewEvent, Rejection, SourceKeys, StoreFull, StoreUnavailable,
@@ -23,7 +23,7 @@ __all__ = ['SCHEMA_VERSION', 'EVENTS_DDL', 'EVENTS_INDEXES', 'ORDER_INDEXES', 'A
            'SCHEMA', 'FORWARD_DDL', 'FORWARD_TRIGGER', 'MIGRATIONS', 'TOKENS_DDL', 'QUEUE_INDEX', 'LINE_INDEXES',
            'NO_CAP', 'SQLITE', 'KEY_RUN', 'SQLITE_SQL', 'SWEEP', 'MATCH_EVERY', 'SQLITE_INVALID', 'SESSIONS_DDL',
            'tenant_path', 'WriteLock', 'write_lock', 'write_txn', 'secret_txn', 'encrypt_plaintext', 'migrate',
-           'tenant_db', 'limit_size', 'tenants', 'SqliteTenant', 'json_path', 'SqliteInbox', 'SqliteStore']
+           'tenant_db', 'limit_size', 'tenants', 'SqliteTenant', 'json_path', 'Writers', 'SqliteInbox', 'SqliteStore']
 
 # %% ../nbs/04_sqlite.ipynb #110988ed
 SCHEMA_VERSION = 12
@@ -706,13 +706,56 @@ def log(self:SqliteTenant,
     if not in_txn: return Tenant.log(self, events, window)
     return self.drive(self.c, log_steps(self.rows(events), window, self.matches(events)))
 
+# %% ../nbs/04_sqlite.ipynb #b1e7a3c5
+def _settled(fut:asyncio.Future, res, err:BaseException|None):
+    "On the loop: a thread's answer into `fut`, unless its waiter gave up on it."
+    if fut.cancelled(): return
+    if err is None: fut.set_result(res)
+    else: fut.set_exception(err)
+
+class Writers:
+    "Threads for the receiver's blocking calls, taken from one queue; each call's answer is an asyncio future."
+    def __init__(self, n:int=8,                    # threads, started on first use
+                 name:str='webhooks-writer',       # their names' prefix
+                ):
+        self.n, self.name, self.q, self.threads, self.pid = n, name, queue.SimpleQueue(), [], os.getpid()
+    def __repr__(self): return f'Writers({self.n}, {len(self.threads)} running)'
+
+    def run(self, fn:Callable, *args)->asyncio.Future:
+        "`fn(*args)` on one of the threads; a future of the running loop for what it returns or raises."
+        loop = asyncio.get_running_loop()
+        if self.pid != os.getpid(): self.q, self.threads, self.pid = queue.SimpleQueue(), [], os.getpid()  # forked
+        if not self.threads:
+            for i in range(self.n):
+                th = threading.Thread(target=self._work, name=f'{self.name}_{i}', daemon=True)
+                th.start(); self.threads.append(th)
+        fut = loop.create_future()
+        self.q.put((loop, fut, fn, args))
+        return fut
+
+    def _work(self):
+        while (job := self.q.get()) is not None:
+            loop, fut, fn, args = job
+            try: res, err = fn(*args), None
+            except BaseException as e: res, err = None, e
+            try: loop.call_soon_threadsafe(_settled, fut, res, err)
+            except RuntimeError: pass  # the loop closed meanwhile: no one is waiting
+            del job, fut, res, err  # an idle thread holds nothing
+
+    def shutdown(self, wait:bool=True):
+        "Stop the threads once the calls queued before are done."
+        for _ in self.threads: self.q.put(None)
+        if wait:
+            for th in self.threads: th.join()
+        self.threads = []
+
 # %% ../nbs/04_sqlite.ipynb #4cbe2924
 # what a bad value makes apsw raise
 SQLITE_INVALID = INVALID + (apsw.ConstraintError, apsw.MismatchError, apsw.TooBigError)
 
 class SqliteInbox:
     "A tenant open for receiving: sources read on the event loop, events group-committed."
-    def __init__(self, name:str, root:str|Path, pool:ThreadPoolExecutor, busy_timeout:float=5.0,
+    def __init__(self, name:str, root:str|Path, pool:Writers, busy_timeout:float=5.0,
                  max_db_bytes:int|None=None,  # the tenant's size cap (`SqliteStore.max_db_bytes`)
                 ):
         self.name, self.pool, self.max_db_bytes = name, pool, max_db_bytes
@@ -723,7 +766,7 @@ class SqliteInbox:
         self.busy_ms = int(busy_timeout*1000)
         self.writer.c.set_busy_timeout(self.busy_ms)
         self.commit = GroupCommit(self._write, idle=self._idle, invalid=SQLITE_INVALID, ready=self._ready)
-        self.closed, self.users = False, 0
+        self.closed, self.users, self.holding = False, 0, False  # holding: the loop took the write turn for a round
 
     def source(self, name:str)->SourceKeys|None: return self.reader.source(name)
     async def submit(self, event:NewEvent)->int|None: return await self.commit.submit(event)
@@ -749,15 +792,16 @@ async def _write(self:SqliteInbox, events:list[NewEvent])->list[int|None]:
 
 @patch
 async def _ready(self:SqliteInbox):
-    "The file's write turn for the loop's next round, unless the loop holds it already."
-    turns = self.writer.turns
-    if not turns.mine() and not turns.take(wait=False): await self._turn()
+    "The file's write turn for this tenant's next round, unless it holds it already."
+    if self.holding: return  # not `turns.mine()`: the same loop may hold it for another inbox of this file (evicted)
+    if not self.writer.turns.take(wait=False): await self._turn()
+    self.holding = True
 
 @patch
 async def _turn(self:SqliteInbox):
     "Wait on a thread for the file's write turn, at most `busy_timeout`; `StoreUnavailable` past it."
-    loop, turns = asyncio.get_running_loop(), self.writer.turns
-    got = loop.run_in_executor(self.pool, turns.take)
+    turns = self.writer.turns
+    got = self.pool.run(turns.take)
     try: await asyncio.wait_for(asyncio.shield(got), self.busy_ms / 1000)
     except BaseException as e:
         got.add_done_callback(lambda f: f.cancelled() or f.exception() or turns.give())  # taken too late: back
@@ -777,7 +821,7 @@ def _commit(c:apsw.Connection, turns:WriteLock):
 @patch
 async def _round(self:SqliteInbox, events:list[NewEvent])->list[int|None]:
     "The inserts on the loop once the write lock is this round's, only waits and the fsync'd COMMIT on a thread."
-    loop, c, turns = asyncio.get_running_loop(), self.writer.c, self.writer.turns
+    c, turns = self.writer.c, self.writer.turns
     await self._ready()  # taken already, unless this is the second half of a round that failed
     try:
         if self.capped != self.max_db_bytes:
@@ -786,13 +830,14 @@ async def _round(self:SqliteInbox, events:list[NewEvent])->list[int|None]:
         try: c.execute('BEGIN IMMEDIATE')
         except apsw.BusyError:  # a writer that takes no turn (another program) holds SQLite's lock: wait on a thread
             c.set_busy_timeout(self.busy_ms)
-            await loop.run_in_executor(self.pool, c.execute, 'BEGIN IMMEDIATE')
+            await self.pool.run(c.execute, 'BEGIN IMMEDIATE')
         try: res = self.writer.log(events, in_txn=True)
         except Exception:
             if c.in_transaction: c.execute('ROLLBACK')
             raise
-    except BaseException: turns.give(); raise
-    await loop.run_in_executor(self.pool, _commit, c, turns)  # gives the turn back itself
+    except BaseException: self.holding = False; turns.give(); raise
+    self.holding = False  # the COMMIT's thread gives it back
+    await self.pool.run(_commit, c, turns)  # gives the turn back itself
     return res
 
 # %% ../nbs/04_sqlite.ipynb #13a0dfba
@@ -833,8 +878,8 @@ class SqliteStore(Receiving, AdminSessions):
     def tenants(self)->list[str]: return tenants(self.root)
 
     @property
-    def pool(self)->ThreadPoolExecutor:
-        if self._pool is None: self._pool = ThreadPoolExecutor(self.writers, thread_name_prefix='webhooks-writer')
+    def pool(self)->Writers:
+        if self._pool is None: self._pool = Writers(self.writers)
         return self._pool
 
 # %% ../nbs/04_sqlite.ipynb #cbd6056e
@@ -844,8 +889,7 @@ def _check_tenant(self:SqliteStore, name:str): tenant_path(name, self.root)  # b
 @patch
 def _opening(self:SqliteStore, name:str)->asyncio.Future:
     "Open tenant `name` for receiving on a writer thread (opening may wait on another process's lock)."
-    return asyncio.get_running_loop().run_in_executor(self.pool, SqliteInbox, name, self.root, self.pool,
-                                                      self.busy_timeout, self.max_db_bytes)
+    return self.pool.run(SqliteInbox, name, self.root, self.pool, self.busy_timeout, self.max_db_bytes)
 
 # %% ../nbs/04_sqlite.ipynb #17309e18
 @patch
@@ -912,7 +956,7 @@ async def _reject(self:SqliteStore, tenant:str, rows:list[Rejection]):
         except apsw.FullError:
             raise StoreFull(f'tenant {tenant!r} is full: {len(rows)} refused deliveries not recorded') from None
         finally: t.close()
-    return await asyncio.get_running_loop().run_in_executor(self.pool, write)
+    return await self.pool.run(write)
 
 # %% ../nbs/04_sqlite.ipynb #bb133a13
 @patch
