@@ -5,7 +5,7 @@ statements by name and what only it can do."""
 
 # %% ../nbs/03_engine.ipynb #65f645b7
 from __future__ import annotations
-import asyncio, base64, datetime, hashlib, hmac, json, math, re, time
+import asyncio, base64, datetime, hashlib, hmac, json, math, os, queue, re, threading, time
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from secrets import token_urlsafe  # (a `Tenant` method below is called `secrets`)
@@ -26,8 +26,8 @@ __all__ = ['SQL', 'DIALECT', 'MAX_URL', 'MAX_VERIFY_TOKEN', 'FINAL', 'NO_HANDLER
            'flood_settings', 'refill', 'source_keys', 'body_value', 'log_steps', 'matched', 'check_statuses',
            'search_terms', 'plain', 'dead_letter', 'lapsed', 'Settled', 'due_times', 'order_settings', 'order_value',
            'unix_time', 'provider_time', 'event_order', 'Held', 'arriving', 'copy_tenant', 'Cursor', 'cursor_text',
-           'parse_cursor', 'Committed', 'GroupCommit', 'unavailable', 'Receiving', 'session_key', 'token_mark',
-           'AdminSessions', 'TokenInfo', 'token_tenant']
+           'parse_cursor', 'Committed', 'GroupCommit', 'unavailable', 'Writers', 'Receiving', 'session_key',
+           'token_mark', 'AdminSessions', 'TokenInfo', 'token_tenant']
 
 # %% ../nbs/03_engine.ipynb #315df610
 SQL = dict(
@@ -1368,6 +1368,49 @@ async def _settle(self:GroupCommit, batch:list):
         return
     for (_,f),seq in zip(batch, res):
         if not f.done(): f.set_result(seq)
+
+# %% ../nbs/03_engine.ipynb #b1e7a3c5
+def _settled(fut:asyncio.Future, res, err:BaseException|None):
+    "On the loop: a thread's answer into `fut`, unless its waiter gave up on it."
+    if fut.cancelled(): return
+    if err is None: fut.set_result(res)
+    else: fut.set_exception(err)
+
+class Writers:
+    "Threads for the receiver's blocking calls, taken from one queue; each call's answer is an asyncio future."
+    def __init__(self, n:int=8,                    # threads, started on first use
+                 name:str='webhooks-writer',       # their names' prefix
+                ):
+        self.n, self.name, self.q, self.threads, self.pid = n, name, queue.SimpleQueue(), [], os.getpid()
+    def __repr__(self): return f'Writers({self.n}, {len(self.threads)} running)'
+
+    def run(self, fn:Callable, *args)->asyncio.Future:
+        "`fn(*args)` on one of the threads; a future of the running loop for what it returns or raises."
+        loop = asyncio.get_running_loop()
+        if self.pid != os.getpid(): self.q, self.threads, self.pid = queue.SimpleQueue(), [], os.getpid()  # forked
+        if not self.threads:
+            for i in range(self.n):
+                th = threading.Thread(target=self._work, name=f'{self.name}_{i}', daemon=True)
+                th.start(); self.threads.append(th)
+        fut = loop.create_future()
+        self.q.put((loop, fut, fn, args))
+        return fut
+
+    def _work(self):
+        while (job := self.q.get()) is not None:
+            loop, fut, fn, args = job
+            try: res, err = fn(*args), None
+            except BaseException as e: res, err = None, e
+            try: loop.call_soon_threadsafe(_settled, fut, res, err)
+            except RuntimeError: pass  # the loop closed meanwhile: no one is waiting
+            del job, fut, res, err  # an idle thread holds nothing
+
+    def shutdown(self, wait:bool=True):
+        "Stop the threads once the calls queued before are done."
+        for _ in self.threads: self.q.put(None)
+        if wait:
+            for th in self.threads: th.join()
+        self.threads = []
 
 # %% ../nbs/03_engine.ipynb #e6a1de16
 class Receiving:

@@ -4,14 +4,13 @@
 from __future__ import annotations
 import asyncio, base64, contextlib, fnmatch, functools, json, math, random, secrets, socket, ssl, sys, time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 import httpcore, httpx
 from fastcore.basics import patch, store_attr
 from .signatures import fingerprint, sign
 from .records import LEASE, Store, TenantError, alive, check_name, error_text
-from .engine import Tenant, check_url, refill, render
+from .engine import Tenant, Writers, check_url, refill, render
 from .store import as_store, on_tenant
 from .routes import on_lifespan
 from .worker import BACKOFF, MAX_BACKOFF, Alerts, Rounds, Worker
@@ -695,7 +694,7 @@ class Deliverer:
                 ):
         store_attr('alerts,batch,poll,backoff,max_backoff,breaker,cool_down,gather')
         self.store = as_store(root)
-        self.db_thread = ThreadPoolExecutor(1, thread_name_prefix='webhooks-deliverer-db')
+        self.db_thread = Writers(1, 'webhooks-deliverer-db')
         self._tenants, self._secrets, self._lanes, self._tls = {}, {}, {}, httpx.create_ssl_context()
         self.sending, self.finished = set(), []  # tasks in flight; (tenant, `Sent`) not yet recorded
         self.stopping, self._wake, self._task, self.delivered = False, None, None, 0
@@ -707,7 +706,7 @@ class Deliverer:
         "Tell a running deliverer there is new work (call from the event loop's thread)."
         self.rounds.wake(tenant)
         if self._wake is not None: self._wake.set()
-    def _db(self, f): return asyncio.get_running_loop().run_in_executor(self.db_thread, self.rounds.timed(f))
+    def _db(self, f): return self.db_thread.run(self.rounds.timed(f))
 
 # %% ../nbs/18_forward.ipynb #54be5c8f
 @patch
@@ -846,7 +845,8 @@ async def stop(self:Deliverer,
     await self._record()
     for q in self._lanes.values():
         while not q.empty(): await q.get_nowait().aclose()
-    self.db_thread.submit(lambda: [t.close() for t in self._tenants.values()])
+    closing = self.db_thread.run(lambda: [t.close() for t in self._tenants.values()])
+    await asyncio.gather(closing, return_exceptions=True)  # closed or not, the thread ends
     self.db_thread.shutdown(wait=True)
 
 # %% ../nbs/18_forward.ipynb #03291ab7

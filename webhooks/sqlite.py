@@ -5,25 +5,24 @@ operations on it."""
 
 # %% ../nbs/04_sqlite.ipynb #469406de
 from __future__ import annotations
-import apsw, asyncio, fcntl, os, queue, secrets, threading, time, weakref
+import apsw, asyncio, fcntl, os, secrets, threading, time, weakref
 from collections import OrderedDict
 from contextlib import asynccontextmanager, closing, contextmanager, nullcontext
 from pathlib import Path
-from typing import Callable
 from fastcore.basics import patch
 from fastlite import Database, database
 from .records import (IDEMPOTENCY_WINDOW, STATUSES, NewEvent, Rejection, SourceKeys, StoreFull, StoreUnavailable,
                       TenantError, check_name, error_text)
 from .keys import KeyHolder, master_key
-from .engine import (INVALID, SOURCE_COLS, AdminSessions, GroupCommit, Receiving, Tenant, log_steps, matched,
-                             statements)
+from .engine import (INVALID, SOURCE_COLS, AdminSessions, GroupCommit, Receiving, Tenant, Writers, log_steps,
+                             matched, statements)
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'EVENTS_DDL', 'EVENTS_INDEXES', 'ORDER_INDEXES', 'ATTEMPTS_DDL', 'SOURCES_DDL', 'REJECTION_SCHEMA',
            'SCHEMA', 'FORWARD_DDL', 'FORWARD_TRIGGER', 'MIGRATIONS', 'TOKENS_DDL', 'QUEUE_INDEX', 'LINE_INDEXES',
            'NO_CAP', 'SQLITE', 'KEY_RUN', 'SQLITE_SQL', 'SWEEP', 'MATCH_EVERY', 'SQLITE_INVALID', 'SESSIONS_DDL',
            'tenant_path', 'WriteLock', 'write_lock', 'write_txn', 'secret_txn', 'encrypt_plaintext', 'migrate',
-           'tenant_db', 'limit_size', 'tenants', 'SqliteTenant', 'json_path', 'Writers', 'SqliteInbox', 'SqliteStore']
+           'tenant_db', 'limit_size', 'tenants', 'SqliteTenant', 'json_path', 'SqliteInbox', 'SqliteStore']
 
 # %% ../nbs/04_sqlite.ipynb #110988ed
 SCHEMA_VERSION = 12
@@ -705,49 +704,6 @@ def log(self:SqliteTenant,
     "Insert `events` in one transaction (one fsync); the `seq` of each new event, None for a duplicate."
     if not in_txn: return Tenant.log(self, events, window)
     return self.drive(self.c, log_steps(self.rows(events), window, self.matches(events)))
-
-# %% ../nbs/04_sqlite.ipynb #b1e7a3c5
-def _settled(fut:asyncio.Future, res, err:BaseException|None):
-    "On the loop: a thread's answer into `fut`, unless its waiter gave up on it."
-    if fut.cancelled(): return
-    if err is None: fut.set_result(res)
-    else: fut.set_exception(err)
-
-class Writers:
-    "Threads for the receiver's blocking calls, taken from one queue; each call's answer is an asyncio future."
-    def __init__(self, n:int=8,                    # threads, started on first use
-                 name:str='webhooks-writer',       # their names' prefix
-                ):
-        self.n, self.name, self.q, self.threads, self.pid = n, name, queue.SimpleQueue(), [], os.getpid()
-    def __repr__(self): return f'Writers({self.n}, {len(self.threads)} running)'
-
-    def run(self, fn:Callable, *args)->asyncio.Future:
-        "`fn(*args)` on one of the threads; a future of the running loop for what it returns or raises."
-        loop = asyncio.get_running_loop()
-        if self.pid != os.getpid(): self.q, self.threads, self.pid = queue.SimpleQueue(), [], os.getpid()  # forked
-        if not self.threads:
-            for i in range(self.n):
-                th = threading.Thread(target=self._work, name=f'{self.name}_{i}', daemon=True)
-                th.start(); self.threads.append(th)
-        fut = loop.create_future()
-        self.q.put((loop, fut, fn, args))
-        return fut
-
-    def _work(self):
-        while (job := self.q.get()) is not None:
-            loop, fut, fn, args = job
-            try: res, err = fn(*args), None
-            except BaseException as e: res, err = None, e
-            try: loop.call_soon_threadsafe(_settled, fut, res, err)
-            except RuntimeError: pass  # the loop closed meanwhile: no one is waiting
-            del job, fut, res, err  # an idle thread holds nothing
-
-    def shutdown(self, wait:bool=True):
-        "Stop the threads once the calls queued before are done."
-        for _ in self.threads: self.q.put(None)
-        if wait:
-            for th in self.threads: th.join()
-        self.threads = []
 
 # %% ../nbs/04_sqlite.ipynb #4cbe2924
 # what a bad value makes apsw raise

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio, fnmatch, inspect, json, logging, math, os, random, sys, threading, time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from fastcore.basics import patch, store_attr
 from fastlite import Database
 from .store import (refill, IDEMPOTENCY_WINDOW, LEASE, MAX_ATTEMPTS, Claim, Outcome, Store, TenantError,
                             TenantStore, as_store, as_tenant, error_text)
+from .engine import Writers
 from .process import run_handler
 from .routes import on_lifespan
 
@@ -150,7 +150,7 @@ class Worker:
         store_attr('concurrency,batch,lease,max_attempts,backoff,max_backoff,poll,max_open,timeout,flush,max_stuck')
         self.store = as_store(root)
         self.handlers = handlers if handlers is not None else globals()['handlers']
-        self.db_thread = ThreadPoolExecutor(1, thread_name_prefix='webhooks-worker-db')  # every store call runs here
+        self.db_thread = Writers(1, 'webhooks-worker-db')  # every store call runs here
         self._tenants:dict[str,TenantStore] = {}
         self._sem = self._wake = self._task = None
         self.stopping = self.exhausted = False  # exhausted: too many stuck threads, the process should start afresh
@@ -173,7 +173,7 @@ class Worker:
 @patch
 def _db(self:Worker, f:Callable)->asyncio.Future:
     "Run `f()` on the worker's `db_thread`; await the result. The time it takes counts towards the round's rest."
-    return asyncio.get_running_loop().run_in_executor(self.db_thread, self.rounds.timed(f))
+    return self.db_thread.run(self.rounds.timed(f))
 
 # %% ../nbs/10_worker.ipynb #ce4ddefb
 @patch
@@ -608,7 +608,8 @@ async def stop(self:Worker,
     except Exception as e: log.warning('could not record the last outcomes (%s)', error_text(e))
     if held := sum(map(len, self._held.values())):
         log.warning('%d outcomes could not be recorded: their leases will lapse and the events run again', held)
-    self.db_thread.submit(lambda: [t.close() for t in self._tenants.values()])
+    closing = self.db_thread.run(lambda: [t.close() for t in self._tenants.values()])
+    await asyncio.gather(closing, return_exceptions=True)  # closed or not, the thread ends
     self.db_thread.shutdown(wait=True)
 
 # %% ../nbs/10_worker.ipynb #cdf428e1
