@@ -27,8 +27,8 @@ from .engine import (INVALID, SOURCE_COLS, STREAM_COLS, AdminSessions, Cursor, G
 # %% auto #0
 __all__ = ['PREFIX', 'PG_SCHEMA_VERSION', 'PG_COMMIT_ORDER', 'PG_API_SCHEMA', 'PG_REJECTION_SCHEMA', 'PG_SCHEMA',
            'PG_FORWARD_SCHEMA', 'PG_MIGRATIONS', 'PG', 'CHANNEL', 'SOURCES_CHANNEL', 'RECONNECT', 'CONNECT_TIMEOUT',
-           'SETTINGS_SCHEMA', 'SESSIONS_TABLE', 'PG_INVALID', 'schema_name', 'schema_mark', 'read_mark', 'pg_ddl',
-           'schema_sql', 'migration_sql', 'stored_body', 'pg_statements', 'pg_where', 'pg_rows', 'glob_regex',
+           'SETTINGS_SCHEMA', 'SESSIONS_TABLE', 'PG_INVALID', 'NOTIFY_EVERY', 'schema_name', 'schema_mark', 'read_mark',
+           'pg_ddl', 'schema_sql', 'migration_sql', 'stored_body', 'pg_statements', 'pg_where', 'pg_rows', 'glob_regex',
            'safe_url', 'PgStore', 'schema_steps', 'encrypt_steps', 'PgTenant', 'rejection_arrays', 'PgInbox', 'Apart',
            'JointRounds']
 
@@ -201,7 +201,8 @@ WHERE e.idempotency_key = d.k AND e.received_at < d.cutoff RETURNING d.k''',
 )
 # the receiver's insert: it wakes the workers after its commit (`notify_soon`), not inside it (see *Receiving*)
 PG['insert_quiet'] = PG['insert'].replace("CASE WHEN status = 'pending' THEN pg_notify(%b, %b) END", 'status')
-PG['notify_all'] = 'SELECT pg_notify(%s, t) FROM unnest(%s::text[]) t'
+# waking workers needs nothing on disk: its own commit (one statement, autocommit) does not wait for a WAL flush
+PG['notify_all'] = "SELECT set_config('synchronous_commit', 'off', true), pg_notify(%s, t) FROM unnest(%s::text[]) t"
 
 # %% ../nbs/05_postgres.ipynb #0739ddfb
 PG['settle'] = '''WITH o AS (
@@ -897,6 +898,8 @@ def notify_soon(self:PgStore, tenant:str):
     if self._notifier is None or self._notifier.done():
         self._notifier = asyncio.get_running_loop().create_task(self._notify_waiting())
 
+NOTIFY_EVERY = 0.005  # seconds: under load a receiver notifies at most this often (after a quiet spell, at once)
+
 @patch
 async def _notify_waiting(self:PgStore):
     "Notify the tenants waiting, in one statement, until none waits (those added meanwhile go in the next)."
@@ -904,12 +907,12 @@ async def _notify_waiting(self:PgStore):
         names, self._to_notify = sorted(self._to_notify), set()
         if self._apool is None or self._aloop is not asyncio.get_running_loop(): return  # closed: workers poll
         try:
-            async with (await self._receiving_pool()).connection() as c, c.transaction():
-                await c.execute('SET LOCAL synchronous_commit TO off')
+            async with (await self._receiving_pool()).connection() as c:  # autocommit: one statement, one round trip
                 await c.execute(PG['notify_all'], (self.channel, names))
         except Exception as e:
             print(f'webhooks: could not wake the workers of {len(names)} tenant(s) ({error_text(e)}); they poll',
                   file=sys.stderr)
+        await asyncio.sleep(NOTIFY_EVERY)  # the rounds committed meanwhile are woken for together
 
 # %% ../nbs/05_postgres.ipynb #e777697c
 @patch
