@@ -26,11 +26,11 @@ from .engine import (INVALID, SOURCE_COLS, STREAM_COLS, AdminSessions, Cursor, G
 
 # %% auto #0
 __all__ = ['PREFIX', 'PG_SCHEMA_VERSION', 'PG_COMMIT_ORDER', 'PG_API_SCHEMA', 'PG_REJECTION_SCHEMA', 'PG_SCHEMA',
-           'PG_FORWARD_SCHEMA', 'PG_MIGRATIONS', 'PG', 'CHANNEL', 'SOURCES_CHANNEL', 'RECONNECT', 'CONNECT_TIMEOUT',
-           'SETTINGS_SCHEMA', 'SESSIONS_TABLE', 'PG_INVALID', 'NOTIFY_EVERY', 'schema_name', 'schema_mark', 'read_mark',
-           'pg_ddl', 'schema_sql', 'migration_sql', 'stored_body', 'pg_statements', 'pg_where', 'pg_rows', 'glob_regex',
-           'safe_url', 'PgStore', 'schema_steps', 'encrypt_steps', 'PgTenant', 'rejection_arrays', 'PgInbox', 'Apart',
-           'JointRounds']
+           'PG_FORWARD_SCHEMA', 'PG_MIGRATIONS', 'ARRIVING', 'MATCHED', 'PG', 'CHANNEL', 'SOURCES_CHANNEL', 'RECONNECT',
+           'CONNECT_TIMEOUT', 'SETTINGS_SCHEMA', 'SESSIONS_TABLE', 'PG_INVALID', 'NOTIFY_EVERY', 'schema_name',
+           'schema_mark', 'read_mark', 'pg_ddl', 'schema_sql', 'migration_sql', 'stored_body', 'as_text', 'text_rows',
+           'pg_statements', 'pg_where', 'pg_rows', 'glob_regex', 'safe_url', 'PgStore', 'schema_steps', 'encrypt_steps',
+           'PgTenant', 'rejection_arrays', 'PgInbox', 'Apart', 'JointRounds']
 
 # %% ../nbs/05_postgres.ipynb #0c19362e
 PREFIX = 'wh_'  # every tenant schema's name starts with it
@@ -175,23 +175,40 @@ def stored_body(b:bytes|None,  # a `payload` as PostgreSQL returns it
     "A stored body as the SQLite store returns it: `str` if the bytes are UTF-8, else the `bytes`; None once pruned."
     return None if b is None else body_value(bytes(b))
 
+# %% ../nbs/05_postgres.ipynb #7e3d1a52
+def as_text(rows:list, # tuples of values: str, int, float or None
+           )->list[list[str|None]]:
+    "`rows` as a two-dimensional `text[]` parameter carries them: numbers as their exact decimal text (`repr`)."
+    return [[v if v is None or isinstance(v, str) else repr(v) for v in r] for r in rows]
+
+def text_rows(cols:dict,      # column name -> SQL type, in the order of each row's values
+              also:str=None,  # the name of a column taken from a second parameter, a 1-D array of the same length
+             )->str:
+    "A subquery reading a parameter made by `as_text` (and `also`'s array) as typed rows numbered `n` from 1."
+    sel = [f"p.v[n][{i}]{'' if t == 'text' else '::' + t} AS {c}" for i, (c, t) in enumerate(cols.items(), 1)]
+    more, arr = ([f'p.a[n] AS {also}'], ', %b::bytea[] AS a') if also else ([], '')
+    return f"(SELECT {', '.join(sel + more)}, n FROM (SELECT %b::text[] AS v{arr}) p, generate_subscripts(p.v, 1) AS n)"
+
+
 # %% ../nbs/05_postgres.ipynb #f2b91c45
+# a round's events, as the insert's `text[]` holds them (the bodies travel beside, as one bytea[]); the secrets used
+ARRIVING = dict(id='text', source='text', event_type='text', signature='text', idempotency_key='text', status='text',
+                attempts='int', received_at='float8', lease_until='float8', lease_owner='text', headers='text',
+                order_key='text', created='float8')
+MATCHED = dict(name='text', fingerprint='text', at='float8')
 PG = dict(
   insert='''WITH new AS (
 INSERT INTO {t}webhook_events (id, source, event_type, payload, signature, idempotency_key, status, attempts,
   received_at, next_attempt_at, lease_until, lease_owner, headers, order_key, created, turn)
 SELECT id, source, event_type, payload, signature, idempotency_key, status, attempts, received_at, 0, lease_until,
   lease_owner, headers, order_key, created, created
-FROM unnest(%b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[], %b::text[], %b::text[], %b::int[],
-            %b::float8[], %b::float8[], %b::text[], %b::text[], %b::text[], %b::float8[])
-  WITH ORDINALITY AS r(id, source, event_type, payload, signature, idempotency_key, status, attempts,
-                       received_at, lease_until, lease_owner, headers, order_key, created, n)
+FROM <arriving> r
 ORDER BY n
 ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq, idempotency_key, status),
 matched AS (
 UPDATE {t}webhook_sources w SET last_matched = GREATEST(w.last_matched, m.at)
 FROM (SELECT x.name, x.fingerprint, m.at FROM {t}webhook_sources x
-      JOIN unnest(%b::text[], %b::text[], %b::float8[]) AS m(name, fingerprint, at) USING (name, fingerprint)
+      JOIN <matched> m USING (name, fingerprint)
       FOR UPDATE OF x SKIP LOCKED) m
 WHERE w.name = m.name AND w.fingerprint = m.fingerprint)
 SELECT seq, idempotency_key, CASE WHEN status = 'pending' THEN pg_notify(%b, %b) END FROM new''',
@@ -199,6 +216,7 @@ SELECT seq, idempotency_key, CASE WHEN status = 'pending' THEN pg_notify(%b, %b)
 WHERE e.idempotency_key = d.k AND e.received_at < d.cutoff RETURNING d.k''',
   notify='SELECT pg_notify(%s, %s)',
 )
+PG['insert'] = PG['insert'].replace('<arriving>', text_rows(ARRIVING, 'payload')).replace('<matched>', text_rows(MATCHED))
 # the receiver's insert: it wakes the workers after its commit (`notify_soon`), not inside it (see *Receiving*)
 PG['insert_quiet'] = PG['insert'].replace("CASE WHEN status = 'pending' THEN pg_notify(%b, %b) END", 'status')
 # waking workers needs nothing on disk: its own commit (one statement, autocommit) does not wait for a WAL flush
@@ -721,10 +739,9 @@ def insert_args(self:PgTenant, rows:list, touched:list,
                 quiet:bool=False, # no NOTIFY inside the insert's transaction (the receiver notifies after it)
                ):
     "(statement, parameters, reader) inserting `rows` (and setting the `last_matched` of `touched`)."
-    cols = [list(c) for c in zip(*rows)] if rows else [[]]*14
-    used = [[src for _, src, _ in touched], [fp for *_, fp in touched], [float(t) for t, *_ in touched]]
+    events, used = as_text([(*r[:3], *r[4:]) for r in rows]), as_text([(s, fp, float(t)) for t, s, fp in touched])
     q, wake = ('insert_quiet', []) if quiet else ('insert', [self.store.channel, self.name])
-    return self.sql[q], [*cols, *used, *wake], lambda got: [(s, k) for s, k, _ in got]
+    return self.sql[q], [events, [r[3] for r in rows], used, *wake], lambda got: [(s, k) for s, k, _ in got]
 
 @patch
 def expire_args(self:PgTenant, keys:list, cutoffs:list):
@@ -749,7 +766,7 @@ async def adrive(self:PgTenant, pool, steps,
     "Run `log_steps` on a connection of `asyncio` `pool`: the insert commits alone, the rest (if any) in one more."
     async def step(c, op, *args):  # the insert without its NOTIFY: the caller wakes the workers (`PgStore.notify_soon`)
         q, params, read = getattr(self, f'{op}_args')(*args, **({'quiet': True} if op == 'insert' else {}))
-        return read(await (await c.execute(q, params)).fetchall())
+        return read(await (await c.execute(q, params, prepare=True)).fetchall())
     if first is None:
         async with pool.connection() as c: first = await step(c, *next(steps))
     try: nxt = steps.send(first)
@@ -855,9 +872,9 @@ class JointRounds:
     async def _round(self, plans:list):
         try:
             async with (await self.store._receiving_pool()).connection() as c:
-                if len(plans) == 1: curs = [await c.execute(*plans[0][0][:2])]  # alone: its own statement
+                if len(plans) == 1: curs = [await c.execute(*plans[0][0][:2], prepare=True)]  # alone: its own statement
                 else:
-                    async with c.pipeline(), c.transaction(): curs = [await c.execute(q, a) for (q, a, _), _ in plans]
+                    async with c.pipeline(), c.transaction(): curs = [await c.execute(q, a, prepare=True) for (q, a, _), _ in plans]
                 got = [read(await cur.fetchall()) for cur, ((_, _, read), _) in zip(curs, plans)]
         except Exception as e:  # a round alone has its own error; joined, the one to blame is not known
             err = e if len(plans) == 1 else Apart(error_text(e))
@@ -926,6 +943,7 @@ async def _receiving_pool(self:PgStore)->AsyncConnectionPool:
         ms = int(self.busy_timeout*1000)
         async def configure(conn):
             await conn.execute('SET synchronous_commit TO on')
+            await conn.execute('SET plan_cache_mode TO force_generic_plan')  # the inserts: planned once, not per round
             # a key held by another receiver's stuck commit: 503, not a hang
             await conn.execute(f'SET lock_timeout TO {ms}')
         pool = AsyncConnectionPool(self.url, min_size=1, max_size=self.pool_size, name='webhooks-receiving',
