@@ -5,14 +5,16 @@ group commits as one multi-row insert, claims with `FOR UPDATE SKIP LOCKED`, wor
 
 # %% ../nbs/05_postgres.ipynb #910e9d2c
 from __future__ import annotations
-import asyncio, functools, hashlib, json, logging, re, secrets, sys, threading, time
+import asyncio, functools, hashlib, json, logging, re, secrets, struct, sys, threading, time
 from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from fastcore.basics import patch
 import psycopg
-from psycopg import sql
+from psycopg import postgres, sql
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -28,9 +30,10 @@ from .engine import (INVALID, SOURCE_COLS, STREAM_COLS, AdminSessions, Cursor, G
 __all__ = ['PREFIX', 'PG_SCHEMA_VERSION', 'PG_COMMIT_ORDER', 'PG_API_SCHEMA', 'PG_REJECTION_SCHEMA', 'PG_SCHEMA',
            'PG_FORWARD_SCHEMA', 'PG_MIGRATIONS', 'ARRIVING', 'MATCHED', 'PG', 'CHANNEL', 'SOURCES_CHANNEL', 'RECONNECT',
            'CONNECT_TIMEOUT', 'SETTINGS_SCHEMA', 'SESSIONS_TABLE', 'PG_INVALID', 'NOTIFY_EVERY', 'schema_name',
-           'schema_mark', 'read_mark', 'pg_ddl', 'schema_sql', 'migration_sql', 'stored_body', 'as_text', 'text_rows',
-           'pg_statements', 'pg_where', 'pg_rows', 'glob_regex', 'safe_url', 'PgStore', 'schema_steps', 'encrypt_steps',
-           'PgTenant', 'rejection_arrays', 'PgInbox', 'Apart', 'JointRounds']
+           'schema_mark', 'read_mark', 'pg_ddl', 'schema_sql', 'migration_sql', 'stored_body', 'TextRows', 'Bodies',
+           'ArrayDumper', 'as_text', 'text_rows', 'pg_statements', 'pg_where', 'pg_rows', 'glob_regex', 'safe_url',
+           'PgStore', 'schema_steps', 'encrypt_steps', 'PgTenant', 'rejection_arrays', 'PgInbox', 'Apart',
+           'JointRounds']
 
 # %% ../nbs/05_postgres.ipynb #0c19362e
 PREFIX = 'wh_'  # every tenant schema's name starts with it
@@ -175,11 +178,42 @@ def stored_body(b:bytes|None,  # a `payload` as PostgreSQL returns it
     "A stored body as the SQLite store returns it: `str` if the bytes are UTF-8, else the `bytes`; None once pruned."
     return None if b is None else body_value(bytes(b))
 
+# %% ../nbs/05_postgres.ipynb #7e3d1a55
+class TextRows(list): "Rows of text (or None), all of one length: a two-dimensional `text[]` parameter."
+class Bodies(list): "Bytes (or None): a `bytea[]` parameter."
+
+_TYPES = {TextRows: postgres.types['text'], Bodies: postgres.types['bytea']}
+_head, _dims, _len = struct.Struct('!iiI'), struct.Struct('!ii'), struct.Struct('!i').pack
+
+class ArrayDumper(Dumper):
+    "`TextRows` and `Bodies` in PostgreSQL's binary array format, their type known without a look at every value."
+    format = Format.BINARY
+    def __init__(self, cls, context=None):
+        super().__init__(cls, context)
+        self.elem, self.oid = _TYPES[cls].oid, _TYPES[cls].array_oid
+        self.enc = self.connection.info.encoding if self.connection else 'utf-8'
+
+    def dump(self, vals:list)->bytes:
+        if not vals: return _head.pack(0, 0, self.elem)
+        rows = vals if isinstance(vals, TextRows) else [vals]  # a row of values, or rows of them
+        dims = (len(rows), len(rows[0])) if rows is vals else (len(vals),)
+        out = [_head.pack(len(dims), 1, self.elem), *(_dims.pack(d, 1) for d in dims)]
+        for r in rows:
+            for v in r:
+                if v is None: out.append(b'\xff\xff\xff\xff')  # NULL
+                else:
+                    b = v.encode(self.enc) if isinstance(v, str) else v
+                    out += (_len(len(b)), b)
+        return b''.join(out)
+
+for _cls in _TYPES: psycopg.adapters.register_dumper(_cls, ArrayDumper)
+
+
 # %% ../nbs/05_postgres.ipynb #7e3d1a52
 def as_text(rows:list, # tuples of values: str, int, float or None
            )->list[list[str|None]]:
     "`rows` as a two-dimensional `text[]` parameter carries them: numbers as their exact decimal text (`repr`)."
-    return [[v if v is None or isinstance(v, str) else repr(v) for v in r] for r in rows]
+    return TextRows([v if v is None or isinstance(v, str) else repr(v) for v in r] for r in rows)
 
 def text_rows(cols:dict,      # column name -> SQL type, in the order of each row's values
               also:str=None,  # the name of a column taken from a second parameter, a 1-D array of the same length
@@ -741,7 +775,7 @@ def insert_args(self:PgTenant, rows:list, touched:list,
     "(statement, parameters, reader) inserting `rows` (and setting the `last_matched` of `touched`)."
     events, used = as_text([(*r[:3], *r[4:]) for r in rows]), as_text([(s, fp, float(t)) for t, s, fp in touched])
     q, wake = ('insert_quiet', []) if quiet else ('insert', [self.store.channel, self.name])
-    return self.sql[q], [events, [r[3] for r in rows], used, *wake], lambda got: [(s, k) for s, k, _ in got]
+    return self.sql[q], [events, Bodies(r[3] for r in rows), used, *wake], lambda got: [(s, k) for s, k, _ in got]
 
 @patch
 def expire_args(self:PgTenant, keys:list, cutoffs:list):
