@@ -30,8 +30,8 @@ from .engine import (INVALID, SOURCE_COLS, STREAM_COLS, AdminSessions, Cursor, G
 __all__ = ['PREFIX', 'PG_SCHEMA_VERSION', 'PG_COMMIT_ORDER', 'PG_API_SCHEMA', 'PG_REJECTION_SCHEMA', 'PG_SCHEMA',
            'PG_FORWARD_SCHEMA', 'PG_MIGRATIONS', 'ARRIVING', 'MATCHED', 'PG', 'CHANNEL', 'SOURCES_CHANNEL', 'RECONNECT',
            'CONNECT_TIMEOUT', 'SETTINGS_SCHEMA', 'SESSIONS_TABLE', 'PG_INVALID', 'NOTIFY_EVERY', 'schema_name',
-           'schema_mark', 'read_mark', 'pg_ddl', 'schema_sql', 'migration_sql', 'stored_body', 'TextRows', 'Bodies',
-           'ArrayDumper', 'as_text', 'text_rows', 'pg_statements', 'pg_where', 'pg_rows', 'glob_regex', 'safe_url',
+           'schema_mark', 'read_mark', 'pg_ddl', 'schema_sql', 'migration_sql', 'stored_body', 'Texts', 'Bodies',
+           'ArrayDumper', 'columns', 'text_rows', 'pg_statements', 'pg_where', 'pg_rows', 'glob_regex', 'safe_url',
            'PgStore', 'schema_steps', 'encrypt_steps', 'PgTenant', 'rejection_arrays', 'PgInbox', 'Apart',
            'JointRounds']
 
@@ -179,14 +179,14 @@ def stored_body(b:bytes|None,  # a `payload` as PostgreSQL returns it
     return None if b is None else body_value(bytes(b))
 
 # %% ../nbs/05_postgres.ipynb #7e3d1a55
-class TextRows(list): "Rows of text (or None), all of one length: a two-dimensional `text[]` parameter."
+class Texts(list): "Text values (or None): a `text[]` parameter."
 class Bodies(list): "Bytes (or None): a `bytea[]` parameter."
 
-_TYPES = {TextRows: postgres.types['text'], Bodies: postgres.types['bytea']}
-_head, _dims, _len = struct.Struct('!iiI'), struct.Struct('!ii'), struct.Struct('!i').pack
+_TYPES = {Texts: postgres.types['text'], Bodies: postgres.types['bytea']}
+_head, _len = struct.Struct('!iiIii'), struct.Struct('!i').pack
 
 class ArrayDumper(Dumper):
-    "`TextRows` and `Bodies` in PostgreSQL's binary array format, their type known without a look at every value."
+    "`Texts` and `Bodies` in PostgreSQL's binary array format, their type known without a look at every value."
     format = Format.BINARY
     def __init__(self, cls, context=None):
         super().__init__(cls, context)
@@ -194,34 +194,33 @@ class ArrayDumper(Dumper):
         self.enc = self.connection.info.encoding if self.connection else 'utf-8'
 
     def dump(self, vals:list)->bytes:
-        if not vals: return _head.pack(0, 0, self.elem)
-        rows = vals if isinstance(vals, TextRows) else [vals]  # a row of values, or rows of them
-        dims = (len(rows), len(rows[0])) if rows is vals else (len(vals),)
-        out = [_head.pack(len(dims), 1, self.elem), *(_dims.pack(d, 1) for d in dims)]
-        for r in rows:
-            for v in r:
-                if v is None: out.append(b'\xff\xff\xff\xff')  # NULL
-                else:
-                    b = v.encode(self.enc) if isinstance(v, str) else v
-                    out += (_len(len(b)), b)
+        if not vals: return _head.pack(0, 0, self.elem, 0, 0)[:12]  # no dimension
+        out = [_head.pack(1, 1, self.elem, len(vals), 1)]  # one dimension, may hold NULLs, from 1
+        for v in vals:
+            if v is None: out.append(b'\xff\xff\xff\xff')
+            else:
+                b = v.encode(self.enc) if isinstance(v, str) else v
+                out += (_len(len(b)), b)
         return b''.join(out)
 
 for _cls in _TYPES: psycopg.adapters.register_dumper(_cls, ArrayDumper)
 
 
 # %% ../nbs/05_postgres.ipynb #7e3d1a52
-def as_text(rows:list, # tuples of values: str, int, float or None
-           )->list[list[str|None]]:
-    "`rows` as a two-dimensional `text[]` parameter carries them: numbers as their exact decimal text (`repr`)."
-    return TextRows([v if v is None or isinstance(v, str) else repr(v) for v in r] for r in rows)
+def columns(rows:list, # tuples of values: str, int, float or None
+            n:int,     # values in each
+           )->list[Texts]:
+    "The `n` columns of `rows` as `text[]` parameters: numbers as their exact decimal text (`repr`)."
+    return [Texts(v if v is None or isinstance(v, str) else repr(v) for v in c) for c in zip(*rows)] if rows else [Texts()]*n
 
-def text_rows(cols:dict,      # column name -> SQL type, in the order of each row's values
-              also:str=None,  # the name of a column taken from a second parameter, a 1-D array of the same length
+def text_rows(cols:dict,      # column name -> SQL type, in the order of `columns`' parameters
+              also:str=None,  # the name of a column sent as one more (`bytea[]`) parameter, after them
              )->str:
-    "A subquery reading a parameter made by `as_text` (and `also`'s array) as typed rows numbered `n` from 1."
-    sel = [f"p.v[n][{i}]{'' if t == 'text' else '::' + t} AS {c}" for i, (c, t) in enumerate(cols.items(), 1)]
-    more, arr = ([f'p.a[n] AS {also}'], ', %b::bytea[] AS a') if also else ([], '')
-    return f"(SELECT {', '.join(sel + more)}, n FROM (SELECT %b::text[] AS v{arr}) p, generate_subscripts(p.v, 1) AS n)"
+    "A subquery reading the parameters made by `columns` (and `also`'s) as typed rows numbered `n` from 1."
+    names = [*cols, *([also] if also else [])]
+    arrays = ', '.join(['%b::text[]'] * len(cols) + (['%b::bytea[]'] if also else []))
+    sel = [c if t == 'text' else f'{c}::{t} AS {c}' for c, t in cols.items()]
+    return f"(SELECT {', '.join(sel + names[len(cols):])}, n FROM unnest({arrays}) WITH ORDINALITY AS u({', '.join(names)}, n))"
 
 
 # %% ../nbs/05_postgres.ipynb #f2b91c45
@@ -773,9 +772,10 @@ def insert_args(self:PgTenant, rows:list, touched:list,
                 quiet:bool=False, # no NOTIFY inside the insert's transaction (the receiver notifies after it)
                ):
     "(statement, parameters, reader) inserting `rows` (and setting the `last_matched` of `touched`)."
-    events, used = as_text([(*r[:3], *r[4:]) for r in rows]), as_text([(s, fp, float(t)) for t, s, fp in touched])
+    events = columns([(*r[:3], *r[4:]) for r in rows], len(ARRIVING))
+    used = columns([(s, fp, float(t)) for t, s, fp in touched], len(MATCHED))
     q, wake = ('insert_quiet', []) if quiet else ('insert', [self.store.channel, self.name])
-    return self.sql[q], [events, Bodies(r[3] for r in rows), used, *wake], lambda got: [(s, k) for s, k, _ in got]
+    return self.sql[q], [*events, Bodies(r[3] for r in rows), *used, *wake], lambda got: [(s, k) for s, k, _ in got]
 
 @patch
 def expire_args(self:PgTenant, keys:list, cutoffs:list):
