@@ -183,7 +183,7 @@ class Texts(list): "Text values (or None): a `text[]` parameter."
 class Bodies(list): "Bytes (or None): a `bytea[]` parameter."
 
 _TYPES = {Texts: postgres.types['text'], Bodies: postgres.types['bytea']}
-_head, _len = struct.Struct('!iiIii'), struct.Struct('!i').pack
+_head, _dim, _len = struct.Struct('!iiI'), struct.Struct('!ii'), struct.Struct('!i').pack
 
 class ArrayDumper(Dumper):
     "`Texts` and `Bodies` in PostgreSQL's binary array format, their type known without a look at every value."
@@ -194,8 +194,8 @@ class ArrayDumper(Dumper):
         self.enc = self.connection.info.encoding if self.connection else 'utf-8'
 
     def dump(self, vals:list)->bytes:
-        if not vals: return _head.pack(0, 0, self.elem, 0, 0)[:12]  # no dimension
-        out = [_head.pack(1, 1, self.elem, len(vals), 1)]  # one dimension, may hold NULLs, from 1
+        if not vals: return _head.pack(0, 0, self.elem)  # no dimension
+        out = [_head.pack(1, 1, self.elem), _dim.pack(len(vals), 1)]  # one dimension (may hold NULLs), from 1
         for v in vals:
             if v is None: out.append(b'\xff\xff\xff\xff')
             else:
